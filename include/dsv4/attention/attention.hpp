@@ -1,0 +1,52 @@
+#pragma once
+// The attention kinds a layer can hold, chosen once at load from its LayerConfig.
+// Adding a kind: one header with the policy, one entry in AttentionVariant and in
+// make_attention; the static_assert below trips until both are done.
+#include <concepts>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "dsv4/attention/csa.hpp"
+#include "dsv4/attention/hca.hpp"
+#include "dsv4/attention/sliding.hpp"
+
+namespace dsv4 {
+
+template <class P>
+concept AttentionPolicy = requires(const P& p, const ModelConfig& c, const LayerConfig& l, const WeightSource& ws) {
+  typename P::State;
+  { P::can_implement(c, l) } -> std::convertible_to<std::string>;
+  { P::load(ws, std::string(), c, l) } -> std::same_as<P>;
+  { p.new_state(c) } -> std::same_as<typename P::State>;
+};
+
+using AttentionVariant = std::variant<SlidingAttention, CsaAttention, HcaAttention>;
+using AttentionState = std::variant<SlidingAttention::State, CsaAttention::State, HcaAttention::State>;
+static_assert(std::variant_size_v<AttentionVariant> == kNumAttentionKinds,
+              "a new AttentionKind needs its policy in AttentionVariant and a case in make_attention");
+static_assert(AttentionPolicy<SlidingAttention> && AttentionPolicy<CsaAttention> && AttentionPolicy<HcaAttention>);
+
+template <AttentionPolicy P>
+AttentionVariant load_attention(const WeightSource& ws, const std::string& prefix, const ModelConfig& c,
+                                const LayerConfig& l, int64_t layer) {
+  if (std::string why = P::can_implement(c, l); !why.empty()) fail("layer ", layer, ": ", why);
+  return P::load(ws, prefix, c, l);
+}
+
+inline AttentionVariant make_attention(const WeightSource& ws, const std::string& prefix, const ModelConfig& c,
+                                       int64_t layer) {
+  const LayerConfig& l = c.layers[size_t(layer)];
+  switch (l.attention) {
+    case AttentionKind::Sliding: return load_attention<SlidingAttention>(ws, prefix, c, l, layer);
+    case AttentionKind::CSA: return load_attention<CsaAttention>(ws, prefix, c, l, layer);
+    case AttentionKind::HCA: return load_attention<HcaAttention>(ws, prefix, c, l, layer);
+  }
+  fail("layer ", layer, ": unknown attention kind");
+}
+
+inline AttentionState new_attention_state(const AttentionVariant& a, const ModelConfig& c) {
+  return std::visit([&](auto& p) -> AttentionState { return p.new_state(c); }, a);
+}
+
+}  // namespace dsv4

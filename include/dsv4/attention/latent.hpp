@@ -1,0 +1,141 @@
+#pragma once
+// The part every DeepSeek-V4 attention kind shares: low-rank queries, one shared kv head
+// (key = value), sinks, de-rotation of the outputs and the grouped low-rank output projection.
+// The kinds differ only in which keys a query sees beyond its sliding window.
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "dsv4/attention/segment.hpp"
+#include "dsv4/io/weight_source.hpp"
+#include "dsv4/kernels/bundle.hpp"
+#include "dsv4/kernels/ops.hpp"
+#include "dsv4/kernels/rope.hpp"
+
+namespace dsv4 {
+
+struct LatentWeights {
+  Matrix wq_a;                 // [q_lora_rank, D]
+  std::vector<float> q_norm;   // [q_lora_rank]
+  Matrix wq_b;                 // [H*d, q_lora_rank]
+  Matrix wkv;                  // [d, D]
+  std::vector<float> kv_norm;  // [d]
+  Matrix wo_a;                 // [o_groups*o_lora_rank, H*d/o_groups]
+  Matrix wo_b;                 // [D, o_groups*o_lora_rank]
+  std::vector<float> sink;     // [H]
+
+  static LatentWeights load(const WeightSource& ws, const std::string& p, const ModelConfig& c) {
+    LatentWeights w;
+    const int64_t hd = c.num_heads * c.head_dim;
+    w.wq_a = ws.matrix(p + ".wq_a", c.q_lora_rank, c.hidden_size);
+    w.q_norm = ws.floats(p + ".q_norm.weight", {c.q_lora_rank});
+    w.wq_b = ws.matrix(p + ".wq_b", hd, c.q_lora_rank);
+    w.wkv = ws.matrix(p + ".wkv", c.head_dim, c.hidden_size);
+    w.kv_norm = ws.floats(p + ".kv_norm.weight", {c.head_dim});
+    w.wo_a = ws.matrix(p + ".wo_a", c.o_groups * c.o_lora_rank, hd / c.o_groups);
+    w.wo_b = ws.matrix(p + ".wo_b", c.hidden_size, c.o_groups * c.o_lora_rank);
+    w.sink = ws.floats(p + ".attn_sink", {c.num_heads});
+    return w;
+  }
+};
+
+// Per-sequence sliding window: the last W-1 kv vectors in a ring (slot = pos mod (W-1)).
+struct WindowState {
+  std::vector<float> ring;  // [W-1, d]
+  void init(const ModelConfig& c) { ring.assign(size_t(std::max<int64_t>(c.sliding_window - 1, 0) * c.head_dim), 0.f); }
+};
+
+// Row-wise projections of the whole batch.
+struct LatentProjections {
+  std::vector<float> qr;  // [T, q_lora_rank] normed low-rank query (the indexer reads it too)
+  std::vector<float> q;   // [T, H, d] normed per head, roped
+  std::vector<float> kv;  // [T, d] normed, roped
+};
+
+template <KernelBundle B>
+void latent_project(const LatentWeights& w, const ModelConfig& c, const RopeTable& rope, const float* x /*[T, D]*/,
+                    int64_t t, const std::vector<Segment>& segs, LatentProjections& p) {
+  const int64_t H = c.num_heads, d = c.head_dim, R = c.q_lora_rank;
+  const float eps = float(c.rms_norm_eps);
+  p.qr.resize(size_t(t * R));
+  p.q.resize(size_t(t * H * d));
+  p.kv.resize(size_t(t * d));
+  linear<B>(w.wq_a, x, t, p.qr.data());
+  for (int64_t i = 0; i < t; ++i) rms_norm(&p.qr[size_t(i * R)], w.q_norm.data(), R, eps, &p.qr[size_t(i * R)]);
+  linear<B>(w.wq_b, p.qr.data(), t, p.q.data());
+  linear<B>(w.wkv, x, t, p.kv.data());
+  for (auto& s : segs)
+    for (int64_t i = 0; i < s.count; ++i) {
+      const int64_t row = s.row0 + i, pos = s.pos0 + i;
+      for (int64_t h = 0; h < H; ++h) {
+        float* qh = &p.q[size_t((row * H + h) * d)];
+        rms_norm(qh, nullptr, d, eps, qh);
+        rope.apply(qh, d, pos);
+      }
+      float* kv = &p.kv[size_t(row * d)];
+      rms_norm(kv, w.kv_norm.data(), d, eps, kv);
+      rope.apply(kv, d, pos);
+    }
+}
+
+// Attention of one segment's queries over its sliding window plus extra keys chosen by the
+// attention kind. extra(i, out) appends the extra key vectors (pointers to [d]) for row i.
+// Writes o: [count, H, d], de-rotated.
+template <class ExtraKeys>
+void latent_attend(const LatentWeights& w, const ModelConfig& c, const RopeTable& rope, const WindowState& win,
+                   const Segment& s, const float* q /*[count, H, d]*/, const float* kv /*[count, d]*/,
+                   ExtraKeys&& extra, float* o /*[count, H, d]*/) {
+  const int64_t H = c.num_heads, d = c.head_dim, W = c.sliding_window, ring = W - 1;
+  const float scale = 1.0f / std::sqrt(float(d));
+  std::vector<const float*> keys;
+  std::vector<float> logits;
+  for (int64_t i = 0; i < s.count; ++i) {
+    const int64_t pos = s.pos0 + i;
+    keys.clear();
+    for (int64_t p = std::max<int64_t>(0, pos - W + 1); p <= pos; ++p)
+      keys.push_back(p >= s.pos0 ? kv + (p - s.pos0) * d : win.ring.data() + (p % ring) * d);
+    extra(i, keys);
+    logits.resize(keys.size());
+    for (int64_t h = 0; h < H; ++h) {
+      const float* qh = q + (i * H + h) * d;
+      float mx = w.sink[size_t(h)];
+      for (size_t k = 0; k < keys.size(); ++k) {
+        float dot = 0.f;
+        for (int64_t j = 0; j < d; ++j) dot += qh[j] * keys[k][j];
+        logits[k] = dot * scale;
+        mx = std::max(mx, logits[k]);
+      }
+      float den = std::exp(w.sink[size_t(h)] - mx);  // the sink takes mass, gives no value
+      for (auto& l : logits) den += (l = std::exp(l - mx));
+      float* oh = o + (i * H + h) * d;
+      std::fill(oh, oh + d, 0.f);
+      for (size_t k = 0; k < keys.size(); ++k) {
+        const float pk = logits[k] / den;
+        for (int64_t j = 0; j < d; ++j) oh[j] += pk * keys[k][j];
+      }
+      rope.apply(oh, d, pos, -1);
+    }
+  }
+}
+
+// Stores the segment's last W-1 kv vectors into the ring, after its attention ran.
+inline void window_store(WindowState& win, const ModelConfig& c, const Segment& s, const float* kv /*[count, d]*/) {
+  const int64_t ring = c.sliding_window - 1, d = c.head_dim;
+  if (ring <= 0) return;
+  for (int64_t i = std::max<int64_t>(0, s.count - ring); i < s.count; ++i)
+    std::copy_n(kv + i * d, d, win.ring.begin() + ((s.pos0 + i) % ring) * d);
+}
+
+// Grouped low-rank output: o [T, H*d] split into o_groups groups, group g times rows
+// [g*R, (g+1)*R) of wo_a, concatenated, then wo_b. out: [T, D].
+template <KernelBundle B>
+void latent_output(const LatentWeights& w, const ModelConfig& c, const float* o, int64_t t, float* out) {
+  const int64_t G = c.o_groups, R = c.o_lora_rank, gw = c.num_heads * c.head_dim / G;
+  std::vector<float> z(size_t(t * G * R));
+  for (int64_t g = 0; g < G; ++g)
+    B::matmul(w.wo_a, o + g * gw, c.num_heads * c.head_dim, t, z.data() + g * R, G * R, g * R, (g + 1) * R);
+  linear<B>(w.wo_b, z.data(), t, out);
+}
+
+}  // namespace dsv4

@@ -1,0 +1,106 @@
+#pragma once
+// A checkpoint directory: model.safetensors, or shards listed by model.safetensors.index.json
+// (or, failing both, every *.safetensors in the directory). Files stay memory-mapped for
+// the lifetime of the Checkpoint; views point into the maps.
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "dsv4/io/mapped_file.hpp"
+#include "dsv4/io/safetensors.hpp"
+
+namespace dsv4 {
+
+inline std::string read_text_file(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) fail(p.string(), ": cannot open");
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+class Checkpoint {
+ public:
+  static Checkpoint open(const std::filesystem::path& dir) {
+    namespace fs = std::filesystem;
+    if (!fs::is_directory(dir)) fail(dir.string(), ": not a directory");
+    Checkpoint ck;
+    ck.dir_ = dir;
+    const fs::path index = dir / "model.safetensors.index.json";
+    if (fs::exists(index)) {
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(read_text_file(index));
+      } catch (const nlohmann::json::exception& e) {
+        fail(index.string(), ": invalid JSON: ", e.what());
+      }
+      auto wm = j.is_object() ? j.find("weight_map") : j.end();
+      if (!j.is_object() || wm == j.end() || !wm->is_object()) fail(index.string(), ": missing object 'weight_map'");
+      std::unordered_map<std::string, std::string> where;
+      for (auto& [name, file] : wm->items()) {
+        if (!file.is_string()) fail(index.string(), ": weight_map['", name, "'] is not a file name");
+        std::string f = file.get<std::string>();
+        if (f.find('/') != std::string::npos || f == "..") fail(index.string(), ": weight_map['", name, "'] names '", f, "' outside the directory");
+        where[name] = f;
+      }
+      std::vector<std::string> files;
+      for (auto& [n, f] : where) files.push_back(f);
+      std::sort(files.begin(), files.end());
+      files.erase(std::unique(files.begin(), files.end()), files.end());
+      for (auto& f : files) ck.add_file(dir / f);
+      for (auto& [name, f] : where) {
+        auto it = ck.by_name_.find(name);
+        if (it == ck.by_name_.end() || fs::path(it->second.file).filename() != f)
+          fail(index.string(), ": tensor '", name, "' is listed in ", f, " but not found there");
+      }
+    } else if (fs::exists(dir / "model.safetensors")) {
+      ck.add_file(dir / "model.safetensors");
+    } else {
+      std::vector<fs::path> files;
+      for (auto& e : fs::directory_iterator(dir))
+        if (e.path().extension() == ".safetensors") files.push_back(e.path());
+      if (files.empty()) fail(dir.string(), ": no model.safetensors, model.safetensors.index.json or *.safetensors");
+      std::sort(files.begin(), files.end());
+      for (auto& f : files) ck.add_file(f);
+    }
+    return ck;
+  }
+
+  const TensorView* find(const std::string& name) const {
+    auto it = by_name_.find(name);
+    return it == by_name_.end() ? nullptr : &it->second;
+  }
+  const TensorView& get(const std::string& name) const {
+    if (auto* t = find(name)) return *t;
+    fail(dir_.string(), ": missing tensor '", name, "'");
+  }
+  const std::filesystem::path& dir() const { return dir_; }
+  const std::unordered_map<std::string, TensorView>& tensors() const { return by_name_; }
+  size_t total_bytes() const {
+    size_t n = 0;
+    for (auto& [k, v] : by_name_) n += v.nbytes;
+    return n;
+  }
+
+ private:
+  void add_file(const std::filesystem::path& p) {
+    auto m = std::make_unique<MappedFile>(p.string());
+    for (auto& v : parse_safetensors({m->data(), m->size()}, p.string())) {
+      if (by_name_.count(v.name)) fail(p.string(), ": tensor '", v.name, "' also appears in ", by_name_[v.name].file);
+      std::string n = v.name;
+      by_name_.emplace(std::move(n), std::move(v));
+    }
+    maps_.push_back(std::move(m));
+  }
+  std::filesystem::path dir_;
+  std::vector<std::unique_ptr<MappedFile>> maps_;
+  std::unordered_map<std::string, TensorView> by_name_;
+};
+
+}  // namespace dsv4

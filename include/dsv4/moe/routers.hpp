@@ -1,0 +1,79 @@
+#pragma once
+// Expert routers. Both DeepSeek-V4 routers score experts with s = sqrt(softplus(gate · x)) and
+// weight the chosen ones by s / sum(s) * routed_scaling_factor; they differ in the choice:
+// HashRouter takes tid2eid[token] (the first num_hash_layers layers), TopKRouter the top-k of
+// s + bias.
+#include <algorithm>
+#include <numeric>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "dsv4/io/weight_source.hpp"
+
+namespace dsv4 {
+
+template <class R>
+concept Router = requires(const R& r, const float* s, const int32_t* tok, int64_t t, int64_t* e) {
+  r.choose(s, tok, t, e);  // s: [T, E] scores, tok: [T] ids -> e: [T, k] expert ids
+};
+
+struct HashRouter {
+  std::vector<int32_t> table;  // [vocab, k]
+  int64_t k = 0;
+
+  static HashRouter load(const WeightSource& ws, const std::string& prefix, const ModelConfig& c) {
+    const TensorView& t = ws.tensor(prefix + ".tid2eid");
+    if (t.dtype != DType::I32 && t.dtype != DType::I64)
+      fail(t.file, ": tensor '", t.name, "' has dtype ", dtype_name(t.dtype), ", expected I32 or I64");
+    if (t.shape != Shape{c.vocab_size, c.n_experts_per_tok})
+      fail(t.file, ": tensor '", t.name, "' has shape ", shape_str(t.shape), ", expected ",
+           shape_str({c.vocab_size, c.n_experts_per_tok}));
+    HashRouter r;
+    r.k = c.n_experts_per_tok;
+    r.table.resize(size_t(t.numel()));
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      int64_t e = t.int_at(i);
+      if (e < 0 || e >= c.n_routed_experts)
+        fail(t.file, ": tensor '", t.name, "' maps token ", i / r.k, " to expert ", e, ", outside [0, ",
+             c.n_routed_experts, ")");
+      r.table[size_t(i)] = int32_t(e);
+    }
+    return r;
+  }
+  void choose(const float*, const int32_t* tokens, int64_t t, int64_t* experts) const {
+    for (int64_t i = 0; i < t; ++i)
+      for (int64_t j = 0; j < k; ++j) experts[i * k + j] = table[size_t(tokens[i] * k + j)];
+  }
+};
+
+struct TopKRouter {
+  std::vector<float> bias;  // [E] added for the choice only
+  int64_t k = 0;
+
+  static TopKRouter load(const WeightSource& ws, const std::string& prefix, const ModelConfig& c) {
+    TopKRouter r;
+    r.k = c.n_experts_per_tok;
+    if (ws.has(prefix + ".bias")) r.bias = ws.floats(prefix + ".bias", {c.n_routed_experts});
+    else r.bias.assign(size_t(c.n_routed_experts), 0.f);
+    return r;
+  }
+  void choose(const float* scores, const int32_t*, int64_t t, int64_t* experts) const {
+    const int64_t E = int64_t(bias.size());
+    std::vector<int64_t> idx(static_cast<size_t>(E));
+    std::vector<float> biased(static_cast<size_t>(E));
+    for (int64_t i = 0; i < t; ++i) {
+      for (int64_t e = 0; e < E; ++e) biased[size_t(e)] = scores[i * E + e] + bias[size_t(e)];
+      std::iota(idx.begin(), idx.end(), 0);
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int64_t a, int64_t b) {
+        return biased[size_t(a)] > biased[size_t(b)] || (biased[size_t(a)] == biased[size_t(b)] && a < b);
+      });
+      std::copy_n(idx.begin(), k, experts + i * k);
+    }
+  }
+};
+
+static_assert(Router<HashRouter> && Router<TopKRouter>);
+using RouterVariant = std::variant<HashRouter, TopKRouter>;
+
+}  // namespace dsv4

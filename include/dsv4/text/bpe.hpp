@@ -1,0 +1,248 @@
+#pragma once
+// Byte-level BPE on raw bytes: a piece starts as one symbol per byte (its byte token's id) and
+// the adjacent pair with the lowest merge rank is merged, leftmost first on ties, until no pair has
+// a merge — the order HF tokenizers' priority queue produces. Everything works on ids: a merge is
+// (left id, right id) → (rank, merged id), so no strings are built while encoding.
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace dsv4::text {
+
+// Open-addressing hash map (left id, right id) → (rank, merged id): ~128k merges are looked up
+// several times per piece, and std::unordered_map's node chasing showed up in profiles.
+class MergeTable {
+ public:
+  struct Merge {
+    int32_t rank;
+    int32_t id;
+  };
+
+  void reserve(size_t n) {
+    size_t cap = 16;
+    while (cap < n * 2) cap *= 2;
+    rehash(cap);
+  }
+
+  // A later merge of the same pair replaces the earlier one (HF collects merges into a map).
+  void insert(int32_t left, int32_t right, Merge m) {
+    if ((size_ + 1) * 2 > slots_.size()) rehash(std::max<size_t>(16, slots_.size() * 2));
+    const uint64_t key = pack(left, right);
+    size_t i = slot_of(key);
+    while (slots_[i].key != kEmpty && slots_[i].key != key) i = (i + 1) & mask_;
+    if (slots_[i].key == kEmpty) ++size_;
+    slots_[i] = {key, m};
+  }
+
+  const Merge* find(int32_t left, int32_t right) const {
+    if (slots_.empty()) return nullptr;
+    const uint64_t key = pack(left, right);
+    for (size_t i = slot_of(key);; i = (i + 1) & mask_) {
+      if (slots_[i].key == key) return &slots_[i].merge;
+      if (slots_[i].key == kEmpty) return nullptr;
+    }
+  }
+
+  size_t size() const { return size_; }
+
+ private:
+  static constexpr uint64_t kEmpty = ~uint64_t{0};  // ids are >= 0, so never a real key
+  struct Slot {
+    uint64_t key = kEmpty;
+    Merge merge{};
+  };
+  static uint64_t pack(int32_t l, int32_t r) {
+    return (uint64_t(uint32_t(l)) << 32) | uint32_t(r);
+  }
+  size_t slot_of(uint64_t key) const {
+    key *= 0x9E3779B97F4A7C15ull;  // Fibonacci hashing: the high bits are well mixed
+    return size_t(key >> 32) & mask_;
+  }
+  void rehash(size_t cap) {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    slots_.assign(cap, Slot{});
+    mask_ = cap - 1;
+    size_ = 0;
+    for (const Slot& s : old) {
+      if (s.key != kEmpty) insert(int32_t(s.key >> 32), int32_t(uint32_t(s.key)), s.merge);
+    }
+  }
+
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+};
+
+namespace bpe_detail {
+
+// O(n^2) in the worst case but branch-light and allocation-free: the right choice for the short
+// pieces that make up almost all text. rank[i] caches the merge of (sym[i], sym[i+1]).
+inline void merge_scan(const MergeTable& merges, std::vector<int32_t>& sym) {
+  thread_local std::vector<int32_t> rank, merged;
+  const size_t n0 = sym.size();
+  rank.resize(n0);
+  merged.resize(n0);
+  auto refresh = [&](size_t i) {
+    const MergeTable::Merge* m = merges.find(sym[i], sym[i + 1]);
+    rank[i] = m ? m->rank : INT32_MAX;
+    merged[i] = m ? m->id : -1;
+  };
+  for (size_t i = 0; i + 1 < n0; ++i) refresh(i);
+  size_t n = n0;
+  while (n > 1) {
+    size_t best = 0;
+    for (size_t i = 1; i + 1 < n; ++i) {
+      if (rank[i] < rank[best]) best = i;  // strict: leftmost wins ties
+    }
+    if (rank[best] == INT32_MAX) break;
+    sym[best] = merged[best];
+    const auto first = static_cast<std::ptrdiff_t>(best + 1);
+    sym.erase(sym.begin() + first);
+    rank.erase(rank.begin() + first);
+    merged.erase(merged.begin() + first);
+    --n;
+    if (best + 1 < n) refresh(best);
+    else rank[best] = INT32_MAX;
+    if (best > 0) refresh(best - 1);
+  }
+}
+
+// O(n log n): a heap of candidate merges over a linked list of symbols, for long pieces (a long
+// run of letters is one piece). Stale entries are skipped when popped, as in HF.
+inline void merge_heap(const MergeTable& merges, std::vector<int32_t>& sym) {
+  struct Cand {
+    int32_t rank;
+    int32_t pos;
+    int32_t id;
+    bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  const auto n = static_cast<int32_t>(sym.size());
+  std::vector<int32_t> prev(size_t(n)), next(size_t(n));
+  std::vector<bool> alive(size_t(n), true);
+  std::vector<Cand> heap;
+  auto push = [&](int32_t pos) {
+    const int32_t nx = next[size_t(pos)];
+    if (nx < 0) return;
+    if (const MergeTable::Merge* m = merges.find(sym[size_t(pos)], sym[size_t(nx)])) {
+      heap.push_back({m->rank, pos, m->id});
+      std::push_heap(heap.begin(), heap.end(), std::greater<>{});
+    }
+  };
+  for (int32_t i = 0; i < n; ++i) {
+    prev[size_t(i)] = i - 1;
+    next[size_t(i)] = i + 1 < n ? i + 1 : -1;
+  }
+  for (int32_t i = 0; i + 1 < n; ++i) push(i);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>{});
+    const Cand c = heap.back();
+    heap.pop_back();
+    const auto p = size_t(c.pos);
+    if (!alive[p] || next[p] < 0) continue;
+    const auto nx = size_t(next[p]);
+    const MergeTable::Merge* m = merges.find(sym[p], sym[nx]);
+    if (!m || m->id != c.id) continue;  // the pair changed since this entry was pushed
+    sym[p] = c.id;
+    alive[nx] = false;
+    next[p] = next[nx];
+    if (next[nx] >= 0) prev[size_t(next[nx])] = c.pos;
+    if (prev[p] >= 0) push(prev[p]);
+    push(c.pos);
+  }
+  size_t w = 0;
+  for (size_t i = 0; i < size_t(n); ++i) {
+    if (alive[i]) sym[w++] = sym[i];
+  }
+  sym.resize(w);
+}
+
+}  // namespace bpe_detail
+
+class Bpe {
+ public:
+  // Pieces longer than this use the heap merge; shorter ones the scan (faster there, measured).
+  static constexpr size_t kScanMax = 128;
+  // Results of pieces of 3..kCacheMaxLen bytes are cached; single bytes and pairs cost less to
+  // merge than to look up, and long pieces are rarely repeated.
+  static constexpr size_t kCacheMaxLen = 64;
+  static constexpr size_t kCacheMaxEntries = 1 << 16;
+
+  // byte_ids[b]: id of the token for byte b. bytes_to_id: whole-token lookup, used (and needed)
+  // only with ignore_merges (a piece that is a vocab token is emitted as is, skipping merges).
+  Bpe(std::array<int32_t, 256> byte_ids, MergeTable merges, bool ignore_merges,
+      std::unordered_map<std::string, int32_t> bytes_to_id)
+      : byte_ids_(byte_ids),
+        merges_(std::move(merges)),
+        ignore_merges_(ignore_merges),
+        bytes_to_id_(std::move(bytes_to_id)) {}
+
+  Bpe(const Bpe&) = delete;
+  Bpe& operator=(const Bpe&) = delete;
+
+  const MergeTable& merges() const { return merges_; }
+
+  // Appends the ids of one piece (raw bytes, non-empty). Thread-safe.
+  void encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+    if (piece.size() == 1) {
+      out.push_back(byte_ids_[static_cast<uint8_t>(piece[0])]);
+      return;
+    }
+    if (ignore_merges_) {
+      if (auto it = bytes_to_id_.find(piece); it != bytes_to_id_.end()) {
+        out.push_back(it->second);
+        return;
+      }
+    }
+    const bool cacheable = piece.size() >= 3 && piece.size() <= kCacheMaxLen;
+    if (cacheable) {
+      std::shared_lock lock(cache_mutex_);
+      if (auto it = cache_.find(piece); it != cache_.end()) {
+        out.insert(out.end(), it->second.begin(), it->second.end());
+        return;
+      }
+    }
+    thread_local std::vector<int32_t> sym;
+    sym.resize(piece.size());
+    for (size_t i = 0; i < piece.size(); ++i) sym[i] = byte_ids_[static_cast<uint8_t>(piece[i])];
+    if (piece.size() <= kScanMax) {
+      bpe_detail::merge_scan(merges_, sym);
+    } else {
+      bpe_detail::merge_heap(merges_, sym);
+    }
+    out.insert(out.end(), sym.begin(), sym.end());
+    if (cacheable) {
+      // Skip the insert rather than wait when another thread holds the lock.
+      std::unique_lock lock(cache_mutex_, std::try_to_lock);
+      if (lock.owns_lock()) {
+        if (cache_.size() >= kCacheMaxEntries) cache_.clear();
+        cache_.emplace(std::string(piece), sym);
+      }
+    }
+  }
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+
+  std::array<int32_t, 256> byte_ids_;
+  MergeTable merges_;
+  bool ignore_merges_;
+  std::unordered_map<std::string, int32_t, Hash, std::equal_to<>> bytes_to_id_;
+
+  mutable std::shared_mutex cache_mutex_;
+  mutable std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> cache_;
+};
+
+}  // namespace dsv4::text
