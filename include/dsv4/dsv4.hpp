@@ -7,3 +7,4 @@
 #include "dsv4/io/safetensors.hpp"
 #include "dsv4/kernels/bundle.hpp"
 #include "dsv4/model/model.hpp"
+#include "dsv4/sampling/sampler.hpp"

@@ -18,6 +18,14 @@
 
 namespace dsv4::text {
 
+// Transparent hash so maps keyed by std::string can be searched with a string_view.
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+template <class V>
+using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+
 // Open-addressing hash map (left id, right id) → (rank, merged id): ~128k merges are looked up
 // several times per piece, and std::unordered_map's node chasing showed up in profiles.
 class MergeTable {
@@ -127,8 +135,8 @@ inline void merge_heap(const MergeTable& merges, std::vector<int32_t>& sym) {
     bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
   };
   const auto n = static_cast<int32_t>(sym.size());
-  std::vector<int32_t> prev(size_t(n)), next(size_t(n));
-  std::vector<bool> alive(size_t(n), true);
+  std::vector<int32_t> prev(static_cast<size_t>(n)), next(static_cast<size_t>(n));
+  std::vector<bool> alive(static_cast<size_t>(n), true);
   std::vector<Cand> heap;
   auto push = [&](int32_t pos) {
     const int32_t nx = next[size_t(pos)];
@@ -180,7 +188,7 @@ class Bpe {
   // byte_ids[b]: id of the token for byte b. bytes_to_id: whole-token lookup, used (and needed)
   // only with ignore_merges (a piece that is a vocab token is emitted as is, skipping merges).
   Bpe(std::array<int32_t, 256> byte_ids, MergeTable merges, bool ignore_merges,
-      std::unordered_map<std::string, int32_t> bytes_to_id)
+      StringMap<int32_t> bytes_to_id)
       : byte_ids_(byte_ids),
         merges_(std::move(merges)),
         ignore_merges_(ignore_merges),
@@ -231,18 +239,13 @@ class Bpe {
   }
 
  private:
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-
   std::array<int32_t, 256> byte_ids_;
   MergeTable merges_;
   bool ignore_merges_;
-  std::unordered_map<std::string, int32_t, Hash, std::equal_to<>> bytes_to_id_;
+  StringMap<int32_t> bytes_to_id_;
 
   mutable std::shared_mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> cache_;
+  mutable StringMap<std::vector<int32_t>> cache_;
 };
 
 }  // namespace dsv4::text

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs dsv4 to a temporary prefix, then builds examples/consumer against it twice:
+# with CMake's find_package and with pkg-config; both must run and agree.
+set -euo pipefail
+src=$1 model=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cmake -S "$src" -B "$work/build" -G Ninja -DDSV4_BUILD_TESTS=OFF -DDSV4_BUILD_TOOLS=OFF \
+  -DCMAKE_INSTALL_PREFIX="$work/prefix" >/dev/null
+cmake --install "$work/build" >/dev/null
+cmake -S "$src/examples/consumer" -B "$work/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+cmake --build "$work/consumer" >/dev/null
+a=$("$work/consumer/consumer" "$model" 6)
+PKG_CONFIG_PATH="$work/prefix/share/pkgconfig" \
+  c++ -O1 "$src/examples/consumer/main.cpp" $(PKG_CONFIG_PATH="$work/prefix/share/pkgconfig" pkg-config --cflags --libs dsv4) \
+  -o "$work/consumer_pc"
+b=$("$work/consumer_pc" "$model" 6)
+echo "find_package: $a"
+echo "pkg-config:   $b"
+[[ -n "$a" && "$a" == "$b" ]]

@@ -1,0 +1,141 @@
+// Golden tests: the reference bundle against the independent implementation's outputs.
+#include <catch2/catch.hpp>
+#include <set>
+
+#include "golden.hpp"
+
+using namespace dsv4;
+using dsv4::testing::Golden;
+using dsv4::testing::max_abs_diff;
+
+namespace {
+
+constexpr double kFp32Bound = 1e-3;
+const std::string kTiny = std::string(DSV4_TEST_DATA) + "/tiny";
+
+std::vector<float> run(const Model& m, const std::vector<int32_t>& ids, const std::vector<int64_t>& chunks,
+                       ForwardTrace* trace = nullptr) {
+  SequenceCache cache = m.new_cache();
+  const int64_t V = m.config().vocab_size, S = int64_t(ids.size());
+  std::vector<float> out, logits;
+  int64_t done = 0;
+  size_t next = 0;
+  while (done < S) {
+    int64_t n = chunks.empty() ? S : next < chunks.size() ? chunks[next++] : 1;
+    n = std::min(n, S - done);
+    SequenceInput in{&cache, std::span<const int32_t>(ids).subspan(size_t(done), size_t(n))};
+    m.forward<Fp32Reference>({&in, 1}, logits, LogitRows::All, trace);
+    out.insert(out.end(), logits.begin(), logits.begin() + n * V);
+    done += n;
+  }
+  return out;
+}
+
+std::vector<int32_t> greedy(const Model& m, std::vector<int32_t> feed, size_t n) {
+  SequenceCache cache = m.new_cache();
+  std::vector<int32_t> out;
+  std::vector<float> logits;
+  while (out.size() < n) {
+    SequenceInput in{&cache, feed};
+    m.forward<Fp32Reference>({&in, 1}, logits, LogitRows::Last);
+    out.push_back(argmax(logits));
+    feed = {out.back()};
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("hidden states match layer by layer (transformers layout)", "[golden]") {
+  const Model m = Model::load(kTiny + "/hf");
+  const Golden g(kTiny + "/expected.safetensors");
+  ForwardTrace trace;
+  trace.record_hidden = true;
+  const auto logits = run(m, g.ids("input_ids"), {}, &trace);
+  REQUIRE(trace.hidden.size() == size_t(m.config().num_layers + 1));
+  for (size_t l = 0; l < trace.hidden.size(); ++l) {
+    const double err = max_abs_diff(trace.hidden[l], g.floats("hidden." + std::to_string(l)));
+    INFO("first diverging: hidden." << l << " max abs error " << err);
+    REQUIRE(err < kFp32Bound);
+  }
+  const double err = max_abs_diff(logits, g.floats("logits"));
+  INFO("logits max abs error " << err);
+  REQUIRE(err < kFp32Bound);
+
+  SECTION("indexer choices, as sets") {
+    for (int64_t l = 0; l < m.config().num_layers; ++l) {
+      if (m.config().layers[size_t(l)].attention != AttentionKind::CSA) continue;
+      const auto want = g.ints("indexer_topk." + std::to_string(l));
+      const int64_t k = m.config().index_topk;
+      const auto& got = trace.indexer_topk.at(l);
+      REQUIRE(int64_t(got.size() * k) == int64_t(want.size()));
+      for (size_t t = 0; t < got.size(); ++t) {
+        std::set<int64_t> a(got[t].begin(), got[t].end()), b;
+        for (int64_t j = 0; j < k; ++j)
+          if (want[t * size_t(k) + size_t(j)] >= 0) b.insert(want[t * size_t(k) + size_t(j)]);
+        INFO("layer " << l << " position " << t);
+        REQUIRE(a == b);
+      }
+    }
+  }
+}
+
+TEST_CASE("logits of both layouts, one pass and chunked", "[golden]") {
+  for (auto [dir, expected] : {std::pair{"/hf", "/expected.safetensors"}, std::pair{"/orig", "/expected_orig.safetensors"}}) {
+    const Model m = Model::load(kTiny + dir);
+    const Golden g(kTiny + expected);
+    const auto ids = g.ids("input_ids");
+    const double full = max_abs_diff(run(m, ids, {}), g.floats("logits"));
+    const double incremental = max_abs_diff(run(m, ids, {37, 50}), g.floats("logits_incremental"));
+    INFO(dir << ": one pass max abs error " << full << ", chunks [37, 50, 1...] " << incremental);
+    CHECK(full < kFp32Bound);
+    CHECK(incremental < kFp32Bound);
+    // Other chunkings give the one-pass logits too (window, compressor and indexer state carried).
+    const double odd = max_abs_diff(run(m, ids, {1, 2, 3, 5, 8, 13, 21, 34, 55, 89}), g.floats("logits"));
+    INFO("chunks [1, 2, 3, 5, ...] " << odd);
+    CHECK(odd < kFp32Bound);
+  }
+}
+
+TEST_CASE("greedy continuation of both layouts", "[golden]") {
+  for (auto [dir, expected] : {std::pair{"/hf", "/expected.safetensors"}, std::pair{"/orig", "/expected_orig.safetensors"}}) {
+    const Model m = Model::load(kTiny + dir);
+    const Golden g(kTiny + expected);
+    const auto want = g.ids("greedy_tokens");
+    INFO(dir);
+    REQUIRE(greedy(m, g.ids("greedy_prompt"), want.size()) == want);
+  }
+}
+
+TEST_CASE("a batch of two independent sequences in one call", "[golden]") {
+  const Model m = Model::load(kTiny + "/hf");
+  const Golden g(kTiny + "/expected.safetensors");
+  const auto ids = g.ids("batch2_input_ids");
+  const auto want = g.floats("batch2_logits");
+  const size_t S = ids.size() / 2;
+  const int64_t V = m.config().vocab_size;
+  SequenceCache a = m.new_cache(), b = m.new_cache();
+  std::span<const int32_t> all(ids);
+  std::vector<SequenceInput> batch{{&a, all.first(S)}, {&b, all.subspan(S)}};
+  std::vector<float> logits;
+  m.forward<Fp32Reference>(batch, logits, LogitRows::All);
+  REQUIRE(max_abs_diff(logits, want) < kFp32Bound);
+
+  SECTION("rows of different lengths continue independently") {
+    // Row 0 continues one token at a time while row 1 is fed in two uneven chunks.
+    SequenceCache c = m.new_cache(), d = m.new_cache();
+    std::vector<float> got0, got1;
+    std::vector<SequenceInput> first{{&c, all.first(S - 10)}, {&d, all.subspan(S, 7)}};
+    m.forward<Fp32Reference>(first, logits, LogitRows::All);
+    got0.assign(logits.begin(), logits.begin() + int64_t(S - 10) * V);
+    got1.assign(logits.begin() + int64_t(S - 10) * V, logits.end());
+    std::vector<SequenceInput> second{{&c, all.subspan(S - 10, 1)}, {&d, all.subspan(S + 7, S - 7)}};
+    m.forward<Fp32Reference>(second, logits, LogitRows::All);
+    got0.insert(got0.end(), logits.begin(), logits.begin() + V);
+    got1.insert(got1.end(), logits.begin() + V, logits.end());
+    std::vector<float> want0(want.begin(), want.begin() + int64_t(S - 9) * V);
+    std::vector<float> want1(want.begin() + int64_t(S) * V, want.end());
+    CHECK(max_abs_diff(got0, want0) < kFp32Bound);
+    CHECK(max_abs_diff(got1, want1) < kFp32Bound);
+  }
+}
