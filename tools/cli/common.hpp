@@ -1,0 +1,97 @@
+#pragma once
+// Shared pieces of the dsv4 command-line tool: option parsing and the --mode dispatch.
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "dsv4/dsv4.hpp"
+
+namespace dsv4::cli {
+
+// --key value options and --flag switches, each checked against what the command accepts.
+class Args {
+ public:
+  Args(int argc, char** argv, int first, const std::set<std::string>& keys, const std::set<std::string>& flags) {
+    for (int i = first; i < argc; ++i) {
+      std::string a = argv[i];
+      if (a.rfind("--", 0) != 0) fail("unexpected argument '", a, "'");
+      std::string k = a.substr(2);
+      if (flags.count(k)) {
+        flags_.insert(k);
+      } else if (keys.count(k)) {
+        if (i + 1 >= argc) fail("option --", k, " needs a value");
+        values_[k] = argv[++i];
+      } else {
+        fail("unknown option --", k);
+      }
+    }
+  }
+  bool has(const std::string& k) const { return values_.count(k) || flags_.count(k); }
+  std::string get(const std::string& k) const {
+    auto it = values_.find(k);
+    if (it == values_.end()) fail("missing option --", k);
+    return it->second;
+  }
+  std::string get(const std::string& k, const std::string& def) const { return has(k) ? get(k) : def; }
+
+ private:
+  std::map<std::string, std::string> values_;
+  std::set<std::string> flags_;
+};
+
+inline int64_t parse_int(const std::string& s, const std::string& what) {
+  try {
+    size_t used = 0;
+    long long v = std::stoll(s, &used);
+    if (used == s.size()) return v;
+  } catch (...) {
+  }
+  fail(what, ": '", s, "' is not an integer");
+}
+
+inline double parse_double(const std::string& s, const std::string& what) {
+  try {
+    size_t used = 0;
+    double v = std::stod(s, &used);
+    if (used == s.size()) return v;
+  } catch (...) {
+  }
+  fail(what, ": '", s, "' is not a number");
+}
+
+inline std::vector<int64_t> parse_int_list(const std::string& s, const std::string& what) {
+  std::vector<int64_t> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t comma = s.find(',', start);
+    if (comma == std::string::npos) comma = s.size();
+    out.push_back(parse_int(s.substr(start, comma - start), what));
+    start = comma + 1;
+  }
+  return out;
+}
+
+inline void apply_threads(const Args& a) {
+  if (a.has("threads")) {
+    int64_t n = parse_int(a.get("threads"), "--threads");
+    if (n < 1 || n > 4096) fail("--threads: must be in [1, 4096]");
+    set_num_threads(int(n));
+  }
+}
+
+// Runs fn.template operator()<Bundle>() for the bundle --mode names. Until the fast kernels land,
+// fast mode runs the reference bundle.
+template <class Fn>
+void with_mode(const Args& a, Fn&& fn) {
+  std::string mode = a.get("mode", "fast");
+  if (mode == "reference" || mode == "fast") fn.template operator()<Fp32Reference>();
+  else fail("--mode: unknown mode '", mode, "' (reference or fast)");
+}
+
+// Commands: each returns the exit code; errors are thrown as dsv4::Error.
+int cmd_info(const Args& a);
+int cmd_logits(const Args& a);
+int cmd_generate(const Args& a);
+
+}  // namespace dsv4::cli
