@@ -7,6 +7,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cmake -S "$src" -B "$work/build" -G Ninja -DDSV4_BUILD_TESTS=OFF -DDSV4_BUILD_TOOLS=OFF \
   -DCMAKE_INSTALL_PREFIX="$work/prefix" >/dev/null
+cmake --build "$work/build" >/dev/null
 cmake --install "$work/build" >/dev/null
 cmake -S "$src/examples/consumer" -B "$work/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
 cmake --build "$work/consumer" >/dev/null

@@ -6,5 +6,6 @@
 #include "dsv4/io/config_json.hpp"
 #include "dsv4/io/safetensors.hpp"
 #include "dsv4/kernels/bundle.hpp"
+#include "dsv4/kernels/cpu/fast_bundle.hpp"
 #include "dsv4/model/model.hpp"
 #include "dsv4/sampling/sampler.hpp"

@@ -80,12 +80,12 @@ inline void apply_threads(const Args& a) {
   }
 }
 
-// Runs fn.template operator()<Bundle>() for the bundle --mode names. Until the fast kernels land,
-// fast mode runs the reference bundle.
+// Runs fn.template operator()<Bundle>() for the bundle --mode names.
 template <class Fn>
 void with_mode(const Args& a, Fn&& fn) {
   std::string mode = a.get("mode", "fast");
-  if (mode == "reference" || mode == "fast") fn.template operator()<Fp32Reference>();
+  if (mode == "reference") fn.template operator()<Fp32Reference>();
+  else if (mode == "fast") fn.template operator()<FastCpu>();
   else fail("--mode: unknown mode '", mode, "' (reference or fast)");
 }
 

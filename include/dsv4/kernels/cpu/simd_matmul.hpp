@@ -1,0 +1,125 @@
+#pragma once
+// y [T, rows] = x [T, K] · W[rows]^T for any weight scheme, weights decoded in registers.
+// A microkernel keeps R rows × TT tokens of accumulators (vectors along K) and decodes each weight
+// vector once per TT tokens. K is tiled so that a tile of tokens' activations stays in L2 while all
+// of a thread's rows pass over it; rows are split over the threads.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "dsv4/core/parallel.hpp"
+#include "dsv4/kernels/cpu/simd_decode.hpp"
+
+namespace dsv4::cpu {
+
+template <class Arch>
+struct Tiling {
+  static constexpr int R = kIsAvx512<Arch> ? 4 : 2;   // weight rows per microkernel
+  static constexpr int TT = 4;                         // tokens per microkernel
+  static constexpr int64_t kTokensPerTile = 64;
+  static constexpr int64_t kColsPerTile = 512;         // K tile: 64 tokens x 512 floats = 128 KiB of activations
+};
+
+// Adds the R x NT dot products over columns [k0, k1) of rows n..n+R-1 into y.
+// n_valid <= R rows and nt <= TT tokens are real; the rest are skipped.
+template <class Scheme, class Arch, int R, int TT>
+inline void microkernel(const WeightRows<Scheme, Arch>& w, int64_t n, int n_valid, const float* x, int64_t ldx,
+                        int nt, float* y, int64_t ldy, int64_t k0, int64_t k1) {
+  using B = fbatch<Arch>;
+  constexpr int64_t L = B::size;
+  B acc[R][TT];
+  float tail[R][TT] = {};
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < TT; ++t) acc[r][t] = B(0.f);
+  // Blocks overlapping [k0, k1).
+  for (int64_t b = w.block_of(k0);; ++b) {
+    Block blk[R];
+    blk[0] = w.block(n, b);
+    if (blk[0].begin >= k1 || blk[0].begin >= blk[0].end) break;
+    bool slow = false;
+    float s[R];
+    for (int r = 0; r < R; ++r) {
+      if (r > 0) blk[r] = r < n_valid ? w.block(n + r, b) : blk[0];
+      s[r] = raw_scale<Scheme>(blk[r].scale);
+      slow |= !std::isfinite(s[r]);
+    }
+    const int64_t jb = std::max(blk[0].begin, k0), je = std::min(blk[0].end, k1);
+    int64_t j = jb;
+    if (!slow) {
+      B sv[R];
+      for (int r = 0; r < R; ++r) sv[r] = B(s[r]);
+      for (; j + L <= je; j += L) {
+        B wv[R];
+        for (int r = 0; r < R; ++r) {
+          wv[r] = w.load(n + std::min(r, n_valid - 1), j);
+          if constexpr (WeightRows<Scheme, Arch>::kScaled) wv[r] *= sv[r];
+        }
+        for (int t = 0; t < TT; ++t) {
+          if (t >= nt) break;
+          const B xv = B::load_unaligned(x + t * ldx + j);
+          for (int r = 0; r < R; ++r) acc[r][t] = xsimd::fma(wv[r], xv, acc[r][t]);
+        }
+      }
+    }
+    // Vector tails and blocks whose scale cannot be folded (FP8 scales above 2^7).
+    for (; j < je; ++j)
+      for (int r = 0; r < n_valid; ++r) {
+        float wj = w.scalar(n + r, j);
+        wj = slow ? wj * (std::is_same_v<Scheme, Fp8BlockMatrix> ? kE4m3BitScale : 1.0f) * blk[r].scale : wj * s[r];
+        for (int t = 0; t < nt; ++t) tail[r][t] += wj * x[t * ldx + j];
+      }
+  }
+  for (int r = 0; r < n_valid; ++r)
+    for (int t = 0; t < nt; ++t) y[t * ldy + (n + r)] += xsimd::hadd(acc[r][t]) + tail[r][t];
+}
+
+// y[t, n - row0] = sum_k W[n, k] x[t, k], rows n in [row0, row1). x: [T, K] stride ldx; y stride ldy.
+template <class Arch, QuantScheme Scheme>
+void simd_matmul(const Scheme& m, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy, int64_t row0,
+                 int64_t row1) {
+  using Tl = Tiling<Arch>;
+  constexpr int R = Tl::R, TT = Tl::TT;
+  const WeightRows<Scheme, Arch> w{m};
+  const int64_t K = m.cols(), rows = row1 - row0;
+  // K tiles aligned to scale blocks so a block never straddles two tiles.
+  int64_t kc = Tl::kColsPerTile;
+  if constexpr (std::is_same_v<Scheme, Fp8BlockMatrix>) kc = std::max<int64_t>(m.bn, kc / m.bn * m.bn);
+  if constexpr (std::is_same_v<Scheme, Fp4GroupMatrix>) kc = std::max<int64_t>(m.group, kc / m.group * m.group);
+  if (t <= TT) kc = K;  // decode: stream each row start to end
+  const int64_t row_blocks = (rows + R - 1) / R;
+  float* yb = y - row0;  // so that row n lands in column n - row0
+  for (int64_t i = 0; i < t; ++i) std::fill(y + i * ldy, y + i * ldy + rows, 0.f);
+  const int64_t work = rows * K * std::max<int64_t>(t, 1);
+  const int threads = work > (1 << 15) ? num_threads() : 1;
+  // Each thread owns a range of row blocks; for every tile of tokens × columns it passes all its
+  // rows over the tile, so activations are reused from L2 and weights streamed once per token tile.
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    int64_t nthreads = 1, me = 0;
+#if defined(_OPENMP)
+    nthreads = omp_get_num_threads(), me = omp_get_thread_num();
+#endif
+    const int64_t rb0 = row_blocks * me / nthreads, rb1 = row_blocks * (me + 1) / nthreads;
+    for (int64_t t0 = 0; t0 < t; t0 += Tl::kTokensPerTile) {
+      const int64_t t1 = std::min(t, t0 + Tl::kTokensPerTile);
+      for (int64_t k0 = 0; k0 < K; k0 += kc) {
+        const int64_t k1 = std::min(K, k0 + kc);
+        for (int64_t rb = rb0; rb < rb1; ++rb) {
+          const int64_t n = row0 + rb * R;
+          const int n_valid = int(std::min<int64_t>(R, row1 - n));
+          for (int64_t ts = t0; ts < t1; ts += TT)
+            microkernel<Scheme, Arch, R, TT>(w, n, n_valid, x + ts * ldx, ldx, int(std::min<int64_t>(TT, t1 - ts)),
+                                             yb + ts * ldy, ldy, k0, k1);
+        }
+      }
+    }
+  }
+}
+
+template <class Arch>
+void simd_matmul(const Matrix& w, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy, int64_t row0,
+                 int64_t row1) {
+  std::visit([&](auto& s) { simd_matmul<Arch>(s, x, ldx, t, y, ldy, row0, row1); }, w);
+}
+
+}  // namespace dsv4::cpu
