@@ -1,0 +1,125 @@
+// The SIMD kernels against the scalar reference, on every ISA this CPU has, for every weight
+// scheme, at sizes that are not multiples of the vector width and with partial scale tiles.
+#include <catch2/catch.hpp>
+#include <random>
+
+#include "dsv4/dsv4.hpp"
+
+using namespace dsv4;
+
+namespace {
+
+// Random weights of a scheme, owning their bytes.
+struct RandomMatrix {
+  std::vector<uint8_t> q, scale;
+  Matrix m;
+};
+
+RandomMatrix make(int scheme, int64_t n, int64_t k, std::mt19937& rng, int64_t bm = 32, int64_t bn = 32) {
+  RandomMatrix r;
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  switch (scheme) {
+    case 0: {  // F32
+      r.q.resize(size_t(n * k * 4));
+      for (int64_t i = 0; i < n * k; ++i) {
+        float v = normal(rng);
+        std::memcpy(&r.q[size_t(i * 4)], &v, 4);
+      }
+      r.m = F32Matrix{r.q.data(), n, k};
+      break;
+    }
+    case 1: {  // BF16
+      r.q.resize(size_t(n * k * 2));
+      for (int64_t i = 0; i < n * k; ++i) {
+        uint16_t b = f32_to_bf16(normal(rng));
+        r.q[size_t(2 * i)] = uint8_t(b), r.q[size_t(2 * i + 1)] = uint8_t(b >> 8);
+      }
+      r.m = Bf16Matrix{r.q.data(), n, k};
+      break;
+    }
+    case 2: {  // block FP8 with E8M0 tile scales, NaN codes excluded
+      r.q.resize(size_t(n * k));
+      for (auto& b : r.q) do b = uint8_t(byte(rng)); while ((b & 0x7F) == 0x7F);
+      const int64_t sr = (n + bm - 1) / bm, sc = (k + bn - 1) / bn;
+      r.scale.resize(size_t(sr * sc));
+      for (auto& s : r.scale) s = uint8_t(120 + byte(rng) % 6);
+      r.m = Fp8BlockMatrix{r.q.data(), r.scale.data(), false, n, k, bm, bn};
+      break;
+    }
+    default: {  // grouped FP4
+      r.q.resize(size_t(n * k / 2));
+      for (auto& b : r.q) b = uint8_t(byte(rng));
+      const int64_t sc = (k + 31) / 32;
+      r.scale.resize(size_t(n * sc));
+      for (auto& s : r.scale) s = uint8_t(122 + byte(rng) % 6);
+      r.m = Fp4GroupMatrix{r.q.data(), r.scale.data(), n, k, 32};
+      break;
+    }
+  }
+  return r;
+}
+
+std::vector<std::pair<std::string, cpu::MatmulFn>> kernels() {
+  std::vector<std::pair<std::string, cpu::MatmulFn>> out;
+  const cpu::Isa isa = cpu::detected_isa();
+  out.push_back({"generic", &cpu::simd_matmul<xsimd::default_arch>});
+  if (isa >= cpu::Isa::Avx2) out.push_back({"avx2", cpu::matmul_fn_avx2()});
+  if (isa >= cpu::Isa::Avx512) out.push_back({"avx512", cpu::matmul_fn_avx512()});
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("SIMD matmul equals the reference for every scheme, ISA and awkward size", "[fast]") {
+  std::mt19937 rng(1234);
+  const char* names[] = {"f32", "bf16", "fp8", "fp4"};
+  const int64_t shapes[][2] = {{1, 32}, {7, 64}, {33, 96}, {70, 160}, {5, 1056}, {130, 64 + 32 + 2}};
+  for (int scheme = 0; scheme < 4; ++scheme)
+    for (auto& shape : shapes)
+      for (int64_t t : {1, 2, 3, 5, 8, 67}) {
+        int64_t n = shape[0], k = shape[1];
+        if (scheme == 3 && k % 2) continue;
+        RandomMatrix w = make(scheme, n, k, rng, 32, scheme == 2 && k > 100 ? 48 : 32);
+        std::normal_distribution<float> normal(0.f, 1.f);
+        const int64_t ldx = k + 3, ldy = n + 5;  // strided rows
+        std::vector<float> x(size_t(t * ldx));
+        for (auto& v : x) v = normal(rng);
+        // A row range that starts and ends off the microkernel's row blocks.
+        const int64_t r0 = n > 3 ? 1 : 0, r1 = n > 3 ? n - 1 : n;
+        std::vector<float> want(size_t(t * ldy), -7.f);
+        ref::matmul(w.m, x.data(), ldx, t, want.data(), ldy, r0, r1);
+        for (auto& [isa, fn] : kernels()) {
+          std::vector<float> got(size_t(t * ldy), -7.f);
+          fn(w.m, x.data(), ldx, t, got.data(), ldy, r0, r1);
+          double max_err = 0, max_ref = 0;
+          for (int64_t i = 0; i < t; ++i)
+            for (int64_t j = 0; j < ldy; ++j) {
+              const size_t at = size_t(i * ldy + j);
+              if (j >= r1 - r0) {
+                REQUIRE(got[at] == -7.f);  // nothing written past the row range
+                continue;
+              }
+              max_err = std::max(max_err, double(std::fabs(got[at] - want[at])));
+              max_ref = std::max(max_ref, double(std::fabs(want[at])));
+            }
+          INFO(names[scheme] << " " << isa << " N=" << n << " K=" << k << " T=" << t << " err " << max_err);
+          REQUIRE(max_err <= 1e-5 * std::max(1.0, max_ref) * std::sqrt(double(k)));
+        }
+      }
+}
+
+TEST_CASE("FP8 tiles whose scale cannot be folded take the exact slow path", "[fast]") {
+  std::mt19937 rng(7);
+  RandomMatrix w = make(2, 40, 64, rng);
+  for (auto& s : w.scale) s = 140;  // 2^13: 2^13 * 2^120 overflows a float
+  std::vector<float> x(64, 0.5f), want(40), got(40);
+  ref::matmul(w.m, x.data(), 64, 1, want.data(), 40, 0, 40);
+  for (auto& [isa, fn] : kernels()) {
+    fn(w.m, x.data(), 64, 1, got.data(), 40, 0, 40);
+    for (int i = 0; i < 40; ++i) {
+      INFO(isa << " row " << i);
+      REQUIRE(got[size_t(i)] == Approx(want[size_t(i)]).epsilon(1e-5));
+    }
+  }
+}
