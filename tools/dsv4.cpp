@@ -4,6 +4,8 @@
 //               [--chunks a,b,...] [--threads N]
 //   dsv4 generate --model DIR --prompt-ids 5,17,42 --max-new-tokens N
 //               [--greedy | --temperature T --top-p P --seed S] [--mode ...] [--ignore-eos]
+//   dsv4 synth (--preset v4-flash|v4-pro [--layers L] | --config FILE) --out DIR [--seed S]
+//   dsv4 bench --model DIR [--prompt-tokens P] [--decode-tokens N] [--threads T]
 // Errors: non-zero exit and one line on stderr.
 #include <cstdio>
 #include <cstring>
@@ -19,7 +21,9 @@ const char* kUsage =
     "  logits    --model DIR --input IN.safetensors --out OUT.safetensors [--mode reference|fast]\n"
     "            [--chunks a,b,...] [--threads N]\n"
     "  generate  --model DIR --prompt-ids 5,17,42 --max-new-tokens N [--greedy | --temperature T\n"
-    "            --top-p P --seed S] [--mode reference|fast] [--threads N] [--ignore-eos]\n";
+    "            --top-p P --seed S] [--mode reference|fast] [--threads N] [--ignore-eos]\n"
+    "  synth     (--preset v4-flash|v4-pro [--layers L] | --config FILE) --out DIR [--seed S] [--fp8-experts]\n"
+    "  bench     --model DIR [--prompt-tokens P] [--decode-tokens N] [--threads T] [--mode reference|fast]\n";
 
 }  // namespace
 
@@ -43,6 +47,9 @@ int main(int argc, char** argv) {
       return cmd_generate(Args(argc, argv, 2,
                                {"model", "prompt-ids", "max-new-tokens", "temperature", "top-p", "seed", "mode", "threads"},
                                {"greedy", "ignore-eos"}));
+    if (cmd == "synth") return cmd_synth(Args(argc, argv, 2, {"preset", "config", "layers", "out", "seed"}, {"fp8-experts"}));
+    if (cmd == "bench")
+      return cmd_bench(Args(argc, argv, 2, {"model", "prompt-tokens", "decode-tokens", "threads", "mode"}, {}));
     std::fprintf(stderr, "dsv4: unknown command '%s' (try 'dsv4 help')\n", cmd.c_str());
     return 2;
   } catch (const std::exception& e) {

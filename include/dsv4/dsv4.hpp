@@ -9,3 +9,5 @@
 #include "dsv4/kernels/cpu/fast_bundle.hpp"
 #include "dsv4/model/model.hpp"
 #include "dsv4/sampling/sampler.hpp"
+#include "dsv4/io/synth.hpp"
+#include "dsv4/core/bandwidth.hpp"

@@ -93,5 +93,7 @@ void with_mode(const Args& a, Fn&& fn) {
 int cmd_info(const Args& a);
 int cmd_logits(const Args& a);
 int cmd_generate(const Args& a);
+int cmd_synth(const Args& a);
+int cmd_bench(const Args& a);
 
 }  // namespace dsv4::cli

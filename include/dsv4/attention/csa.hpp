@@ -85,7 +85,7 @@ struct CsaAttention {
         if (record) (*record)[size_t(row)] = chosen;
       };
       const float* kv = &p.kv[size_t(s.row0 * d)];
-      latent_attend(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, extra, &o[size_t(s.row0 * hd)]);
+      latent_attend_with<B>(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, extra, &o[size_t(s.row0 * hd)]);
       window_store(st.window, c, s, kv);
     }
     latent_output<B>(latent, c, o.data(), t, out);

@@ -60,7 +60,7 @@ struct HcaAttention {
         for (int64_t e = 0; e < visible; ++e) keys.push_back(entries + e * d);
       };
       const float* kv = &p.kv[size_t(s.row0 * d)];
-      latent_attend(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, extra, &o[size_t(s.row0 * hd)]);
+      latent_attend_with<B>(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, extra, &o[size_t(s.row0 * hd)]);
       window_store(st.window, c, s, kv);
     }
     latent_output<B>(latent, c, o.data(), t, out);

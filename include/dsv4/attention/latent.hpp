@@ -2,6 +2,7 @@
 // The part every DeepSeek-V4 attention kind shares: low-rank queries, one shared kv head
 // (key = value), sinks, de-rotation of the outputs and the grouped low-rank output projection.
 // The kinds differ only in which keys a query sees beyond its sliding window.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -117,6 +118,89 @@ void latent_attend(const LatentWeights& w, const ModelConfig& c, const RopeTable
       rope.apply(oh, d, pos, -1);
     }
   }
+}
+
+// The same attention computed a block of consecutive queries at a time with the bundle's matmul:
+// the block's keys (window positions plus the union of its extra keys) are gathered once,
+// logits = [Q·H, d] × keys^T, masked to what each query sees, softmax with the sink, then
+// outputs = P × keys. Equal to latent_attend up to summation order.
+template <KernelBundle B, class ExtraKeys>
+void latent_attend_blocked(const LatentWeights& w, const ModelConfig& c, const RopeTable& rope, const WindowState& win,
+                           const Segment& s, const float* q /*[count, H, d]*/, const float* kv /*[count, d]*/,
+                           ExtraKeys&& extra, float* o /*[count, H, d]*/) {
+  const int64_t H = c.num_heads, d = c.head_dim, W = c.sliding_window, ring = W - 1;
+  const float scale = 1.0f / std::sqrt(float(d));
+  std::vector<std::vector<const float*>> extras;
+  std::vector<const float*> keys, uniq;
+  std::vector<float> K, Vt, logits, mask;
+  int64_t i0 = 0;
+  while (i0 < s.count) {
+    // Block size: keep the logits of a block near 2M floats.
+    extras.clear();
+    size_t max_extra = 0;
+    int64_t i1 = i0;
+    while (i1 < s.count) {
+      extras.emplace_back();
+      extra(i1, extras.back());
+      max_extra = std::max(max_extra, extras.back().size());
+      ++i1;
+      const int64_t q_rows = (i1 - i0) * H, nk_est = (i1 - i0) + W + int64_t(max_extra) * (i1 - i0);
+      if (i1 - i0 >= 16 || q_rows * nk_est > (int64_t(1) << 21)) break;
+    }
+    const int64_t nq = i1 - i0, p_first = std::max<int64_t>(0, s.pos0 + i0 - W + 1), p_last = s.pos0 + i1 - 1;
+    keys.clear();
+    for (int64_t p = p_first; p <= p_last; ++p)
+      keys.push_back(p >= s.pos0 ? kv + (p - s.pos0) * d : win.ring.data() + (p % ring) * d);
+    const int64_t nw = int64_t(keys.size());
+    uniq.clear();
+    for (auto& e : extras) uniq.insert(uniq.end(), e.begin(), e.end());
+    std::sort(uniq.begin(), uniq.end());
+    uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
+    keys.insert(keys.end(), uniq.begin(), uniq.end());
+    const int64_t nk = int64_t(keys.size());
+    K.resize(size_t(nk * d));
+    Vt.resize(size_t(d * nk));
+    for (int64_t j = 0; j < nk; ++j) {
+      std::copy_n(keys[size_t(j)], d, &K[size_t(j * d)]);
+      for (int64_t x = 0; x < d; ++x) Vt[size_t(x * nk + j)] = keys[size_t(j)][x];
+    }
+    // mask[i, j] = 0 where query i sees key j, -inf elsewhere.
+    mask.assign(size_t(nq * nk), -std::numeric_limits<float>::infinity());
+    for (int64_t i = 0; i < nq; ++i) {
+      const int64_t pos = s.pos0 + i0 + i;
+      for (int64_t p = std::max(p_first, pos - W + 1); p <= pos; ++p) mask[size_t(i * nk + (p - p_first))] = 0.f;
+      for (const float* e : extras[size_t(i)])
+        mask[size_t(i * nk + nw + (std::lower_bound(uniq.begin(), uniq.end(), e) - uniq.begin()))] = 0.f;
+    }
+    const F32Matrix kmat{reinterpret_cast<const uint8_t*>(K.data()), nk, d};
+    const F32Matrix vmat{reinterpret_cast<const uint8_t*>(Vt.data()), d, nk};
+    logits.resize(size_t(nq * H * nk));
+    B::matmul(kmat, q + i0 * H * d, d, nq * H, logits.data(), nk, 0, nk);
+    for (int64_t i = 0; i < nq; ++i)
+      for (int64_t h = 0; h < H; ++h) {
+        float* l = &logits[size_t((i * H + h) * nk)];
+        const float* mk = &mask[size_t(i * nk)];
+        float mx = w.sink[size_t(h)];
+        for (int64_t j = 0; j < nk; ++j) mx = std::max(mx, l[j] = l[j] * scale + mk[j]);
+        float den = std::exp(w.sink[size_t(h)] - mx);
+        for (int64_t j = 0; j < nk; ++j) den += (l[j] = std::exp(l[j] - mx));
+        const float inv = 1.0f / den;
+        for (int64_t j = 0; j < nk; ++j) l[j] *= inv;
+      }
+    float* ob = o + i0 * H * d;
+    B::matmul(vmat, logits.data(), nk, nq * H, ob, d, 0, d);
+    for (int64_t i = 0; i < nq; ++i)
+      for (int64_t h = 0; h < H; ++h) rope.apply(ob + (i * H + h) * d, d, s.pos0 + i0 + i, -1);
+    i0 = i1;
+  }
+}
+
+// The bundle's choice between the per-query oracle and the blocked form.
+template <KernelBundle B, class ExtraKeys>
+void latent_attend_with(const LatentWeights& w, const ModelConfig& c, const RopeTable& rope, const WindowState& win,
+                        const Segment& s, const float* q, const float* kv, ExtraKeys&& extra, float* o) {
+  if constexpr (B::kBlockedAttention) latent_attend_blocked<B>(w, c, rope, win, s, q, kv, extra, o);
+  else latent_attend(w, c, rope, win, s, q, kv, extra, o);
 }
 
 // Stores the segment's last W-1 kv vectors into the ring, after its attention ran.

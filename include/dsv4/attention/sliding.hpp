@@ -44,7 +44,7 @@ struct SlidingAttention {
       const Segment& s = segs[si];
       State& st = *states[si];
       const float* kv = &p.kv[size_t(s.row0 * c.head_dim)];
-      latent_attend(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, [](int64_t, auto&) {},
+      latent_attend_with<B>(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, [](int64_t, auto&) {},
                     &o[size_t(s.row0 * hd)]);
       window_store(st.window, c, s, kv);
     }

@@ -12,12 +12,14 @@ namespace dsv4 {
 template <class B>
 concept KernelBundle = requires(const Matrix& w, const float* x, float* y, int64_t i) {
   { B::kName } -> std::convertible_to<const char*>;
+  { B::kBlockedAttention } -> std::convertible_to<bool>;
   B::matmul(w, x, i, i, y, i, i, i);
 };
 
 // fp32 activations, weights decoded to fp32 row by row, fp32 accumulation.
 struct Fp32Reference {
   static constexpr const char* kName = "reference";
+  static constexpr bool kBlockedAttention = false;  // one query at a time: the oracle
   static void matmul(const Matrix& w, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy, int64_t row0,
                      int64_t row1) {
     ref::matmul(w, x, ldx, t, y, ldy, row0, row1);

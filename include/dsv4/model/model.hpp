@@ -77,6 +77,8 @@ class Model {
   const Checkpoint& checkpoint() const { return *checkpoint_; }
   TensorLayout layout() const { return layout_; }
   const std::vector<DecoderLayer>& layers() const { return layers_; }
+  const Matrix& head() const { return head_; }
+  const Matrix& embedding() const { return embed_; }
   const RopeTable& rope(AttentionKind k) const { return k == AttentionKind::Sliding ? rope_main_ : rope_compress_; }
 
   SequenceCache new_cache() const {

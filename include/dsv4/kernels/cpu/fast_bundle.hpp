@@ -85,6 +85,7 @@ namespace dsv4 {
 
 struct FastCpu {
   static constexpr const char* kName = "fast";
+  static constexpr bool kBlockedAttention = true;
   static void matmul(const Matrix& w, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy, int64_t row0,
                      int64_t row1) {
     cpu::dispatch().matmul(w, x, ldx, t, y, ldy, row0, row1);

@@ -27,47 +27,58 @@ inline void microkernel(const WeightRows<Scheme, Arch>& w, int64_t n, int n_vali
                         int nt, float* y, int64_t ldy, int64_t k0, int64_t k1) {
   using B = fbatch<Arch>;
   constexpr int64_t L = B::size;
+  constexpr int kChunk = 64;  // scale blocks whose scales are looked up ahead of the vector loop
   B acc[R][TT];
   float tail[R][TT] = {};
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < TT; ++t) acc[r][t] = B(0.f);
-  // Blocks overlapping [k0, k1).
-  for (int64_t b = w.block_of(k0);; ++b) {
-    Block blk[R];
-    blk[0] = w.block(n, b);
-    if (blk[0].begin >= k1 || blk[0].begin >= blk[0].end) break;
-    bool slow = false;
-    float s[R];
-    for (int r = 0; r < R; ++r) {
-      if (r > 0) blk[r] = r < n_valid ? w.block(n + r, b) : blk[0];
-      s[r] = raw_scale<Scheme>(blk[r].scale);
-      slow |= !std::isfinite(s[r]);
+  Block blocks[kChunk];
+  float scale[R][kChunk];
+  for (int64_t b0 = w.block_of(k0);; b0 += kChunk) {
+    int nb = 0;
+    for (; nb < kChunk; ++nb) {
+      const Block bk = w.block(n, b0 + nb);
+      if (bk.begin >= k1 || bk.begin >= bk.end) break;
+      blocks[nb] = bk;
     }
-    const int64_t jb = std::max(blk[0].begin, k0), je = std::min(blk[0].end, k1);
-    int64_t j = jb;
-    if (!slow) {
-      B sv[R];
-      for (int r = 0; r < R; ++r) sv[r] = B(s[r]);
-      for (; j + L <= je; j += L) {
-        B wv[R];
-        for (int r = 0; r < R; ++r) {
-          wv[r] = w.load(n + std::min(r, n_valid - 1), j);
-          if constexpr (WeightRows<Scheme, Arch>::kScaled) wv[r] *= sv[r];
-        }
-        for (int t = 0; t < TT; ++t) {
-          if (t >= nt) break;
-          const B xv = B::load_unaligned(x + t * ldx + j);
-          for (int r = 0; r < R; ++r) acc[r][t] = xsimd::fma(wv[r], xv, acc[r][t]);
+    if (nb == 0) break;
+    bool slow = false;  // a scale that cannot be folded (FP8 tiles scaled above 2^119)
+    for (int r = 0; r < R; ++r)
+      for (int i = 0; i < nb; ++i) {
+        const float s = raw_scale<Scheme>(r == 0 ? blocks[i].scale : w.block(n + std::min(r, n_valid - 1), b0 + i).scale);
+        scale[r][i] = s;
+        slow |= !std::isfinite(s);
+      }
+    for (int i = 0; i < nb; ++i) {
+      const int64_t jb = std::max(blocks[i].begin, k0), je = std::min(blocks[i].end, k1);
+      int64_t j = jb;
+      if (!slow) {
+        B sv[R];
+        for (int r = 0; r < R; ++r) sv[r] = B(scale[r][i]);
+        for (; j + L <= je; j += L) {
+          B wv[R];
+          for (int r = 0; r < R; ++r) {
+            wv[r] = w.load(n + std::min(r, n_valid - 1), j);
+            if constexpr (WeightRows<Scheme, Arch>::kScaled) wv[r] *= sv[r];
+          }
+          for (int t = 0; t < TT; ++t) {
+            if (t >= nt) break;
+            const B xv = B::load_unaligned(x + t * ldx + j);
+            for (int r = 0; r < R; ++r) acc[r][t] = xsimd::fma(wv[r], xv, acc[r][t]);
+          }
         }
       }
+      // Vector tails, and the exact path for unfoldable scales.
+      for (; j < je; ++j)
+        for (int r = 0; r < n_valid; ++r) {
+          float wj = w.scalar(n + r, j);
+          wj = slow ? wj * (std::is_same_v<Scheme, Fp8BlockMatrix> ? kE4m3BitScale : 1.0f) *
+                          w.block(n + r, b0 + i).scale
+                    : wj * scale[r][i];
+          for (int t = 0; t < nt; ++t) tail[r][t] += wj * x[t * ldx + j];
+        }
     }
-    // Vector tails and blocks whose scale cannot be folded (FP8 scales above 2^7).
-    for (; j < je; ++j)
-      for (int r = 0; r < n_valid; ++r) {
-        float wj = w.scalar(n + r, j);
-        wj = slow ? wj * (std::is_same_v<Scheme, Fp8BlockMatrix> ? kE4m3BitScale : 1.0f) * blk[r].scale : wj * s[r];
-        for (int t = 0; t < nt; ++t) tail[r][t] += wj * x[t * ldx + j];
-      }
+    if (nb < kChunk) break;
   }
   for (int r = 0; r < n_valid; ++r)
     for (int t = 0; t < nt; ++t) y[t * ldy + (n + r)] += xsimd::hadd(acc[r][t]) + tail[r][t];
