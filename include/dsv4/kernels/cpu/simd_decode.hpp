@@ -9,6 +9,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <xsimd/xsimd.hpp>
 
@@ -27,11 +28,6 @@ inline constexpr bool kIsAvx2 = std::is_base_of_v<xsimd::avx2, Arch> && !kIsAvx5
 // E4M3 bits placed in a binary16 read as 2^-8 times the E4M3 value (see WeightRows<Fp8BlockMatrix>).
 inline constexpr float kE4m3BitScale = 256.0f;
 
-struct Block {
-  int64_t begin, end;
-  float scale;
-};
-
 template <class Scheme, class Arch>
 struct WeightRows;
 
@@ -39,8 +35,9 @@ template <class Arch>
 struct WeightRows<F32Matrix, Arch> {
   const F32Matrix& m;
   static constexpr bool kScaled = false;
-  int64_t block_of(int64_t) const { return 0; }
-  Block block(int64_t, int64_t b) const { return b == 0 ? Block{0, m.k, 1.0f} : Block{m.k, m.k, 1.0f}; }
+  int64_t block_cols() const { return std::max<int64_t>(m.k, 1); }
+  const uint8_t* row_scales(int64_t) const { return nullptr; }
+  float scale_at(const uint8_t*, int64_t) const { return 1.0f; }
   fbatch<Arch> load(int64_t n, int64_t j) const {
     return fbatch<Arch>::load_unaligned(reinterpret_cast<const float*>(m.data + (n * m.k + j) * 4));
   }
@@ -55,8 +52,9 @@ template <class Arch>
 struct WeightRows<Bf16Matrix, Arch> {
   const Bf16Matrix& m;
   static constexpr bool kScaled = false;
-  int64_t block_of(int64_t) const { return 0; }
-  Block block(int64_t, int64_t b) const { return b == 0 ? Block{0, m.k, 1.0f} : Block{m.k, m.k, 1.0f}; }
+  int64_t block_cols() const { return std::max<int64_t>(m.k, 1); }
+  const uint8_t* row_scales(int64_t) const { return nullptr; }
+  float scale_at(const uint8_t*, int64_t) const { return 1.0f; }
   fbatch<Arch> load(int64_t n, int64_t j) const {
     const uint8_t* p = m.data + (n * m.k + j) * 2;
     if constexpr (kIsAvx512<Arch>) {
@@ -80,11 +78,15 @@ struct WeightRows<Bf16Matrix, Arch> {
 template <class Arch>
 struct WeightRows<Fp8BlockMatrix, Arch> {
   const Fp8BlockMatrix& m;
+  const int64_t scale_stride = m.scale_cols() * (m.scale_is_f32 ? 4 : 1);  // bytes per tile row
   static constexpr bool kScaled = true;
-  int64_t block_of(int64_t j) const { return j / m.bn; }
-  Block block(int64_t n, int64_t b) const {
-    if (b * m.bn >= m.k) return {m.k, m.k, 1.0f};  // past the last block: no scale to read
-    return {b * m.bn, std::min(m.k, (b + 1) * m.bn), m.block_scale(n / m.bm, b)};
+  int64_t block_cols() const { return m.bn; }
+  const uint8_t* row_scales(int64_t n) const { return m.scale + (n / m.bm) * scale_stride; }
+  float scale_at(const uint8_t* s, int64_t b) const {
+    if (!m.scale_is_f32) return e8m0_to_f32(s[b]);
+    float v;
+    std::memcpy(&v, s + 4 * b, 4);
+    return v;
   }
   // Raw values are 2^-8 times the E4M3 values: each byte is placed in a binary16 (sign, 0eeee,
   // mmm0000000) and converted by hardware, subnormals included; the 2^8 goes into the block scale.
@@ -111,12 +113,11 @@ struct WeightRows<Fp8BlockMatrix, Arch> {
 template <class Arch>
 struct WeightRows<Fp4GroupMatrix, Arch> {
   const Fp4GroupMatrix& m;
+  const int64_t scale_stride = m.scale_cols();
   static constexpr bool kScaled = true;
-  int64_t block_of(int64_t j) const { return j / m.group; }
-  Block block(int64_t n, int64_t b) const {
-    if (b * m.group >= m.k) return {m.k, m.k, 1.0f};  // past the last group: no scale to read
-    return {b * m.group, std::min(m.k, (b + 1) * m.group), e8m0_to_f32(m.scale[n * m.scale_cols() + b])};
-  }
+  int64_t block_cols() const { return m.group; }
+  const uint8_t* row_scales(int64_t n) const { return m.scale + n * scale_stride; }
+  float scale_at(const uint8_t* s, int64_t b) const { return e8m0_to_f32(s[b]); }
   fbatch<Arch> load(int64_t n, int64_t j) const {  // j even
     const uint8_t* p = m.q + n * (m.k / 2) + j / 2;
     if constexpr (kIsAvx512<Arch>) {

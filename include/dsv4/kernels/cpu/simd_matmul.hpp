@@ -32,25 +32,21 @@ inline void microkernel(const WeightRows<Scheme, Arch>& w, int64_t n, int n_vali
   float tail[R][TT] = {};
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < TT; ++t) acc[r][t] = B(0.f);
-  Block blocks[kChunk];
+  const int64_t bc = w.block_cols();
+  const uint8_t* row_scales[R];
+  for (int r = 0; r < R; ++r) row_scales[r] = w.row_scales(n + std::min(r, n_valid - 1));
   float scale[R][kChunk];
-  for (int64_t b0 = w.block_of(k0);; b0 += kChunk) {
-    int nb = 0;
-    for (; nb < kChunk; ++nb) {
-      const Block bk = w.block(n, b0 + nb);
-      if (bk.begin >= k1 || bk.begin >= bk.end) break;
-      blocks[nb] = bk;
-    }
-    if (nb == 0) break;
+  for (int64_t b0 = k0 / bc; b0 * bc < k1; b0 += kChunk) {
+    const int nb = int(std::min<int64_t>(kChunk, (k1 - b0 * bc + bc - 1) / bc));
     bool slow = false;  // a scale that cannot be folded (FP8 tiles scaled above 2^119)
     for (int r = 0; r < R; ++r)
       for (int i = 0; i < nb; ++i) {
-        const float s = raw_scale<Scheme>(r == 0 ? blocks[i].scale : w.block(n + std::min(r, n_valid - 1), b0 + i).scale);
+        const float s = raw_scale<Scheme>(w.scale_at(row_scales[r], b0 + i));
         scale[r][i] = s;
         slow |= !std::isfinite(s);
       }
     for (int i = 0; i < nb; ++i) {
-      const int64_t jb = std::max(blocks[i].begin, k0), je = std::min(blocks[i].end, k1);
+      const int64_t jb = std::max((b0 + i) * bc, k0), je = std::min((b0 + i + 1) * bc, k1);
       int64_t j = jb;
       if (!slow) {
         B sv[R];
@@ -73,12 +69,11 @@ inline void microkernel(const WeightRows<Scheme, Arch>& w, int64_t n, int n_vali
         for (int r = 0; r < n_valid; ++r) {
           float wj = w.scalar(n + r, j);
           wj = slow ? wj * (std::is_same_v<Scheme, Fp8BlockMatrix> ? kE4m3BitScale : 1.0f) *
-                          w.block(n + r, b0 + i).scale
+                          w.scale_at(row_scales[r], b0 + i)
                     : wj * scale[r][i];
           for (int t = 0; t < nt; ++t) tail[r][t] += wj * x[t * ldx + j];
         }
     }
-    if (nb < kChunk) break;
   }
   for (int r = 0; r < n_valid; ++r)
     for (int t = 0; t < nt; ++t) y[t * ldy + (n + r)] += xsimd::hadd(acc[r][t]) + tail[r][t];
