@@ -2,13 +2,18 @@
 //   dsv4 info --model DIR
 //   dsv4 logits --model DIR --input IN.safetensors --out OUT.safetensors [--mode reference|fast]
 //               [--chunks a,b,...] [--threads N]
-//   dsv4 generate --model DIR --prompt-ids 5,17,42 --max-new-tokens N
-//               [--greedy | --temperature T --top-p P --seed S] [--mode ...] [--ignore-eos]
+//   dsv4 generate --model DIR (--prompt-ids 5,17,42 --max-new-tokens N | --prompt TEXT [--tokenizer DIR])
+//               [--greedy | --temperature T --top-k K --top-p P --min-p P --seed S] [penalties]
+//               [--stop STRING] [--mode ...] [--ignore-eos]
+//   dsv4 tokenize --tokenizer DIR [--bos]      (stdin text → ids)
+//   dsv4 detokenize --tokenizer DIR [--skip-special]   (stdin ids → text)
+//   dsv4 chat --model DIR [--system TEXT] [--think] [sampling options]   (interactive, stdin/stdout)
 //   dsv4 synth (--preset v4-flash|v4-pro [--layers L] | --config FILE) --out DIR [--seed S]
 //   dsv4 bench --model DIR [--prompt-tokens P] [--decode-tokens N] [--threads T]
 // Errors: non-zero exit and one line on stderr.
 #include <cstdio>
 #include <cstring>
+#include <set>
 #include <string>
 
 #include "cli/common.hpp"
@@ -22,10 +27,24 @@ const char* kUsage =
     "            [--chunks a,b,...] [--threads N]\n"
     "  generate  --model DIR --prompt-ids 5,17,42 --max-new-tokens N [--greedy | --temperature T\n"
     "            --top-p P --seed S] [--mode reference|fast] [--threads N] [--ignore-eos]\n"
+    "  generate  --model DIR --prompt TEXT [--tokenizer DIR] [--max-new-tokens N] [--stop STRING]\n"
+    "            [sampling options] [--mode reference|fast] [--threads N] [--ignore-eos]\n"
+    "  chat      --model DIR [--tokenizer DIR] [--system TEXT] [--think] [--keep-reasoning] [--format v4|v3]\n"
+    "            [--max-new-tokens N] [--stop STRING] [sampling options] [--mode reference|fast] [--threads N]\n"
+    "  tokenize  --tokenizer DIR [--bos]             text on stdin -> ids on stdout\n"
+    "  detokenize --tokenizer DIR [--skip-special]   ids on stdin -> text on stdout\n"
+    "  sampling options: --greedy | --temperature T --top-k K --top-p P --min-p P --seed S;\n"
+    "            --repetition-penalty R --frequency-penalty F --presence-penalty P\n"
     "  synth     (--preset v4-flash|v4-pro [--layers L] | --config FILE) --out DIR [--seed S] [--fp8-experts]\n"
     "  bench     --model DIR [--prompt-tokens P] [--decode-tokens N] [--threads T] [--mode reference|fast]\n";
 
 }  // namespace
+
+namespace dsv4::cli {
+int cmd_tokenize(const Args& a);    // cli/cmd_text.cpp
+int cmd_detokenize(const Args& a);  // cli/cmd_text.cpp
+int cmd_chat(const Args& a);        // cli/cmd_chat.cpp
+}  // namespace dsv4::cli
 
 using namespace dsv4::cli;
 
@@ -43,10 +62,24 @@ int main(int argc, char** argv) {
     if (cmd == "info") return cmd_info(Args(argc, argv, 2, {"model"}, {}));
     if (cmd == "logits")
       return cmd_logits(Args(argc, argv, 2, {"model", "input", "out", "mode", "chunks", "threads"}, {}));
+    const std::set<std::string> sampling = {"temperature", "top-k", "top-p", "min-p", "repetition-penalty",
+                                            "frequency-penalty", "presence-penalty", "seed"};
+    auto plus = [](std::set<std::string> a, const std::set<std::string>& b) {
+      a.insert(b.begin(), b.end());
+      return a;
+    };
     if (cmd == "generate")
       return cmd_generate(Args(argc, argv, 2,
-                               {"model", "prompt-ids", "max-new-tokens", "temperature", "top-p", "seed", "mode", "threads"},
+                               plus({"model", "prompt-ids", "prompt", "tokenizer", "max-new-tokens", "stop", "mode", "threads"},
+                                    sampling),
                                {"greedy", "ignore-eos"}));
+    if (cmd == "chat")
+      return cmd_chat(Args(argc, argv, 2,
+                           plus({"model", "tokenizer", "system", "format", "max-new-tokens", "stop", "mode", "threads"},
+                                sampling),
+                           {"greedy", "ignore-eos", "think", "keep-reasoning"}));
+    if (cmd == "tokenize") return cmd_tokenize(Args(argc, argv, 2, {"tokenizer"}, {"bos"}));
+    if (cmd == "detokenize") return cmd_detokenize(Args(argc, argv, 2, {"tokenizer"}, {"skip-special"}));
     if (cmd == "synth") return cmd_synth(Args(argc, argv, 2, {"preset", "config", "layers", "out", "seed"}, {"fp8-experts"}));
     if (cmd == "bench")
       return cmd_bench(Args(argc, argv, 2, {"model", "prompt-tokens", "decode-tokens", "threads", "mode"}, {}));

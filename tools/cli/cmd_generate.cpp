@@ -1,49 +1,60 @@
-// dsv4 generate: continue a prompt of token ids.
+// dsv4 generate: continue a prompt.
+//   --prompt-ids 5,17,42   prints the new token ids on one line (the EOS included when reached)
+//   --prompt "text"        streams the new text as it is generated; timing on stderr
+#include <climits>
 #include <cstdio>
 
 #include "common.hpp"
-#include <climits>
+#include "text_options.hpp"
 
 namespace dsv4::cli {
 
 int cmd_generate(const Args& a) {
   apply_threads(a);
-  std::vector<int32_t> prompt;
-  for (int64_t v : parse_int_list(a.get("prompt-ids"), "--prompt-ids")) {
-    if (v < INT32_MIN || v > INT32_MAX) fail("--prompt-ids: ", v, " is out of range");
-    prompt.push_back(int32_t(v));
-  }
-  const int64_t max_new = parse_int(a.get("max-new-tokens"), "--max-new-tokens");
-  if (max_new < 0) fail("--max-new-tokens: must be >= 0");
-  SamplingParams sp;
-  const bool sampled = a.has("temperature") || a.has("top-p") || a.has("seed");
-  if (a.has("greedy") && sampled) fail("--greedy cannot be combined with --temperature/--top-p/--seed");
-  sp.greedy = !sampled;
-  if (a.has("temperature")) sp.temperature = float(parse_double(a.get("temperature"), "--temperature"));
-  if (a.has("top-p")) sp.top_p = float(parse_double(a.get("top-p"), "--top-p"));
-  if (a.has("seed")) sp.seed = uint64_t(parse_int(a.get("seed"), "--seed"));
-  Sampler sampler(sp);
-  const Model m = Model::load(a.get("model"));
-  const bool stop_at_eos = !a.has("ignore-eos");
-  std::vector<int32_t> generated;
-  with_mode(a, [&]<class Bundle>() {
-    SequenceCache cache = m.new_cache();
-    std::vector<float> logits;
-    std::vector<int32_t> feed = prompt;
-    const int64_t V = m.config().vocab_size;
-    for (int64_t i = 0; i < max_new; ++i) {
-      SequenceInput in{&cache, feed};
-      m.forward<Bundle>({&in, 1}, logits, LogitRows::Last);
-      int32_t next = sampler.next(std::span<const float>(logits).first(size_t(V)));
-      generated.push_back(next);
-      if (stop_at_eos && next == m.config().eos_token_id) break;
-      feed.assign(1, next);
+  if (a.has("prompt") == a.has("prompt-ids")) fail("give --prompt TEXT or --prompt-ids IDS (one of them)");
+  const SamplingParams sp = sampling_params(a);
+  const KernelMode mode = kernel_mode(a);
+
+  if (a.has("prompt-ids")) {
+    if (a.has("stop")) fail("--stop needs --prompt (text); with --prompt-ids there is no tokenizer");
+    if (!a.has("max-new-tokens")) fail("missing option --max-new-tokens");
+    std::vector<int32_t> prompt;
+    for (int64_t v : parse_int_list(a.get("prompt-ids"), "--prompt-ids")) {
+      if (v < INT32_MIN || v > INT32_MAX) fail("--prompt-ids: ", v, " is out of range");
+      prompt.push_back(int32_t(v));
     }
+    const GenerationOptions g = generation_options(a, 0);
+    Sampler sampler(sp);
+    const Model m = Model::load(a.get("model"));
+    Session s(m, mode);
+    s.prefill(prompt);
+    const GenerationResult r = s.generate(sampler, g);
+    for (size_t i = 0; i < r.tokens.size(); ++i) std::printf("%s%d", i ? " " : "", r.tokens[i]);
+    std::printf("\n");
+    return 0;
+  }
+
+  const text::Tokenizer tok = load_tokenizer(a);
+  const std::vector<int32_t> prompt = tok.encode(a.get("prompt"), /*add_special_tokens_like_bos=*/true);
+  if (prompt.empty()) fail("--prompt: the prompt is empty (and the tokenizer adds no BOS)");
+  const GenerationOptions g = generation_options(a, 256);
+  Sampler sampler(sp);
+  preload_checkpoint(a.get("model"));
+  const Model m = Model::load(a.get("model"));
+  Session s(m, tok, mode);
+  s.prefill(prompt);
+  const GenerationResult r = s.generate(sampler, g, [](int32_t, std::string_view text) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+    return true;
   });
-  for (size_t i = 0; i < generated.size(); ++i) std::printf("%s%d", i ? " " : "", generated[i]);
   std::printf("\n");
+  std::fflush(stdout);
+  std::fprintf(stderr, "[prompt %lld tokens in %.2f s (%.1f tokens/s); generated %zu tokens in %.2f s (%.2f tokens/s); stop: %s]\n",
+               (long long)s.last_prefill_tokens(), s.last_prefill_seconds(),
+               s.last_prefill_seconds() > 0 ? double(s.last_prefill_tokens()) / s.last_prefill_seconds() : 0.0,
+               r.tokens.size(), r.seconds, r.tokens_per_second(), stop_reason_name(r.reason));
   return 0;
 }
-
 
 }  // namespace dsv4::cli

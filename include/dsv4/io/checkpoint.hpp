@@ -29,11 +29,12 @@ class Checkpoint {
  public:
   static Checkpoint open(const std::filesystem::path& dir) {
     namespace fs = std::filesystem;
-    if (!fs::is_directory(dir)) fail(dir.string(), ": not a directory");
+    std::error_code ec;  // the throwing std::filesystem overloads would escape as filesystem_error
+    if (!fs::is_directory(dir, ec)) fail(dir.string(), ": not a directory", ec ? ": " + ec.message() : "");
     Checkpoint ck;
     ck.dir_ = dir;
     const fs::path index = dir / "model.safetensors.index.json";
-    if (fs::exists(index)) {
+    if (fs::exists(index, ec) || ec) {
       nlohmann::json j;
       try {
         j = nlohmann::json::parse(read_text_file(index));
@@ -59,12 +60,13 @@ class Checkpoint {
         if (it == ck.by_name_.end() || fs::path(it->second.file).filename() != f)
           fail(index.string(), ": tensor '", name, "' is listed in ", f, " but not found there");
       }
-    } else if (fs::exists(dir / "model.safetensors")) {
+    } else if (fs::exists(dir / "model.safetensors", ec) || ec) {
       ck.add_file(dir / "model.safetensors");
     } else {
       std::vector<fs::path> files;
-      for (auto& e : fs::directory_iterator(dir))
-        if (e.path().extension() == ".safetensors") files.push_back(e.path());
+      for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+        if (it->path().extension() == ".safetensors") files.push_back(it->path());
+      if (ec) fail(dir.string(), ": cannot list: ", ec.message());
       if (files.empty()) fail(dir.string(), ": no model.safetensors, model.safetensors.index.json or *.safetensors");
       std::sort(files.begin(), files.end());
       for (auto& f : files) ck.add_file(f);

@@ -164,7 +164,8 @@ inline ModelConfig parse_config(std::string_view text, const std::string& path =
     auto& types = r.array("layer_types");
     if (int64_t(types.size()) < c.num_layers)
       fail(path, ": key 'layer_types' has ", types.size(), " entries for ", c.num_layers, " layers");
-    Reader rates = r.find("compress_rates") ? r.object("compress_rates") : Reader{nlohmann::json::object(), path};
+    const nlohmann::json no_rates = nlohmann::json::object();  // must outlive `rates`, which refers to it
+    Reader rates = r.find("compress_rates") ? r.object("compress_rates") : Reader{no_rates, path + ": compress_rates"};
     for (int64_t i = 0; i < c.num_layers; ++i) {
       auto& v = types[size_t(i)];
       if (!v.is_string()) fail(path, ": key 'layer_types' entry ", i, " is not a string");
@@ -244,7 +245,7 @@ inline ModelConfig parse_config(std::string_view text, const std::string& path =
   positive("q_lora_rank", c.q_lora_rank);
   positive("o_groups", c.o_groups, 1 << 16);
   positive("o_lora_rank", c.o_lora_rank);
-  positive("sliding_window", c.sliding_window);
+  positive("sliding_window", c.sliding_window, 1 << 20);
   positive("n_routed_experts", c.n_routed_experts, 1 << 20);
   positive("num_experts_per_tok", c.n_experts_per_tok, 1 << 20);
   positive("moe_intermediate_size", c.moe_intermediate_size);

@@ -21,6 +21,14 @@ namespace dsv4 {
 
 inline constexpr uint64_t kMaxSafetensorsHeader = uint64_t(100) << 20;  // 100 MiB of JSON
 
+// A JSON value for an error message: scalars as written (cut to 40 characters), arrays and objects
+// by type only (dump() recurses, and a hostile header can nest a million levels deep).
+inline std::string json_brief(const nlohmann::json& j) {
+  if (j.is_array() || j.is_object()) return std::string("an ") + j.type_name();
+  std::string s = j.dump();
+  return s.size() > 40 ? s.substr(0, 40) + "..." : s;
+}
+
 // Returns one view per tensor, pointing into `file` (which must outlive them).
 inline std::vector<TensorView> parse_safetensors(std::span<const uint8_t> file, const std::string& path) {
   if (file.size() < 8) fail(path, ": truncated safetensors file (", file.size(), " bytes, no header length)");
@@ -42,7 +50,9 @@ inline std::vector<TensorView> parse_safetensors(std::span<const uint8_t> file, 
 
   std::vector<TensorView> out;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  for (auto& [name, info] : header.items()) {
+  for (auto it = header.cbegin(); it != header.cend(); ++it) {  // (clang 14 cannot capture structured bindings)
+    const std::string& name = it.key();
+    const nlohmann::json& info = it.value();
     if (name == "__metadata__") continue;
     auto where = [&] { return cat(path, ": tensor '", name, "'"); };
     if (!info.is_object()) fail(where(), ": entry is not an object");
@@ -60,15 +70,15 @@ inline std::vector<TensorView> parse_safetensors(std::span<const uint8_t> file, 
     v.dtype = *dtype;
     uint64_t numel = 1;
     for (auto& d : *sh) {
-      if (!d.is_number_unsigned()) fail(where(), ": shape ", sh->dump(), " has a non-integer or negative dimension");
+      if (!d.is_number_unsigned()) fail(where(), ": shape has a non-integer or negative dimension ", json_brief(d));
       uint64_t x = d.get<uint64_t>();
       if (x > (uint64_t(1) << 48) || (x && numel > std::numeric_limits<uint64_t>::max() / x / 8))
-        fail(where(), ": shape ", sh->dump(), " is too large");
+        fail(where(), ": shape is too large (dimension ", v.shape.size(), " is ", x, ")");
       numel *= x;
       v.shape.push_back(int64_t(x));
     }
     for (auto& o : *off)
-      if (!o.is_number_unsigned()) fail(where(), ": data_offsets ", off->dump(), " are not non-negative integers");
+      if (!o.is_number_unsigned()) fail(where(), ": data_offsets must be non-negative integers, got ", json_brief(o));
     uint64_t b = (*off)[0].get<uint64_t>(), e = (*off)[1].get<uint64_t>();
     if (b > e || e > data_size)
       fail(where(), ": data_offsets [", b, ", ", e, "] outside the data (", data_size, " bytes); file truncated?");

@@ -54,8 +54,7 @@ struct TopKRouter {
   static TopKRouter load(const WeightSource& ws, const std::string& prefix, const ModelConfig& c) {
     TopKRouter r;
     r.k = c.n_experts_per_tok;
-    if (ws.has(prefix + ".bias")) r.bias = ws.floats(prefix + ".bias", {c.n_routed_experts});
-    else r.bias.assign(size_t(c.n_routed_experts), 0.f);
+    r.bias = ws.floats(prefix + ".bias", {c.n_routed_experts});  // required: a silent zero would route wrongly
     return r;
   }
   void choose(const float* scores, const int32_t*, int64_t t, int64_t* experts) const {

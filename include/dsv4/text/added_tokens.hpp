@@ -7,6 +7,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,10 +51,6 @@ class AddedTokenMatcher {
   // whitespace eaten by lstrip/rstrip.
   void split(std::string_view text, std::vector<Segment>& out) const {
     out.clear();
-    if (first_.empty() && second_.empty()) {
-      if (!text.empty()) out.push_back({0, text.size(), -1});
-      return;
-    }
     thread_local std::vector<Segment> pass1;
     pass1.clear();
     find(first_, text, 0, pass1);
@@ -67,12 +64,15 @@ class AddedTokenMatcher {
   }
 
  private:
-  // Byte trie over token contents; the root is a flat table since most bytes start no token.
+  // Byte trie over token contents; a table of first bytes lets the scan skip most of the text.
   class Trie {
    public:
-    bool empty() const { return nodes_.size() <= 1; }
     void insert(std::string_view key, int32_t token) {
-      starts_[static_cast<uint8_t>(key[0])] = true;
+      if (!starts_[static_cast<uint8_t>(key[0])]) {
+        starts_[static_cast<uint8_t>(key[0])] = true;
+        ++n_starts_;
+        only_start_ = static_cast<uint8_t>(key[0]);
+      }
       int32_t node = 0;
       for (char c : key) {
         const auto b = static_cast<uint8_t>(c);
@@ -108,7 +108,16 @@ class AddedTokenMatcher {
       }
       return best;
     }
-    bool may_start(uint8_t b) const { return starts_[b]; }
+    // First position >= i where some key may start, or s.size().
+    size_t next_start(std::string_view s, size_t i) const {
+      if (n_starts_ == 0) return s.size();
+      if (n_starts_ == 1) {  // e.g. every DeepSeek added token starts with '<'
+        const void* p = std::memchr(s.data() + i, only_start_, s.size() - i);
+        return p ? static_cast<size_t>(static_cast<const char*>(p) - s.data()) : s.size();
+      }
+      while (i < s.size() && !starts_[static_cast<uint8_t>(s[i])]) ++i;
+      return i;
+    }
 
    private:
     struct Node {
@@ -117,6 +126,8 @@ class AddedTokenMatcher {
     };
     std::vector<Node> nodes_{1};
     std::array<bool, 256> starts_{};  // first bytes of the keys: most text bytes start none
+    int n_starts_ = 0;
+    uint8_t only_start_ = 0;  // the first byte when n_starts_ == 1
   };
 
   // The character (code point, byte length) ending at s[end) / starting at s[begin], if valid.
@@ -140,7 +151,7 @@ class AddedTokenMatcher {
     std::string s;
     utf8::append_code_point(s, c);
     bool hit = false;
-    word.for_each_match(s, [&](size_t, size_t) { hit = true; });
+    word.for_each_match_unchecked(s, [&](size_t, size_t) { hit = true; });
     return hit;
   }
 
@@ -150,10 +161,8 @@ class AddedTokenMatcher {
     size_t done = 0;  // text before this is already in `out`
     size_t i = 0;
     while (i < text.size()) {
-      if (trie.empty() || !trie.may_start(static_cast<uint8_t>(text[i]))) {
-        ++i;
-        continue;
-      }
+      i = trie.next_start(text, i);
+      if (i == text.size()) break;
       const auto [tok, len] = trie.longest_prefix(text.substr(i));
       if (tok < 0) {
         ++i;

@@ -41,7 +41,6 @@ inline constexpr std::string_view kByteLevelRegex =
 class PreTokenizer {
  public:
   void add(SplitStep step) { steps_.push_back(std::move(step)); }
-  size_t num_steps() const { return steps_.size(); }
 
   // Replaces `out` with the pieces of `text` (valid UTF-8), in order; empty pieces are dropped.
   void run(std::string_view text, std::vector<Span>& out) const {
@@ -70,7 +69,7 @@ class PreTokenizer {
       prev = e;
     };
     if (const auto* re = std::get_if<Regex>(&step.pattern)) {
-      re->for_each_match(s, on_match);
+      re->for_each_match_unchecked(s, on_match);  // encode() passes valid UTF-8 only
     } else {
       const std::string& lit = std::get<std::string>(step.pattern);
       if (!lit.empty()) {

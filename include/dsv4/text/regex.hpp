@@ -10,11 +10,14 @@
 
 #include <cstddef>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "dsv4/core/error.hpp"
+#include "dsv4/text/utf8.hpp"
 
 namespace dsv4::text {
 
@@ -62,13 +65,17 @@ inline Scratch& scratch() {
 
 }  // namespace regex_detail
 
-// Rewrites an Oniguruma pattern (Ruby syntax, as HF tokenizers uses it) into PCRE2 syntax:
-//   \s \S  → explicit Unicode White_Space class (PCRE2's UCP \s differs at U+180E);
-//   \h \H  → hex digit class (Oniguruma's meaning; PCRE2's \h is horizontal space);
-//   (?m…)  → (?s…) (Oniguruma's m is PCRE2's dotall); ^ and $ are line anchors in Oniguruma,
-//            which the compile option PCRE2_MULTILINE provides.
-// Throws dsv4::Error (prefixed by `where`) for constructs with no PCRE2 equivalent here:
-// \S or \H inside a class, nested classes / class intersection (&&).
+// Rewrites an Oniguruma pattern (Ruby syntax, as HF tokenizers compiles it) into PCRE2 syntax:
+//   \s \S   → explicit Unicode White_Space class (PCRE2's UCP \s also matches U+180E);
+//   \h \H   → hex digit class (Oniguruma's meaning; PCRE2's \h is horizontal space);
+//   \uHHHH  → \x{HHHH} (PCRE2 has no \u);
+//   (?m…)   → (?s…) (Oniguruma's m is PCRE2's dotall). ^ and $ are always line anchors in
+//             Oniguruma: the compile option PCRE2_MULTILINE gives that.
+// Everything else is passed through; \p{..}, \d, ., classes and groups mean the same in both
+// (up to the Unicode version of each library's tables). Throws dsv4::Error (prefixed by
+// `where`) for what has no exact translation: \w \W \b \B (Oniguruma's word characters differ
+// from PCRE2's on marks, connector punctuation and some numbers), POSIX [:classes:], \S or \H
+// inside a class, nested classes and class intersection (&&).
 inline std::string translate_onig(std::string_view p, std::string_view where) {
   using regex_detail::kHexBody;
   using regex_detail::kSpaceBody;
@@ -77,30 +84,46 @@ inline std::string translate_onig(std::string_view p, std::string_view where) {
   bool in_class = false;
   size_t class_start = 0;  // index in p just after '[' or "[^"
   auto unsupported = [&](std::string_view what) {
-    fail(where, ": regex construct ", what, " has no PCRE2 translation (pattern: ", p, ")");
+    fail(where, ": regex construct ", what, " has no exact PCRE2 translation (pattern: ", p, ")");
   };
+  auto is_hex = [](char h) { return (h >= '0' && h <= '9') || (h >= 'a' && h <= 'f') || (h >= 'A' && h <= 'F'); };
   for (size_t i = 0; i < p.size(); ++i) {
     const char c = p[i];
     if (c == '\\') {
-      if (i + 1 >= p.size()) unsupported("'\\' at end of pattern");
+      if (i + 1 >= p.size()) unsupported("'\\' at the end");
       const char e = p[++i];
-      if (e == 's' || e == 'h') {
-        const std::string_view body = e == 's' ? kSpaceBody : kHexBody;
-        if (in_class) {
-          out += body;
-        } else {
-          out += '[';
-          out += body;
+      switch (e) {
+        case 's':
+        case 'h':
+          if (!in_class) out += '[';
+          out += e == 's' ? kSpaceBody : kHexBody;
+          if (!in_class) out += ']';
+          break;
+        case 'S':
+        case 'H':
+          if (in_class) unsupported(e == 'S' ? "\\S inside [...]" : "\\H inside [...]");
+          out += "[^";
+          out += e == 'S' ? kSpaceBody : kHexBody;
           out += ']';
-        }
-      } else if (e == 'S' || e == 'H') {
-        if (in_class) unsupported(e == 'S' ? "\\S inside [...]" : "\\H inside [...]");
-        out += "[^";
-        out += e == 'S' ? kSpaceBody : kHexBody;
-        out += ']';
-      } else {
-        out += '\\';
-        out += e;  // \p{..}, \x{..}: the braces follow as ordinary characters
+          break;
+        case 'w':
+        case 'W':
+        case 'b':
+        case 'B':
+          unsupported(std::string("\\") + e);
+          break;
+        case 'u':
+          if (i + 4 >= p.size() || !is_hex(p[i + 1]) || !is_hex(p[i + 2]) || !is_hex(p[i + 3]) || !is_hex(p[i + 4])) {
+            unsupported("\\u without four hex digits");
+          }
+          out += "\\x{";
+          out += p.substr(i + 1, 4);
+          out += '}';
+          i += 4;
+          break;
+        default:
+          out += '\\';
+          out += e;  // \p{..}, \x{..}: the braces follow as ordinary characters
       }
       continue;
     }
@@ -108,14 +131,7 @@ inline std::string translate_onig(std::string_view p, std::string_view where) {
       if (c == ']' && i > class_start) {
         in_class = false;
       } else if (c == '[') {
-        if (i + 1 < p.size() && p[i + 1] == ':') {  // POSIX [:alpha:] means the same in both
-          const size_t end = p.find(":]", i + 2);
-          if (end == std::string_view::npos) unsupported("unterminated [:...:]");
-          out.append(p.substr(i, end + 2 - i));
-          i = end + 1;
-          continue;
-        }
-        unsupported("nested character class");
+        unsupported(i + 1 < p.size() && p[i + 1] == ':' ? "POSIX [:class:]" : "nested character class");
       } else if (c == '&' && i + 1 < p.size() && p[i + 1] == '&') {
         unsupported("class intersection '&&'");
       }
@@ -175,9 +191,17 @@ class Regex {
   // Calls f(begin, end) (byte offsets) for each match in `subject`, left to right, without
   // overlap, with the iteration rule of the onig crate HF uses: an empty match right where the
   // previous match ended is dropped and the search resumes one character later.
-  // Precondition: subject is valid UTF-8 (not re-checked, for speed).
+  // Throws dsv4::Error when subject is not valid UTF-8.
   template <class F>
   void for_each_match(std::string_view subject, F&& f) const {
+    if (utf8::valid_prefix(subject) != subject.size()) fail("regex '", source_, "': subject is not valid UTF-8");
+    for_each_match_unchecked(subject, std::forward<F>(f));
+  }
+
+  // As for_each_match(), for a subject the caller has already validated (PCRE2 is not told to
+  // re-check it: invalid UTF-8 here is undefined behaviour).
+  template <class F>
+  void for_each_match_unchecked(std::string_view subject, F&& f) const {
     auto& s = regex_detail::scratch();
     const auto* subj = reinterpret_cast<PCRE2_SPTR8>(subject.data());
     const size_t n = subject.size();

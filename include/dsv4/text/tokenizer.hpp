@@ -39,7 +39,10 @@ struct Node {
 
   [[noreturn]] void bad(std::string_view what) const { fail(file, ": key '", path, "' ", what); }
   std::string child_path(std::string_view key) const {
-    return path.empty() ? std::string(key) : cat(path, '.', key);
+    std::string p = path;  // no ostringstream: this runs for every merge
+    if (!p.empty()) p += '.';
+    p += key;
+    return p;
   }
   bool is_null() const { return j.is_null(); }
   // Child `key`, or nullopt when missing or null.
@@ -54,7 +57,7 @@ struct Node {
     if (!n) Node{j, file, child_path(key)}.bad("is missing");
     return *n;
   }
-  Node at(size_t i) const { return Node{j[i], file, cat(path, '[', i, ']')}; }
+  Node at(size_t i) const { return Node{j[i], file, path + '[' + std::to_string(i) + ']'}; }
   size_t size() const {
     if (!j.is_array()) bad("must be an array");
     return j.size();
@@ -207,7 +210,8 @@ class Tokenizer {
     const auto cfg_path = dir / "tokenizer_config.json";
     const std::string tok = tokenizer_detail::read_file(tok_path);
     std::string cfg;
-    const bool has_cfg = std::filesystem::exists(cfg_path);
+    std::error_code ec;
+    const bool has_cfg = std::filesystem::exists(cfg_path, ec);
     if (has_cfg) cfg = tokenizer_detail::read_file(cfg_path);
     return Tokenizer(tok, tok_path.string(), has_cfg ? std::optional<std::string_view>(cfg) : std::nullopt,
                      cfg_path.string());
@@ -268,14 +272,16 @@ class Tokenizer {
   std::string_view token_bytes(int32_t id) const {
     check_id(id);
     const Impl& m = *impl_;
-    return std::string_view(m.bytes_pool).substr(m.bytes_off[size_t(id)], m.bytes_off[size_t(id) + 1] - m.bytes_off[size_t(id)]);
+    return std::string_view(m.bytes_pool)
+        .substr(m.bytes_off[size_t(id)], m.bytes_off[size_t(id) + 1] - m.bytes_off[size_t(id)]);
   }
 
   // The token as tokenizer.json writes it (byte-level alphabet, e.g. "Ġthe"). Throws for an unknown id.
   std::string_view token_text(int32_t id) const {
     check_id(id);
     const Impl& m = *impl_;
-    return std::string_view(m.text_pool).substr(m.text_off[size_t(id)], m.text_off[size_t(id) + 1] - m.text_off[size_t(id)]);
+    return std::string_view(m.text_pool)
+        .substr(m.text_off[size_t(id)], m.text_off[size_t(id) + 1] - m.text_off[size_t(id)]);
   }
 
   // Inverse of token_text(); added tokens take precedence, as in HF.
@@ -357,7 +363,7 @@ class Tokenizer {
 
     bool byte_level = false;
     if (auto n = root.get("pre_tokenizer")) tokenizer_detail::add_pre_tokenizer(*n, m->pre, byte_level);
-    if (!byte_level) root.at("pre_tokenizer").bad("has no ByteLevel step; only byte-level BPE is supported");
+    if (!byte_level) Node{j, file, "pre_tokenizer"}.bad("has no ByteLevel step; only byte-level BPE is supported");
 
     if (auto n = root.get("decoder")) {
       tokenizer_detail::check_decoder(*n);
@@ -365,7 +371,6 @@ class Tokenizer {
       root.at("decoder").bad("is missing; ByteLevel is required");
     }
 
-    // Model: vocab and merges.
     const Node model = root.at("model");
     if (auto t = model.get("type"); t && t->str() != "BPE") t->bad(cat("is '", t->str(), "', not BPE"));
     if (auto d = model.get("dropout"); d && !(d->j.is_number() && d->j.get<double>() == 0.0)) {
@@ -374,6 +379,8 @@ class Tokenizer {
     for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"}) {
       if (auto v = model.get(k); v && !v->str().empty()) v->bad("is set, which byte-level BPE does not use");
     }
+
+    // Vocab. Strings point into `j`, which outlives their use here.
     const Node vocab = model.at("vocab");
     if (!vocab.j.is_object()) vocab.bad("must be an object of token → id");
     if (vocab.j.empty()) vocab.bad("is empty");
@@ -381,18 +388,50 @@ class Tokenizer {
     by_id.reserve(vocab.j.size());
     int32_t max_id = -1;
     for (auto it = vocab.j.begin(); it != vocab.j.end(); ++it) {
-      const int32_t id = Node{it.value(), file, cat("model.vocab.", it.key())}.id();
+      // A Node (whose path costs an allocation) only when the value is wrong.
+      const int64_t v = it.value().is_number_integer() ? it.value().get<int64_t>() : -1;
+      const int32_t id = (v >= 0 && v < (int64_t{1} << 24)) ? static_cast<int32_t>(v)
+                                                            : Node{it.value(), file, "model.vocab." + it.key()}.id();
       by_id.emplace_back(id, &it.key());
       max_id = std::max(max_id, id);
     }
+    m->token_to_id.reserve(by_id.size() + 1024);
+    for (const auto& [id, tok] : by_id) m->token_to_id.emplace(*tok, id);
+    for (int b = 0; b < 256; ++b) {
+      const std::string ch = byte_level::encode(std::string(1, static_cast<char>(b)));
+      auto it = m->token_to_id.find(ch);
+      if (it == m->token_to_id.end())
+        vocab.bad(cat("has no token for byte ", b, " ('", ch, "'), which byte-level BPE needs"));
+      m->byte_ids[size_t(b)] = it->second;
+    }
+
+    // Added tokens. HF ignores the ids written here: a token gets the id its text already has (in
+    // the vocab or as an earlier added token), else the next id after the vocab. A file that
+    // disagrees was edited by hand; refuse it rather than pick one of the two numberings.
     std::vector<AddedToken> added;
     if (auto list = root.get("added_tokens")) {
+      StringMap<int32_t> added_ids;
+      int32_t max_added = -1;
       for (size_t i = 0; i < list->size(); ++i) {
         const Node t = list->at(i);
         AddedToken a;
         a.id = t.at("id").id();
         a.content = t.at("content").str();
         if (a.content.empty()) t.at("content").bad("is empty");
+        int32_t expect;
+        if (auto it = added_ids.find(a.content); it != added_ids.end()) {
+          expect = it->second;
+        } else if (auto v = m->token_to_id.find(a.content); v != m->token_to_id.end()) {
+          expect = v->second;
+        } else {
+          expect = std::max(max_added, static_cast<int32_t>(by_id.size()) - 1) + 1;
+        }
+        if (a.id != expect) {
+          t.at("id").bad(cat("is ", a.id, " but HF tokenizers gives '", a.content, "' id ", expect,
+                             " (the id of the same text in the vocab or an earlier added token, else the next id)"));
+        }
+        added_ids.emplace(a.content, a.id);
+        max_added = std::max(max_added, a.id);
         a.special = t.boolean("special", false);
         a.lstrip = t.boolean("lstrip", false);
         a.rstrip = t.boolean("rstrip", false);
@@ -403,22 +442,19 @@ class Tokenizer {
       }
     }
 
+    // id → text: vocab, then added tokens on top (HF looks those up first both ways).
     const auto n_ids = static_cast<size_t>(max_id) + 1;
     m->flags.assign(n_ids, 0);
-    std::vector<std::string> text(n_ids);
+    std::vector<const std::string*> text(n_ids, nullptr);
     for (const auto& [id, tok] : by_id) {
-      if (m->flags[size_t(id)]) vocab.bad(cat("gives id ", id, " to two tokens ('", text[size_t(id)], "' and '", *tok, "')"));
+      if (text[size_t(id)])
+        vocab.bad(cat("gives id ", id, " to two tokens ('", *text[size_t(id)], "' and '", *tok, "')"));
       m->flags[size_t(id)] = kPresent;
-      text[size_t(id)] = *tok;
-      m->token_to_id.emplace(*tok, id);
-    }
-    for (int b = 0; b < 256; ++b) {
-      const std::string ch = byte_level::encode(std::string(1, static_cast<char>(b)));
-      auto it = m->token_to_id.find(ch);
-      if (it == m->token_to_id.end()) vocab.bad(cat("has no token for byte ", b, " ('", ch, "'), which byte-level BPE needs"));
-      m->byte_ids[size_t(b)] = it->second;
+      text[size_t(id)] = tok;
     }
 
+    // Merges, "a b" (older files) or ["a", "b"], rank = position. Looked up before the added
+    // tokens enter token_to_id: merges only name vocab tokens.
     MergeTable merges;
     {
       const Node list = model.at("merges");
@@ -426,27 +462,31 @@ class Tokenizer {
       merges.reserve(n);
       std::string joined;
       for (size_t i = 0; i < n; ++i) {
-        const Node item = list.at(i);
-        std::string a, b;
-        if (item.j.is_string()) {
-          const std::string s = item.str();
+        const nlohmann::json& item = list.j[i];
+        std::string_view a, b;
+        if (item.is_string()) {
+          const std::string_view s = item.get_ref<const std::string&>();
           const size_t sp = s.find(' ');
-          if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos) item.bad("must be two tokens separated by one space");
+          if (sp == std::string_view::npos || s.find(' ', sp + 1) != std::string_view::npos) {
+            list.at(i).bad("must be two tokens separated by one space");
+          }
           a = s.substr(0, sp);
           b = s.substr(sp + 1);
-        } else if (item.j.is_array() && item.j.size() == 2) {
-          a = item.at(0).str();
-          b = item.at(1).str();
+        } else if (item.is_array() && item.size() == 2 && item[0].is_string() && item[1].is_string()) {
+          a = item[0].get_ref<const std::string&>();
+          b = item[1].get_ref<const std::string&>();
         } else {
-          item.bad("must be \"a b\" or [\"a\", \"b\"]");
+          list.at(i).bad("must be \"a b\" or [\"a\", \"b\"]");
         }
-        auto id_of = [&](const std::string& s) {
+        auto id_of = [&](std::string_view s) {
           auto it = m->token_to_id.find(s);
-          if (it == m->token_to_id.end()) item.bad(cat("uses '", s, "', which is not in model.vocab"));
+          if (it == m->token_to_id.end()) list.at(i).bad(cat("uses '", s, "', which is not in model.vocab"));
           return it->second;
         };
-        joined = a + b;
-        merges.insert(id_of(a), id_of(b), {static_cast<int32_t>(i), id_of(joined)});
+        const int32_t left = id_of(a), right = id_of(b);
+        joined.assign(a);
+        joined += b;
+        merges.insert(left, right, {static_cast<int32_t>(i), id_of(joined)});
       }
     }
 
@@ -459,13 +499,11 @@ class Tokenizer {
     }
     m->bpe = std::make_unique<Bpe>(m->byte_ids, std::move(merges), ignore_merges, std::move(bytes_to_id));
 
-    // Added tokens override the vocab for id → text, and for text → id (HF looks them up first).
     for (const AddedToken& a : added) {
       m->flags[size_t(a.id)] = static_cast<uint8_t>(kPresent | (a.special ? kSpecial : 0));
-      text[size_t(a.id)] = a.content;
+      text[size_t(a.id)] = &a.content;
       m->token_to_id.insert_or_assign(a.content, a.id);
     }
-    m->added = AddedTokenMatcher(std::move(added));
 
     // Pools: id → text, id → bytes. HF's ByteLevel decoder maps a token back to bytes when every
     // character is in the byte alphabet, and otherwise keeps the token's own UTF-8.
@@ -474,15 +512,18 @@ class Tokenizer {
     for (size_t id = 0; id < n_ids; ++id) {
       m->text_off.push_back(static_cast<uint32_t>(m->text_pool.size()));
       m->bytes_off.push_back(static_cast<uint32_t>(m->bytes_pool.size()));
-      m->text_pool += text[id];
-      if (auto raw = byte_level::decode(text[id])) {
+      if (!text[id]) continue;
+      m->text_pool += *text[id];
+      if (auto raw = byte_level::decode(*text[id])) {
         m->bytes_pool += *raw;
       } else {
-        m->bytes_pool += text[id];
+        m->bytes_pool += *text[id];
       }
     }
     m->text_off.push_back(static_cast<uint32_t>(m->text_pool.size()));
     m->bytes_off.push_back(static_cast<uint32_t>(m->bytes_pool.size()));
+    // `text` points into `added`; the matcher takes it only now.
+    m->added = AddedTokenMatcher(std::move(added));
 
     tokenizer_detail::Template tpl;
     if (auto n = root.get("post_processor")) tokenizer_detail::read_post_processor(*n, tpl);

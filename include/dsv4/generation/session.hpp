@@ -1,0 +1,255 @@
+#pragma once
+// A generation session: one sequence over a loaded Model (its own SequenceCache), with prefill,
+// step and generate-with-callback. Any number of sessions can share one const Model; each holds
+// only its cache, its tokens and its last logits row. Sessions are copyable: a copy is a fork
+// that continues independently from the same point.
+//
+//   dsv4::Session s(model, tokenizer);                 // KernelMode::Fast by default
+//   s.prefill(tokenizer.encode("Once upon a time", true));
+//   dsv4::SamplingParams p;
+//   p.greedy = false, p.temperature = 0.7f, p.top_p = 0.9f, p.seed = 1;
+//   dsv4::Sampler sampler(p);
+//   dsv4::GenerationOptions g;
+//   g.max_new_tokens = 64;
+//   auto r = s.generate(sampler, g, [](int32_t, std::string_view text) {
+//     std::cout << text << std::flush;
+//     return true;                                    // false stops generation
+//   });
+//
+// The token sampled last is not run through the model until the sequence continues (next step,
+// prefill or run()): a generation that stops on EOS costs no forward pass for the EOS.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "dsv4/core/error.hpp"
+#include "dsv4/kernels/bundle.hpp"
+#include "dsv4/kernels/cpu/fast_bundle.hpp"
+#include "dsv4/model/model.hpp"
+#include "dsv4/sampling/sampler.hpp"
+#include "dsv4/sampling/stop.hpp"
+#include "dsv4/text/stream_decoder.hpp"
+#include "dsv4/text/tokenizer.hpp"
+
+namespace dsv4 {
+
+// Which kernel bundle a session runs: Model::forward<FastCpu> or Model::forward<Fp32Reference>.
+enum class KernelMode { Fast, Reference };
+
+inline KernelMode parse_kernel_mode(std::string_view s) {
+  if (s == "fast") return KernelMode::Fast;
+  if (s == "reference") return KernelMode::Reference;
+  fail("unknown kernel mode '", s, "' (reference or fast)");
+}
+
+inline const char* kernel_mode_name(KernelMode m) { return m == KernelMode::Fast ? "fast" : "reference"; }
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 256;           // sampled tokens, the stop token included
+  bool stop_at_eos = true;                // stop on the EOS of config.json and of the tokenizer
+  std::vector<int32_t> stop_token_ids;    // more ids that end generation (not shown as text)
+  std::vector<std::string> stop_strings;  // end when the text contains one; it and what follows are not shown
+  bool skip_special = true;               // special tokens (BOS, EOS, pad) give no text
+};
+
+enum class StopReason { MaxTokens, StopToken, StopString, Callback };
+
+inline const char* stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::MaxTokens: return "max_tokens";
+    case StopReason::StopToken: return "stop_token";
+    case StopReason::StopString: return "stop_string";
+    case StopReason::Callback: return "callback";
+  }
+  return "?";
+}
+
+struct GenerationResult {
+  std::vector<int32_t> tokens;  // every sampled token, a final stop token included
+  std::string text;             // all text passed to the callback
+  StopReason reason = StopReason::MaxTokens;
+  std::string stop_string;      // the stop string found (reason StopString)
+  double seconds = 0;           // wall time of the generation loop (forward passes + sampling)
+  double tokens_per_second() const { return seconds > 0 ? double(tokens.size()) / seconds : 0.0; }
+};
+
+// Called once per sampled token (not for a stop token) with the text it releases, which may be
+// empty (an unfinished UTF-8 character, text held back as a possible stop string start). Once
+// more at the end with token kNoToken when held text is released. Return false to stop.
+using StreamCallback = std::function<bool(int32_t token, std::string_view text)>;
+inline constexpr int32_t kNoToken = -1;
+
+class Session {
+ public:
+  explicit Session(const Model& model, KernelMode mode = KernelMode::Fast)
+      : model_(&model), mode_(mode), cache_(model.new_cache()) {}
+  Session(const Model& model, text::Tokenizer tokenizer, KernelMode mode = KernelMode::Fast)
+      : model_(&model), mode_(mode), cache_(model.new_cache()), tokenizer_(std::move(tokenizer)) {}
+
+  const Model& model() const { return *model_; }
+  KernelMode mode() const { return mode_; }
+  bool has_tokenizer() const { return tokenizer_.has_value(); }
+  const text::Tokenizer& tokenizer() const {
+    if (!tokenizer_) fail("session: no tokenizer (construct the Session with one)");
+    return *tokenizer_;
+  }
+
+  // The whole sequence: everything prefilled and sampled, including tokens not yet run.
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  // Tokens the model has run (the cache position).
+  int64_t position() const { return cache_.position(); }
+  size_t pending() const { return tokens_.size() - size_t(cache_.position()); }
+
+  // Appends tokens without running them (run(), prefill(), step() or run_batch() will).
+  void append(std::span<const int32_t> tokens) { tokens_.insert(tokens_.end(), tokens.begin(), tokens.end()); }
+
+  // Runs every pending token through the model in one forward pass; logits() is then the
+  // next-token row. On a bad token id nothing changes but the pending tokens are dropped.
+  void run() {
+    if (pending() == 0) return;
+    Session* self = this;
+    run_batch({&self, 1});
+  }
+
+  // append() + run(): the prompt, or any continuation of the sequence.
+  void prefill(std::span<const int32_t> tokens) {
+    const auto t0 = std::chrono::steady_clock::now();
+    append(tokens);
+    const size_t n = pending();
+    run();
+    last_prefill_tokens_ = int64_t(n);
+    last_prefill_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  // Encodes `text` with the tokenizer (BOS as tokenizer_config.json says when add_bos) and prefills.
+  void prefill_text(std::string_view text, bool add_bos) { prefill(tokenizer().encode(text, add_bos)); }
+
+  int64_t last_prefill_tokens() const { return last_prefill_tokens_; }
+  double last_prefill_seconds() const { return last_prefill_seconds_; }
+
+  // Next-token logits after the last token run ([vocab_size]); empty before the first run.
+  std::span<const float> logits() const { return logits_; }
+
+  // Runs pending tokens, samples the next one with `sampler` (which records it) and appends it
+  // (pending). With a tokenizer, ids past its vocabulary are never chosen.
+  int32_t step(Sampler& sampler) {
+    run();
+    if (logits_.empty()) fail("session: nothing to continue (prefill a prompt first)");
+    const int32_t t = sampler.next(sampling_row());
+    tokens_.push_back(t);
+    return t;
+  }
+
+  // Samples up to opts.max_new_tokens tokens. The sampler's penalty context is set to the whole
+  // sequence so far. Text (with a tokenizer) is detokenized as it comes and passed to `on_token`.
+  GenerationResult generate(Sampler& sampler, const GenerationOptions& opts, const StreamCallback& on_token = {}) {
+    GenerationResult r;
+    if (!opts.stop_strings.empty() && !tokenizer_) fail("session: stop strings need a tokenizer");
+    std::vector<int32_t> stop_ids = opts.stop_token_ids;
+    if (opts.stop_at_eos) {
+      if (model_->config().eos_token_id >= 0) stop_ids.push_back(int32_t(model_->config().eos_token_id));
+      if (tokenizer_ && tokenizer_->eos_id()) stop_ids.push_back(*tokenizer_->eos_id());
+    }
+    std::optional<text::StreamDecoder> decoder;
+    if (tokenizer_) decoder.emplace(*tokenizer_, opts.skip_special);
+    StopStrings stops(opts.stop_strings);
+    sampler.set_context(tokens_);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto emit = [&](int32_t token, const std::string& text) {
+      r.text += text;
+      return on_token ? on_token(token, text) : true;
+    };
+    bool ended = false;  // by a stop token, stop string or the callback
+    for (int64_t i = 0; i < opts.max_new_tokens; ++i) {
+      const int32_t t = step(sampler);
+      r.tokens.push_back(t);
+      if (std::find(stop_ids.begin(), stop_ids.end(), t) != stop_ids.end()) {
+        r.reason = StopReason::StopToken;
+        break;
+      }
+      StopStrings::Result piece;
+      if (decoder) piece = stops.push(decoder->push(t));
+      if (!emit(t, piece.text)) {
+        r.reason = StopReason::Callback;
+        ended = true;
+        break;
+      }
+      if (piece.stopped) {
+        r.reason = StopReason::StopString;
+        r.stop_string = stops.matched();
+        ended = true;
+        break;
+      }
+    }
+    if (!ended && decoder) {  // release what is held: an unfinished character, a partial stop string
+      StopStrings::Result tail = stops.push(decoder->flush());
+      std::string rest = tail.text + (tail.stopped ? std::string() : stops.flush());
+      if (tail.stopped) r.reason = StopReason::StopString, r.stop_string = stops.matched();
+      if (!rest.empty()) emit(kNoToken, rest);
+    }
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+  }
+
+  // Forgets the sequence: an empty cache, no tokens.
+  void reset() {
+    cache_ = model_->new_cache();
+    tokens_.clear();
+    logits_.clear();
+  }
+
+  // Runs the pending tokens of several sessions (one model, one mode) in a single forward pass:
+  // row-wise work (projections, experts) is shared, attention stays per sequence. The result is
+  // what each session's run() would give. Sessions without pending tokens are left alone.
+  static void run_batch(std::span<Session* const> sessions) {
+    std::vector<Session*> todo;
+    std::vector<SequenceInput> batch;
+    for (Session* s : sessions) {
+      if (s->pending() == 0) continue;
+      if (!todo.empty() && (s->model_ != todo[0]->model_ || s->mode_ != todo[0]->mode_))
+        fail("session: a batch must use one model and one kernel mode");
+      todo.push_back(s);
+      batch.push_back({&s->cache_, std::span<const int32_t>(s->tokens_).subspan(size_t(s->cache_.position()))});
+    }
+    if (todo.empty()) return;
+    const Model& m = *todo[0]->model_;
+    std::vector<float> logits;
+    try {
+      if (todo[0]->mode_ == KernelMode::Reference)
+        m.forward<Fp32Reference>(batch, logits, LogitRows::Last);
+      else
+        m.forward<FastCpu>(batch, logits, LogitRows::Last);
+    } catch (...) {  // bad input is rejected before any cache changes: drop what was pending
+      for (Session* s : todo) s->tokens_.resize(size_t(s->cache_.position()));
+      throw;
+    }
+    const size_t V = size_t(m.config().vocab_size);
+    for (size_t b = 0; b < todo.size(); ++b)
+      todo[b]->logits_.assign(logits.begin() + ptrdiff_t(b * V), logits.begin() + ptrdiff_t((b + 1) * V));
+  }
+
+ private:
+  // The logits the sampler sees: with a tokenizer, only ids it can decode.
+  std::span<const float> sampling_row() const {
+    std::span<const float> row = logits_;
+    if (tokenizer_ && size_t(tokenizer_->vocab_size()) < row.size()) row = row.first(size_t(tokenizer_->vocab_size()));
+    return row;
+  }
+
+  const Model* model_;
+  KernelMode mode_;
+  SequenceCache cache_;
+  std::optional<text::Tokenizer> tokenizer_;
+  std::vector<int32_t> tokens_;
+  std::vector<float> logits_;
+  int64_t last_prefill_tokens_ = 0;
+  double last_prefill_seconds_ = 0;
+};
+
+}  // namespace dsv4
