@@ -11,3 +11,14 @@
 #include "dsv4/sampling/sampler.hpp"
 #include "dsv4/io/synth.hpp"
 #include "dsv4/core/bandwidth.hpp"
+
+#if defined(DSV4_MULTIARCH)
+// Built with the compiled component (dsv4::cpu_kernels): the forward pass of both bundles is
+// instantiated once there (src/model_instances.cpp) instead of in every translation unit.
+namespace dsv4 {
+extern template void Model::forward<Fp32Reference>(std::span<const SequenceInput>, std::vector<float>&, LogitRows,
+                                                   ForwardTrace*) const;
+extern template void Model::forward<FastCpu>(std::span<const SequenceInput>, std::vector<float>&, LogitRows,
+                                             ForwardTrace*) const;
+}  // namespace dsv4
+#endif
