@@ -275,13 +275,14 @@ TEST_CASE("drawn frequencies follow the processed distribution (chi-square, fixe
     }
   }
   SECTION("a large vocabulary: the mass lands where the softmax puts it") {
-    std::vector<float> big(129280, -20.0f);
+    std::vector<float> big(129280, -12.0f);
     const std::vector<int32_t> hot = {7, 50000, 129279, 100};
     for (size_t i = 0; i < hot.size(); ++i) big[size_t(hot[i])] = l[i];
-    // The cold tokens together: 129276 * e^-20 relative to the hot ones' sum of 1.
-    const double cold = 129276 * std::exp(-20.0);
+    // The cold tokens together: 129276 * e^-12 (~0.79) relative to the hot ones' sum of 1.
+    const double cold = 129276 * std::exp(-12.0);
     Sampler s(params(5));
     std::vector<int> counts(5, 0);
+    const int n = 3000;  // each draw handles the whole row
     for (int i = 0; i < n; ++i) {
       const int32_t t = s.sample(big);
       const auto it = std::find(hot.begin(), hot.end(), t);
