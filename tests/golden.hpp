@@ -1,9 +1,14 @@
 #pragma once
 // Reads golden expected*.safetensors files for tests.
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "dsv4/dsv4.hpp"
 
@@ -43,6 +48,45 @@ class Golden {
   std::unique_ptr<MappedFile> file_;
   std::map<std::string, TensorView> tensors_;
 };
+
+// One golden case: a folder with meta.json, the checkpoint in both layouts (hf/, orig/) and the
+// expected outputs (expected.safetensors for hf/, expected_orig.safetensors for orig/).
+struct GoldenCase {
+  std::string name;                     // meta.json "case"
+  std::string dir;                      // the case folder
+  nlohmann::json params;                // meta.json "case_params"
+  std::vector<int64_t> chunks() const { // the chunked-prefill split of "logits_incremental"
+    return params.value("chunks", std::vector<int64_t>{});
+  }
+};
+
+// Where golden cases live: $DSV4_GOLDEN_DIR, else the spec's ../shared/golden beside the source
+// tree when it exists (it may hold more cases than the copy in tests/data), else tests/data.
+inline std::string golden_root() {
+  if (const char* env = std::getenv("DSV4_GOLDEN_DIR"); env && *env) return env;
+  return DSV4_GOLDEN_ROOT;
+}
+
+// Every case under golden_root() whose transformers config names `architecture`
+// (e.g. "DeepseekV4ForCausalLM"), sorted by name.
+inline std::vector<GoldenCase> golden_cases(const std::string& architecture) {
+  namespace fs = std::filesystem;
+  std::vector<GoldenCase> out;
+  const fs::path root = golden_root();
+  if (!fs::is_directory(root)) fail("golden root '", root.string(), "' is not a folder");
+  for (const auto& e : fs::directory_iterator(root)) {
+    const fs::path meta = e.path() / "meta.json";
+    if (!fs::is_regular_file(meta)) continue;
+    std::ifstream in(meta);
+    const nlohmann::json j = nlohmann::json::parse(in);
+    const auto archs = j.value("hf_config", nlohmann::json::object()).value("architectures", nlohmann::json::array());
+    if (std::find(archs.begin(), archs.end(), architecture) == archs.end()) continue;
+    out.push_back({j.value("case", e.path().filename().string()), e.path().string(),
+                   j.value("case_params", nlohmann::json::object())});
+  }
+  std::sort(out.begin(), out.end(), [](const GoldenCase& a, const GoldenCase& b) { return a.name < b.name; });
+  return out;
+}
 
 inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   if (a.size() != b.size()) return 1e30;

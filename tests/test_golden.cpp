@@ -6,12 +6,26 @@
 
 using namespace dsv4;
 using dsv4::testing::Golden;
+using dsv4::testing::GoldenCase;
 using dsv4::testing::max_abs_diff;
 
 namespace {
 
 constexpr double kFp32Bound = 1e-3;
-const std::string kTiny = std::string(DSV4_TEST_DATA) + "/tiny";
+
+// Every DeepSeek-V4 case of the golden folder (tests/data/tiny at least).
+const std::vector<GoldenCase>& cases() {
+  static const std::vector<GoldenCase> all = [] {
+    auto c = dsv4::testing::golden_cases("DeepseekV4ForCausalLM");
+    if (c.empty()) fail("no DeepSeek-V4 golden case under '", dsv4::testing::golden_root(), "'");
+    return c;
+  }();
+  return all;
+}
+
+// The two layouts of a case and the expected outputs of each.
+constexpr std::pair<const char*, const char*> kLayouts[] = {{"/hf", "/expected.safetensors"},
+                                                            {"/orig", "/expected_orig.safetensors"}};
 
 template <class Bundle = Fp32Reference>
 std::vector<float> run(const Model& m, const std::vector<int32_t>& ids, const std::vector<int64_t>& chunks,
@@ -49,8 +63,10 @@ std::vector<int32_t> greedy(const Model& m, std::vector<int32_t> feed, size_t n)
 }  // namespace
 
 TEST_CASE("hidden states match layer by layer (transformers layout)", "[golden]") {
-  const Model m = Model::load(kTiny + "/hf");
-  const Golden g(kTiny + "/expected.safetensors");
+  for (const GoldenCase& c : cases()) {
+  INFO("case " << c.name);
+  const Model m = Model::load(c.dir + "/hf");
+  const Golden g(c.dir + "/expected.safetensors");
   ForwardTrace trace;
   trace.record_hidden = true;
   const auto logits = run(m, g.ids("input_ids"), {}, &trace);
@@ -64,7 +80,7 @@ TEST_CASE("hidden states match layer by layer (transformers layout)", "[golden]"
   INFO("logits max abs error " << err);
   REQUIRE(err < kFp32Bound);
 
-  SECTION("indexer choices, as sets") {
+  {  // indexer choices, as sets
     for (int64_t l = 0; l < m.config().num_layers; ++l) {
       if (m.config().layers[size_t(l)].attention != AttentionKind::CSA) continue;
       const auto want = g.ints("indexer_topk." + std::to_string(l));
@@ -80,16 +96,19 @@ TEST_CASE("hidden states match layer by layer (transformers layout)", "[golden]"
       }
     }
   }
+  }
 }
 
 TEST_CASE("logits of both layouts, one pass and chunked", "[golden]") {
-  for (auto [dir, expected] : {std::pair{"/hf", "/expected.safetensors"}, std::pair{"/orig", "/expected_orig.safetensors"}}) {
-    const Model m = Model::load(kTiny + dir);
-    const Golden g(kTiny + expected);
+  for (const GoldenCase& c : cases())
+  for (auto [dir, expected] : kLayouts) {
+    INFO("case " << c.name);
+    const Model m = Model::load(c.dir + dir);
+    const Golden g(c.dir + expected);
     const auto ids = g.ids("input_ids");
     const double full = max_abs_diff(run(m, ids, {}), g.floats("logits"));
-    const double incremental = max_abs_diff(run(m, ids, {37, 50}), g.floats("logits_incremental"));
-    INFO(dir << ": one pass max abs error " << full << ", chunks [37, 50, 1...] " << incremental);
+    const double incremental = max_abs_diff(run(m, ids, c.chunks()), g.floats("logits_incremental"));
+    INFO(dir << ": one pass max abs error " << full << ", chunked as meta.json says " << incremental);
     CHECK(full < kFp32Bound);
     CHECK(incremental < kFp32Bound);
     // Other chunkings give the one-pass logits too (window, compressor and indexer state carried).
@@ -100,18 +119,22 @@ TEST_CASE("logits of both layouts, one pass and chunked", "[golden]") {
 }
 
 TEST_CASE("greedy continuation of both layouts", "[golden]") {
-  for (auto [dir, expected] : {std::pair{"/hf", "/expected.safetensors"}, std::pair{"/orig", "/expected_orig.safetensors"}}) {
-    const Model m = Model::load(kTiny + dir);
-    const Golden g(kTiny + expected);
+  for (const GoldenCase& c : cases())
+  for (auto [dir, expected] : kLayouts) {
+    const Model m = Model::load(c.dir + dir);
+    const Golden g(c.dir + expected);
     const auto want = g.ids("greedy_tokens");
-    INFO(dir);
+    INFO("case " << c.name << dir);
     REQUIRE(greedy(m, g.ids("greedy_prompt"), want.size()) == want);
   }
 }
 
 TEST_CASE("a batch of two independent sequences in one call", "[golden]") {
-  const Model m = Model::load(kTiny + "/hf");
-  const Golden g(kTiny + "/expected.safetensors");
+  for (const GoldenCase& c : cases()) {
+  INFO("case " << c.name);
+  const Model m = Model::load(c.dir + "/hf");
+  const Golden g(c.dir + "/expected.safetensors");
+  if (!g.has("batch2_input_ids")) continue;
   const auto ids = g.ids("batch2_input_ids");
   const auto want = g.floats("batch2_logits");
   const size_t S = ids.size() / 2;
@@ -123,7 +146,7 @@ TEST_CASE("a batch of two independent sequences in one call", "[golden]") {
   m.forward<Fp32Reference>(batch, logits, LogitRows::All);
   REQUIRE(max_abs_diff(logits, want) < kFp32Bound);
 
-  SECTION("rows of different lengths continue independently") {
+  {  // rows of different lengths continue independently
     // Row 0 continues one token at a time while row 1 is fed in two uneven chunks.
     SequenceCache c = m.new_cache(), d = m.new_cache();
     std::vector<float> got0, got1;
@@ -140,16 +163,19 @@ TEST_CASE("a batch of two independent sequences in one call", "[golden]") {
     CHECK(max_abs_diff(got0, want0) < kFp32Bound);
     CHECK(max_abs_diff(got1, want1) < kFp32Bound);
   }
+  }
 }
 
 TEST_CASE("fast mode stays within the fast-mode bounds of the reference", "[golden][fast]") {
   INFO("ISA " << cpu::isa_name(cpu::dispatch().isa));
-  for (auto [dir, expected] : {std::pair{"/hf", "/expected.safetensors"}, std::pair{"/orig", "/expected_orig.safetensors"}}) {
-    const Model m = Model::load(kTiny + dir);
-    const Golden g(kTiny + expected);
+  for (const GoldenCase& c : cases())
+  for (auto [dir, expected] : kLayouts) {
+    INFO("case " << c.name);
+    const Model m = Model::load(c.dir + dir);
+    const Golden g(c.dir + expected);
     const auto ids = g.ids("input_ids");
     const auto want = g.floats("logits");
-    for (const auto& chunks : {std::vector<int64_t>{}, std::vector<int64_t>{37, 50}}) {
+    for (const auto& chunks : {std::vector<int64_t>{}, c.chunks()}) {
       const auto got = run<FastCpu>(m, ids, chunks);
       const int64_t V = m.config().vocab_size, S = int64_t(ids.size());
       int64_t agree = 0;

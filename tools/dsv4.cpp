@@ -5,7 +5,7 @@
 //   dsv4 generate --model DIR (--prompt-ids 5,17,42 --max-new-tokens N | --prompt TEXT [--tokenizer DIR])
 //               [--greedy | --temperature T --top-k K --top-p P --min-p P --seed S] [penalties]
 //               [--stop STRING] [--mode ...] [--ignore-eos]
-//   dsv4 tokenize --tokenizer DIR [--bos]      (stdin text → ids)
+//   dsv4 tokenize --tokenizer DIR [--bos] [--bytes]   (stdin text → ids)
 //   dsv4 detokenize --tokenizer DIR [--skip-special]   (stdin ids → text)
 //   dsv4 chat --model DIR [--system TEXT] [--think] [sampling options]   (interactive, stdin/stdout)
 //   dsv4 synth (--preset v4-flash|v4-pro [--layers L] | --config FILE) --out DIR [--seed S]
@@ -31,7 +31,7 @@ const char* kUsage =
     "            [sampling options] [--mode reference|fast] [--threads N] [--ignore-eos]\n"
     "  chat      --model DIR [--tokenizer DIR] [--system TEXT] [--think] [--keep-reasoning] [--format v4|v3]\n"
     "            [--max-new-tokens N] [--stop STRING] [sampling options] [--mode reference|fast] [--threads N]\n"
-    "  tokenize  --tokenizer DIR [--bos]             text on stdin -> ids on stdout\n"
+    "  tokenize  --tokenizer DIR [--bos] [--bytes]   text on stdin -> ids on stdout\n"
     "  detokenize --tokenizer DIR [--skip-special]   ids on stdin -> text on stdout\n"
     "  sampling options: --greedy | --temperature T --top-k K --top-p P --min-p P --seed S;\n"
     "            --repetition-penalty R --frequency-penalty F --presence-penalty P\n"
@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
                            plus({"model", "tokenizer", "system", "format", "max-new-tokens", "stop", "mode", "threads"},
                                 sampling),
                            {"greedy", "ignore-eos", "think", "keep-reasoning"}));
-    if (cmd == "tokenize") return cmd_tokenize(Args(argc, argv, 2, {"tokenizer"}, {"bos"}));
+    if (cmd == "tokenize") return cmd_tokenize(Args(argc, argv, 2, {"tokenizer"}, {"bos", "bytes"}));
     if (cmd == "detokenize") return cmd_detokenize(Args(argc, argv, 2, {"tokenizer"}, {"skip-special"}));
     if (cmd == "synth") return cmd_synth(Args(argc, argv, 2, {"preset", "config", "layers", "out", "seed"}, {"fp8-experts"}));
     if (cmd == "bench")

@@ -98,7 +98,7 @@ TEST_CASE("dsv4 tokenize / detokenize", "[cli][text]") {
   CHECK(run("detokenize --tokenizer " + kTok + " --skip-special", "0 19923 14 2058 3").out == "Hello, world!");
 
   for (const std::string text : {"深度求索 DeepSeek-V4 🦊 naïve\n\tcode();\n", "<｜User｜>Hi<｜Assistant｜>", "\xff\xfe bytes"}) {
-    const Result ids = run("tokenize --tokenizer " + kTok, text);
+    const Result ids = run("tokenize --bytes --tokenizer " + kTok, text);
     REQUIRE(ids.code == 0);
     const Result back = run("detokenize --tokenizer " + kTok, ids.out);
     REQUIRE(back.code == 0);
@@ -119,6 +119,8 @@ TEST_CASE("text commands: errors are one line on stderr", "[cli][text]") {
       {"detokenize --tokenizer " + kTok, "5 -1", "-1"},
       {"detokenize --tokenizer " + kTok, "5 x7", "x7"},
       {"tokenize --tokenizer /nonexistent/tok", "a", "/nonexistent/tok"},
+      {"tokenize --tokenizer " + kTok, "ok \xC0\xAF", "invalid UTF-8 at byte 3"},
+      {"generate --model " + text_model() + " --prompt \"$(printf 'a\\377')\"", "", "--prompt: invalid UTF-8 at byte 1"},
       {"tokenize", "a", "--tokenizer"},
       {"tokenize --tokenizer " + broken.string(), "a", "tokenizer.json: malformed JSON"},
       {"generate --model " + text_model() + " --tokenizer " + broken.string() + " --prompt hi", "", "malformed"},

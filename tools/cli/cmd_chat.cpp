@@ -41,6 +41,10 @@ int cmd_chat(const Args& a) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
     if (line == "/exit" || line == "/quit") break;
+    if (const size_t ok = text::utf8::valid_prefix(line); ok != line.size()) {  // this line only
+      std::fprintf(stderr, "stdin: invalid UTF-8 at byte %zu of the line; message ignored\n", ok);
+      continue;
+    }
     if (line == "/reset") {
       start();
       std::fputs("[new conversation]\n", stderr);

@@ -35,6 +35,7 @@ int cmd_generate(const Args& a) {
   }
 
   const text::Tokenizer tok = load_tokenizer(a);
+  text::utf8::require_valid(a.get("prompt"), "--prompt");
   const std::vector<int32_t> prompt = tok.encode(a.get("prompt"), /*add_special_tokens_like_bos=*/true);
   if (prompt.empty()) fail("--prompt: the prompt is empty (and the tokenizer adds no BOS)");
   const GenerationOptions g = generation_options(a, 256);

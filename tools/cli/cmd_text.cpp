@@ -1,6 +1,8 @@
 // dsv4 tokenize / detokenize: text ↔ token ids with a checkpoint's tokenizer.json.
-//   dsv4 tokenize --tokenizer DIR [--bos]           stdin bytes (as they are, a final newline
-//                                                   included) → ids separated by spaces, one line
+//   dsv4 tokenize --tokenizer DIR [--bos] [--bytes] stdin text (as it is, a final newline
+//                                                   included) → ids separated by spaces, one line;
+//                                                   invalid UTF-8 is an error unless --bytes (then
+//                                                   each bad byte becomes its byte token)
 //   dsv4 detokenize --tokenizer DIR [--skip-special] ids on stdin (separated by spaces, commas or
 //                                                   newlines) → the text, nothing added
 #include <cctype>
@@ -28,7 +30,9 @@ std::string read_stdin() {
 
 int cmd_tokenize(const Args& a) {
   const text::Tokenizer tok = load_tokenizer(a);
-  const std::vector<int32_t> ids = tok.encode(read_stdin(), a.has("bos"));
+  const std::string in = read_stdin();
+  if (!a.has("bytes")) text::utf8::require_valid(in, "stdin");
+  const std::vector<int32_t> ids = tok.encode(in, a.has("bos"));
   std::string out;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (i) out += ' ';

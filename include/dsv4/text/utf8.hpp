@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "dsv4/core/error.hpp"
+
 namespace dsv4::text::utf8 {
 
 inline constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
@@ -76,6 +78,15 @@ inline size_t valid_prefix(std::string_view s) {
 }
 
 // Appends `bytes` to `out`, each invalid or truncated subpart replaced by U+FFFD.
+// Fails with a dsv4::Error naming `what` and the byte offset unless s is valid UTF-8: for the
+// entry points that take text (the CLI's prompts), where bad bytes are a user's mistake.
+inline void require_valid(std::string_view s, std::string_view what) {
+  const size_t ok = valid_prefix(s);
+  if (ok != s.size())
+    fail(what, ": invalid UTF-8 at byte ", ok, " (0x", "0123456789abcdef"[(uint8_t(s[ok]) >> 4) & 15],
+         "0123456789abcdef"[uint8_t(s[ok]) & 15], ")");
+}
+
 inline void append_lossy(std::string& out, std::string_view bytes) {
   size_t i = 0;
   while (i < bytes.size()) {
