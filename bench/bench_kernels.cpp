@@ -18,6 +18,17 @@ struct Pool {
   std::vector<Matrix> m;
 };
 
+// Random bytes, fast (the pools are gigabytes): a 64-bit xorshift, 8 bytes per step.
+void fill_random(std::vector<uint8_t>& v, uint64_t seed) {
+  uint64_t x = seed | 1;
+  size_t i = 0;
+  for (; i + 8 <= v.size(); i += 8) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    std::memcpy(&v[i], &x, 8);
+  }
+  for (; i < v.size(); ++i) v[i] = uint8_t(x >> (8 * (i % 8)));
+}
+
 // Enough copies of an [n, k] matrix of the scheme to exceed 768 MB.
 Pool make_pool(int scheme, int64_t n, int64_t k) {
   std::mt19937_64 rng(42);
@@ -27,13 +38,14 @@ Pool make_pool(int scheme, int64_t n, int64_t k) {
   for (int c = 0; c < copies; ++c) {
     if (scheme == 0) {  // FP4 experts
       std::vector<uint8_t> q(size_t(n * k / 2)), s(size_t(n * k / 32));
-      for (auto& b : q) b = uint8_t(rng());
+      fill_random(q, rng());
       for (auto& b : s) b = uint8_t(120 + rng() % 4);
       p.q.push_back(std::move(q)), p.s.push_back(std::move(s));
       p.m.push_back(Fp4GroupMatrix{p.q.back().data(), p.s.back().data(), n, k, 32});
     } else {  // block FP8 dense
       std::vector<uint8_t> q(size_t(n * k)), s(size_t(((n + 127) / 128) * ((k + 127) / 128)));
-      for (auto& b : q) b = uint8_t(rng() & 0x7E);
+      fill_random(q, rng());
+      for (auto& b : q) b &= 0x7E;  // no NaN codes
       for (auto& b : s) b = uint8_t(118 + rng() % 4);
       p.q.push_back(std::move(q)), p.s.push_back(std::move(s));
       p.m.push_back(Fp8BlockMatrix{p.q.back().data(), p.s.back().data(), false, n, k, 128, 128});

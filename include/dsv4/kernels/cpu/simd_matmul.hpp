@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dsv4/core/parallel.hpp"
+#include "dsv4/kernels/cpu/fp4_integer.hpp"
 #include "dsv4/kernels/cpu/simd_decode.hpp"
 
 namespace dsv4::cpu {
@@ -79,10 +80,29 @@ inline void microkernel(const WeightRows<Scheme, Arch>& w, int64_t n, int n_vali
     for (int t = 0; t < nt; ++t) y[t * ldy + (n + r)] += xsimd::hadd(acc[r][t]) + tail[r][t];
 }
 
+// FP4 experts on AVX2 / AVX-512 take the integer kernel (16-bit activations); `true` if it ran.
+template <class Arch, bool kVnni>
+bool try_fp4_integer(const Fp4GroupMatrix& m, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy,
+                  int64_t row0, int64_t row1) {
+  constexpr int VB = kIsAvx512<Arch> ? 64 : kIsAvx2<Arch> ? 32 : 0;
+  if constexpr (VB == 0) {
+    return false;
+  } else {
+    if (!fp4_integer_applies(m) || t == 0) return false;
+    thread_local Q16Activations<VB> a;  // reused: no allocation per call once grown
+    a.quantize(x, ldx, t, m.k);
+    fp4_integer_matmul<VB, kVnni>(m, a, y, ldy, row0, row1);
+    return true;
+  }
+}
+
 // y[t, n - row0] = sum_k W[n, k] x[t, k], rows n in [row0, row1). x: [T, K] stride ldx; y stride ldy.
-template <class Arch, QuantScheme Scheme>
+// kVnni: AVX-512 with VNNI (vpdpbusd) for the integer FP4 kernel.
+template <class Arch, bool kVnni = false, QuantScheme Scheme>
 void simd_matmul(const Scheme& m, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy, int64_t row0,
                  int64_t row1) {
+  if constexpr (std::is_same_v<Scheme, Fp4GroupMatrix>)
+    if (try_fp4_integer<Arch, kVnni>(m, x, ldx, t, y, ldy, row0, row1)) return;
   using Tl = Tiling<Arch>;
   constexpr int R = Tl::R, TT = Tl::TT;
   const WeightRows<Scheme, Arch> w{m};
@@ -122,10 +142,10 @@ void simd_matmul(const Scheme& m, const float* x, int64_t ldx, int64_t t, float*
   }
 }
 
-template <class Arch>
+template <class Arch, bool kVnni = false>
 void simd_matmul(const Matrix& w, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy, int64_t row0,
                  int64_t row1) {
-  std::visit([&](auto& s) { simd_matmul<Arch>(s, x, ldx, t, y, ldy, row0, row1); }, w);
+  std::visit([&](auto& s) { simd_matmul<Arch, kVnni>(s, x, ldx, t, y, ldy, row0, row1); }, w);
 }
 
 }  // namespace dsv4::cpu

@@ -1,0 +1,216 @@
+#pragma once
+// y [T, rows] = x [T, K] · W[rows]^T for grouped FP4 weights (E2M1, one E8M0 scale per 32), with
+// integer dot products: each packed byte gives two weights, mapped by a 16-entry byte shuffle to
+// 2·e2m1 + 12 (unsigned, 0..24, exact); activations are 16-bit integers per group of 32, held as
+// two signed byte planes (q16_activations.hpp). Per vector of packed bytes (2·VB weights) that is
+// one load, three bit operations and two shuffles, then per token four u8×s8 dot products
+// (AVX-512 VNNI vpdpbusd; elsewhere vpmaddubsw + vpmaddwd), one int→float conversion and one FMA
+// with the per-lane scale (weight scale × activation step). The only rounding is the
+// activations' (at most half a step, max|x|/65278, per element); the integer sums are exact.
+// This is the decode kernel: it streams the weights once at memory speed. Many tokens go to the
+// float GEMM instead (simd_gemm.hpp), which reuses each decoded weight across tokens.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "dsv4/core/parallel.hpp"
+#include "dsv4/kernels/cpu/q16_activations.hpp"
+#include "dsv4/quant/schemes.hpp"
+
+namespace dsv4::cpu {
+
+// Byte shuffle table: FP4 code -> 2·value + 12 (codes 8..15 are the negatives of 0..7).
+inline constexpr int8_t kFp4U8[16] = {12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0};
+
+// Vector operations of one width. VB = 64: AVX-512 (BW), with VNNI or not; VB = 32: AVX2.
+template <int VB, bool kVnni>
+struct I8Ops;
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+template <bool kVnni>
+struct I8Ops<64, kVnni> {
+  using I = __m512i;
+  using F = __m512;
+  // The packed bytes of one chunk (`bytes` of them valid; the rest read as code 0).
+  static I load_packed(const uint8_t* p, int bytes) {
+    if (bytes == 64) return _mm512_loadu_si512(p);
+    return _mm512_maskz_loadu_epi8(__mmask64((uint64_t(1) << bytes) - 1), p);
+  }
+  static void weights(I packed, I& lo, I& hi) {
+    const I lut = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kFp4U8)));
+    const I m = _mm512_set1_epi8(0x0F);
+    lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(packed, m));
+    hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(packed, 4), m));
+  }
+  // bias + per-lane sums of w·(256·h + l) over the chunk: lo/hi are the weights of the even and
+  // odd elements; each plane holds 64 bytes of even elements, then 64 of odd ones.
+  static I dot(I bias, I lo, I hi, const int8_t* xh, const int8_t* xl) {
+    const I he = _mm512_loadu_si512(xh), ho = _mm512_loadu_si512(xh + 64);
+    const I le = _mm512_loadu_si512(xl), lodd = _mm512_loadu_si512(xl + 64);
+    if constexpr (kVnni) {
+#if defined(__AVX512VNNI__)
+      const I h = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, he), hi, ho);
+      const I l = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo, le), hi, lodd);
+      return _mm512_add_epi32(_mm512_slli_epi32(h, 8), l);
+#else
+      static_assert(!kVnni, "the VNNI instance needs -mavx512vnni");
+#endif
+    } else {
+      // A 16-bit sum of two u8×s8 pairs per plane and half is at most 2·24·128, of both halves
+      // 12288: no saturation. vpmaddwd by 256 or 1 then widens and weights the planes.
+      const I h = _mm512_add_epi16(_mm512_maddubs_epi16(lo, he), _mm512_maddubs_epi16(hi, ho));
+      const I l = _mm512_add_epi16(_mm512_maddubs_epi16(lo, le), _mm512_maddubs_epi16(hi, lodd));
+      return _mm512_add_epi32(_mm512_add_epi32(bias, _mm512_madd_epi16(h, _mm512_set1_epi16(256))),
+                              _mm512_madd_epi16(l, _mm512_set1_epi16(1)));
+    }
+  }
+  // Lane scales from `groups` E8M0 bytes (4 per chunk; missing ones give 0).
+  static F weight_scales(const uint8_t* s, int groups) {
+    uint32_t b = 0;
+    if (groups == 4) std::memcpy(&b, s, 4);
+    else for (int g = 0; g < groups; ++g) b |= uint32_t(s[g]) << (8 * g);
+    const __m128i rep = _mm_shuffle_epi8(_mm_cvtsi32_si128(int(b)),
+                                         _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu8_epi32(rep), 23));
+  }
+  static I load_bias(const int32_t* b) { return _mm512_loadu_si512(b); }
+  static F load_scale(const float* s) { return _mm512_loadu_ps(s); }
+  static F zero() { return _mm512_setzero_ps(); }
+  static F fma_lanes(I sum, F scale, F acc) { return _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc); }
+  static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static float reduce(F v) { return _mm512_reduce_add_ps(v); }
+};
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__)
+template <>
+struct I8Ops<32, false> {
+  using I = __m256i;
+  using F = __m256;
+  static I load_packed(const uint8_t* p, int bytes) {
+    if (bytes == 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));  // bytes == 16
+  }
+  static void weights(I packed, I& lo, I& hi) {
+    const I lut = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kFp4U8)));
+    const I m = _mm256_set1_epi8(0x0F);
+    lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(packed, m));
+    hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(packed, 4), m));
+  }
+  static I dot(I bias, I lo, I hi, const int8_t* xh, const int8_t* xl) {
+    auto load = [](const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); };
+    const I h = _mm256_add_epi16(_mm256_maddubs_epi16(lo, load(xh)), _mm256_maddubs_epi16(hi, load(xh + 32)));
+    const I l = _mm256_add_epi16(_mm256_maddubs_epi16(lo, load(xl)), _mm256_maddubs_epi16(hi, load(xl + 32)));
+    return _mm256_add_epi32(_mm256_add_epi32(bias, _mm256_madd_epi16(h, _mm256_set1_epi16(256))),
+                            _mm256_madd_epi16(l, _mm256_set1_epi16(1)));
+  }
+  static F weight_scales(const uint8_t* s, int groups) {  // 2 per chunk
+    uint16_t b = 0;
+    if (groups == 2) std::memcpy(&b, s, 2);
+    else b = s[0];
+    const __m128i rep = _mm_shuffle_epi8(_mm_cvtsi32_si128(int(b)), _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu8_epi32(rep), 23));
+  }
+  static I load_bias(const int32_t* b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)); }
+  static F load_scale(const float* s) { return _mm256_loadu_ps(s); }
+  static F zero() { return _mm256_setzero_ps(); }
+  static F fma_lanes(I sum, F scale, F acc) { return _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc); }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static float reduce(F v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+  }
+};
+#endif
+
+// Whether the integer kernel takes this matrix: groups of 32 and whole groups per row.
+inline bool fp4_integer_applies(const Fp4GroupMatrix& m) { return m.group == 32 && m.k % 32 == 0; }
+
+// R rows × up to TT tokens (nt real) over the whole of K. y[t * ldy + r] = dot(row n + r, token t).
+template <int VB, bool kVnni, int R, int TT>
+inline void fp4_integer_microkernel(const Fp4GroupMatrix& m, int64_t n, int n_valid, const Q16Activations<VB>& a,
+                                 int64_t t0, int nt, float* y, int64_t ldy) {
+  using O = I8Ops<VB, kVnni>;
+  constexpr int kGroupsPerChunk = 2 * VB / 32;
+  const int64_t K = m.k, row_bytes = K / 2, scale_cols = m.scale_cols();
+  typename O::F acc[R][TT];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < TT; ++t) acc[r][t] = O::zero();
+  const uint8_t* wrow[R];
+  const uint8_t* srow[R];
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = n + std::min(r, n_valid - 1);  // missing rows repeat the last (not stored)
+    wrow[r] = m.q + row * row_bytes;
+    srow[r] = m.scale + row * scale_cols;
+  }
+  // Software prefetch distance along each row: the hardware streamer alone leaves the core
+  // short of outstanding misses with R interleaved rows.
+  constexpr int64_t kPrefetchBytes = 1024;
+  // Adds chunk c's products; bytes < VB (groups < per chunk) only in the last, partial chunk.
+  auto chunk = [&](int64_t c, int bytes, int groups) {
+    const int64_t c0 = c * 2 * VB;
+    typename O::I lo[R], hi[R];
+    typename O::F ws[R];
+    for (int r = 0; r < R; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + c0 / 2 + kPrefetchBytes), _MM_HINT_T0);
+      O::weights(O::load_packed(wrow[r] + c0 / 2, bytes), lo[r], hi[r]);
+      ws[r] = O::weight_scales(srow[r] + c0 / 32, groups);
+    }
+    for (int t = 0; t < TT; ++t) {
+      if (t >= nt) break;
+      const typename O::I bias = O::load_bias(a.bias_at(t0 + t, c));
+      const typename O::F xs = O::load_scale(a.scale_at(t0 + t, c));
+      const int8_t *xh = a.high_at(t0 + t, c), *xl = a.low_at(t0 + t, c);
+      for (int r = 0; r < R; ++r) acc[r][t] = O::fma_lanes(O::dot(bias, lo[r], hi[r], xh, xl), O::mul(ws[r], xs), acc[r][t]);
+    }
+  };
+  const int64_t full = K / (2 * VB);
+  for (int64_t c = 0; c < full; ++c) chunk(c, VB, kGroupsPerChunk);
+  if (full < a.chunks) chunk(full, int((K - full * 2 * VB) / 2), int((K - full * 2 * VB) / 32));
+  for (int r = 0; r < n_valid; ++r)
+    for (int t = 0; t < nt; ++t) y[t * ldy + r] = O::reduce(acc[r][t]);
+}
+
+// y[t, n - row0] for rows n in [row0, row1); `a` holds x quantized (a.t tokens, a.k == m.k).
+template <int VB, bool kVnni>
+void fp4_integer_matmul(const Fp4GroupMatrix& m, const Q16Activations<VB>& a, float* y, int64_t ldy, int64_t row0,
+                     int64_t row1) {
+  // Decode streams 4 rows at a time; prefill reuses each decoded weight vector for 4 tokens
+  // (AVX-512: 2 rows × 4 tokens of accumulators + 4 weight vectors fit the 32 registers).
+  constexpr int kDecodeRows = 1, kRows = VB == 64 ? 2 : 1, kTokens = 4;
+  constexpr int64_t kTokensPerTile = 32;  // a tile's activations (~8 KiB per token at K = 4096) stay in L2
+  const int64_t rows = row1 - row0, T = a.t;
+  const bool decode = T < 2;
+  const int64_t R = decode ? kDecodeRows : kRows;
+  const int64_t row_blocks = (rows + R - 1) / R;
+  const int64_t work = rows * m.k * std::max<int64_t>(T, 1);
+  const int threads = work > (1 << 15) ? num_threads() : 1;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    int64_t nthreads = 1, me = 0;
+#if defined(_OPENMP)
+    nthreads = omp_get_num_threads(), me = omp_get_thread_num();
+#endif
+    const int64_t rb0 = row_blocks * me / nthreads, rb1 = row_blocks * (me + 1) / nthreads;
+    for (int64_t t0 = 0; t0 < T; t0 += kTokensPerTile) {
+      const int64_t t1 = std::min(T, t0 + kTokensPerTile);
+      for (int64_t rb = rb0; rb < rb1; ++rb) {
+        const int64_t n = row0 + rb * R;
+        const int n_valid = int(std::min<int64_t>(R, row1 - n));
+        float* yb = y + (n - row0);
+        if (decode) {
+          fp4_integer_microkernel<VB, kVnni, kDecodeRows, 1>(m, n, n_valid, a, t0, 1, yb + t0 * ldy, ldy);
+          continue;
+        }
+        for (int64_t ts = t0; ts < t1; ts += kTokens)
+          fp4_integer_microkernel<VB, kVnni, kRows, kTokens>(m, n, n_valid, a, ts, int(std::min<int64_t>(kTokens, t1 - ts)),
+                                                          yb + ts * ldy, ldy);
+      }
+    }
+  }
+}
+
+}  // namespace dsv4::cpu
