@@ -520,14 +520,18 @@ TEST_CASE("multi-turn chat runs only the new tokens and equals a from-scratch ru
       }
       // The logits equal a from-scratch one-pass run over the same tokens.
       CHECK(max_rel_diff(chat.session().logits(), fresh_logits(*tm.model, tok, target, mode)) < 1e-4);
-      // And so does what follows.
-      Sampler s2(sampled(6)), s3(sampled(6));
-      const GenerationResult r2 = chat.respond(s2, g);
-      Session fresh(*tm.model, tok, mode);
-      fresh.prefill(target);
-      const GenerationResult r3 = fresh.generate(s3, g);
-      CHECK(r2.tokens == r3.tokens);
-      CHECK(r2.text == r3.text);
+      // And so does what follows, token for token, in reference mode. (Fast mode picks kernels by
+      // the number of tokens in a call, so a chunked and a one-pass run differ in the last bits,
+      // and sampling from this random model's nearly flat distribution amplifies that.)
+      if (mode == KernelMode::Reference) {
+        Sampler s2(sampled(6)), s3(sampled(6));
+        const GenerationResult r2 = chat.respond(s2, g);
+        Session fresh(*tm.model, tok, mode);
+        fresh.prefill(target);
+        const GenerationResult r3 = fresh.generate(s3, g);
+        CHECK(r2.tokens == r3.tokens);
+        CHECK(r2.text == r3.text);
+      }
     }
   }
 }

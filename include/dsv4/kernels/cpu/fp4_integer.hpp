@@ -17,6 +17,7 @@
 
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/kernels/cpu/q16_activations.hpp"
+#include "dsv4/kernels/cpu/simd_decode.hpp"
 #include "dsv4/quant/schemes.hpp"
 
 namespace dsv4::cpu {
@@ -146,16 +147,13 @@ inline void fp4_integer_microkernel(const Fp4GroupMatrix& m, int64_t n, int n_va
     wrow[r] = m.q + row * row_bytes;
     srow[r] = m.scale + row * scale_cols;
   }
-  // Software prefetch distance along each row: the hardware streamer alone leaves the core
-  // short of outstanding misses with R interleaved rows.
-  constexpr int64_t kPrefetchBytes = 1024;
   // Adds chunk c's products; bytes < VB (groups < per chunk) only in the last, partial chunk.
   auto chunk = [&](int64_t c, int bytes, int groups) {
     const int64_t c0 = c * 2 * VB;
     typename O::I lo[R], hi[R];
     typename O::F ws[R];
     for (int r = 0; r < R; ++r) {
-      _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + c0 / 2 + kPrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + c0 / 2 + kFp4PrefetchBytes), _MM_HINT_T0);
       O::weights(O::load_packed(wrow[r] + c0 / 2, bytes), lo[r], hi[r]);
       ws[r] = O::weight_scales(srow[r] + c0 / 32, groups);
     }

@@ -10,6 +10,7 @@
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/kernels/cpu/fp4_integer.hpp"
 #include "dsv4/kernels/cpu/simd_decode.hpp"
+#include "dsv4/kernels/cpu/simd_gemm.hpp"
 
 namespace dsv4::cpu {
 
@@ -52,8 +53,20 @@ inline void microkernel(const WeightRows<Scheme, Arch>& w, int64_t n, int n_vali
       if (!slow) {
         B sv[R];
         for (int r = 0; r < R; ++r) sv[r] = B(scale[r][i]);
+        if constexpr (R == 1 && TT == 1 && WeightRows<Scheme, Arch>::kScaled) {
+          // One row, one token: sum the block's raw products, then scale once per block.
+          B bacc0(0.f), bacc1(0.f);  // two chains hide the FMA latency
+          for (; j + 2 * L <= je; j += 2 * L) {
+            _mm_prefetch(reinterpret_cast<const char*>(w.address(n, j) + kPrefetchBytes), _MM_HINT_T0);
+            bacc0 = xsimd::fma(w.load(n, j), B::load_unaligned(x + j), bacc0);
+            bacc1 = xsimd::fma(w.load(n, j + L), B::load_unaligned(x + j + L), bacc1);
+          }
+          for (; j + L <= je; j += L) bacc0 = xsimd::fma(w.load(n, j), B::load_unaligned(x + j), bacc0);
+          acc[0][0] = xsimd::fma(bacc0 + bacc1, sv[0], acc[0][0]);
+        }
         for (; j + L <= je; j += L) {
           B wv[R];
+          if constexpr (R == 1) _mm_prefetch(reinterpret_cast<const char*>(w.address(n, j) + kPrefetchBytes), _MM_HINT_T0);
           for (int r = 0; r < R; ++r) {
             wv[r] = w.load(n + std::min(r, n_valid - 1), j);
             if constexpr (WeightRows<Scheme, Arch>::kScaled) wv[r] *= sv[r];
@@ -80,6 +93,18 @@ inline void microkernel(const WeightRows<Scheme, Arch>& w, int64_t n, int n_vali
     for (int t = 0; t < nt; ++t) y[t * ldy + (n + r)] += xsimd::hadd(acc[r][t]) + tail[r][t];
 }
 
+// One token: rows streamed one at a time, start to end (one stream per thread for the prefetchers).
+template <class Arch, class Scheme>
+void simd_gemv(const WeightRows<Scheme, Arch>& w, const Scheme& m, const float* x, float* y, int64_t row0, int64_t row1) {
+  const int64_t K = m.cols(), rows = row1 - row0;
+  const int threads = rows * K > (1 << 15) ? num_threads() : 1;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t n = row0; n < row1; ++n) {
+    y[n - row0] = 0.f;
+    microkernel<Scheme, Arch, 1, 1>(w, n, 1, x, K, 1, y - row0, 0, 0, K);
+  }
+}
+
 // FP4 experts on AVX2 / AVX-512 take the integer kernel (16-bit activations); `true` if it ran.
 template <class Arch, bool kVnni>
 bool try_fp4_integer(const Fp4GroupMatrix& m, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy,
@@ -98,9 +123,16 @@ bool try_fp4_integer(const Fp4GroupMatrix& m, const float* x, int64_t ldx, int64
 
 // y[t, n - row0] = sum_k W[n, k] x[t, k], rows n in [row0, row1). x: [T, K] stride ldx; y stride ldy.
 // kVnni: AVX-512 with VNNI (vpdpbusd) for the integer FP4 kernel.
+// From this many tokens on, decoding each weight once per tile of 32 tokens (simd_gemm.hpp) beats
+// decoding it in the inner loop (bench_kernels, FP8 and FP4 shapes: at 8 tokens the GEMM is 2-4x
+// slower, its tile mostly padding; at 64 it is 2x faster for FP8 and level for FP4).
+inline constexpr int64_t kGemmMinTokens = 24;
+
 template <class Arch, bool kVnni = false, QuantScheme Scheme>
 void simd_matmul(const Scheme& m, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy, int64_t row0,
                  int64_t row1) {
+  if constexpr (kIsAvx512<Arch> || kIsAvx2<Arch>)
+    if (t >= kGemmMinTokens && row1 > row0) return simd_gemm<Arch>(m, x, ldx, t, y, ldy, row0, row1);
   if constexpr (std::is_same_v<Scheme, Fp4GroupMatrix>)
     if (try_fp4_integer<Arch, kVnni>(m, x, ldx, t, y, ldy, row0, row1)) return;
   using Tl = Tiling<Arch>;
@@ -112,6 +144,7 @@ void simd_matmul(const Scheme& m, const float* x, int64_t ldx, int64_t t, float*
   if constexpr (std::is_same_v<Scheme, Fp8BlockMatrix>) kc = std::max<int64_t>(m.bn, kc / m.bn * m.bn);
   if constexpr (std::is_same_v<Scheme, Fp4GroupMatrix>) kc = std::max<int64_t>(m.group, kc / m.group * m.group);
   if (t <= TT) kc = K;  // decode: stream each row start to end
+  if (t == 1) return simd_gemv<Arch>(w, m, x, y, row0, row1);
   const int64_t row_blocks = (rows + R - 1) / R;
   float* yb = y - row0;  // so that row n lands in column n - row0
   for (int64_t i = 0; i < t; ++i) std::fill(y + i * ldy, y + i * ldy + rows, 0.f);
