@@ -11,17 +11,21 @@ namespace dsv4::cli {
 
 namespace {
 
-// Weight bytes one decoded token reads: every dense matrix, k routed experts per layer, the head.
+// Weight bytes one decoded token reads: every dense matrix, k routed experts per MoE layer, the head.
 int64_t active_bytes_per_token(const Model& m) {
   const ModelConfig& c = m.config();
   int64_t bytes = 0;
   auto add = [&](const char*, const Matrix& w) { bytes += storage_bytes(w); };
   for (const DecoderLayer& l : m.layers()) {
     std::visit([&](auto& at) { at.for_each_matrix(add); }, l.attn);
-    add("", l.hc_attn.fn), add("", l.hc_ffn.fn), add("", l.moe.gate);
-    for (auto& e : l.moe.shared) add("", e.w1), add("", e.w2), add("", e.w3);
-    const ExpertWeights& e = l.moe.experts.front();
-    bytes += c.n_experts_per_tok * (storage_bytes(e.w1) + storage_bytes(e.w2) + storage_bytes(e.w3));
+    for (auto* r : {&l.attn_residual, &l.ffn_residual})
+      if (auto* hc = std::get_if<HyperConnection>(r)) add("", hc->fn);
+    int64_t routed = 0, experts = 0;
+    for_each_ffn_matrix(l.ffn, [&](const char*, const Matrix& w, bool is_routed) {
+      if (is_routed) routed += storage_bytes(w), ++experts;
+      else add("", w);
+    });
+    if (experts) bytes += routed / (experts / 3) * c.n_experts_per_tok;  // k of the E experts (3 matrices each)
   }
   add("", m.head());
   bytes += storage_bytes(m.embedding()) / c.vocab_size;

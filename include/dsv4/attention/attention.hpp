@@ -9,6 +9,7 @@
 
 #include "dsv4/attention/csa.hpp"
 #include "dsv4/attention/hca.hpp"
+#include "dsv4/attention/mla.hpp"
 #include "dsv4/attention/sliding.hpp"
 
 namespace dsv4 {
@@ -21,11 +22,13 @@ concept AttentionPolicy = requires(const P& p, const ModelConfig& c, const Layer
   { p.new_state(c) } -> std::same_as<typename P::State>;
 };
 
-using AttentionVariant = std::variant<SlidingAttention, CsaAttention, HcaAttention>;
-using AttentionState = std::variant<SlidingAttention::State, CsaAttention::State, HcaAttention::State>;
+using AttentionVariant = std::variant<SlidingAttention, CsaAttention, HcaAttention, MlaAttention>;
+using AttentionState =
+    std::variant<SlidingAttention::State, CsaAttention::State, HcaAttention::State, MlaAttention::State>;
 static_assert(std::variant_size_v<AttentionVariant> == kNumAttentionKinds,
               "a new AttentionKind needs its policy in AttentionVariant and a case in make_attention");
-static_assert(AttentionPolicy<SlidingAttention> && AttentionPolicy<CsaAttention> && AttentionPolicy<HcaAttention>);
+static_assert(AttentionPolicy<SlidingAttention> && AttentionPolicy<CsaAttention> && AttentionPolicy<HcaAttention> &&
+              AttentionPolicy<MlaAttention>);
 
 template <AttentionPolicy P>
 AttentionVariant load_attention(const WeightSource& ws, const std::string& prefix, const ModelConfig& c,
@@ -41,6 +44,7 @@ inline AttentionVariant make_attention(const WeightSource& ws, const std::string
     case AttentionKind::Sliding: return load_attention<SlidingAttention>(ws, prefix, c, l, layer);
     case AttentionKind::CSA: return load_attention<CsaAttention>(ws, prefix, c, l, layer);
     case AttentionKind::HCA: return load_attention<HcaAttention>(ws, prefix, c, l, layer);
+    case AttentionKind::MLA: return load_attention<MlaAttention>(ws, prefix, c, l, layer);
   }
   fail("layer ", layer, ": unknown attention kind");
 }

@@ -1,8 +1,9 @@
 #pragma once
-// config.json → ModelConfig. Both spellings load: the release style DeepSeek ships
-// (compress_ratios, num_hash_layers, rope_scaling) and the transformers style
-// (layer_types, compress_rates, mlp_layer_types, rope_parameters). Every problem is an
-// Error naming the file and key.
+// config.json → ModelConfig, the architecture chosen by model_type. DeepSeek-V4: both spellings
+// load, the release style DeepSeek ships (compress_ratios, num_hash_layers, rope_scaling) and the
+// transformers style (layer_types, compress_rates, mlp_layer_types, rope_parameters).
+// DeepSeek-V3 (model_type deepseek_v3): the one spelling both DeepSeek and transformers use.
+// Every problem is an Error naming the file and key.
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -46,6 +47,12 @@ struct Reader {
     return d;
   }
   double number(const char* key, double def) const { return find(key) ? number(key) : def; }
+  bool boolean(const char* key, bool def) const {
+    auto* v = find(key);
+    if (!v) return def;
+    if (!v->is_boolean()) bad(key, "must be true or false");
+    return v->get<bool>();
+  }
   std::string string(const char* key, std::string def) const {
     auto* v = find(key);
     if (!v) return def;
@@ -77,7 +84,127 @@ inline YarnConfig read_yarn(const Reader& r) {
   if (!(y.factor > 0)) r.bad("factor", "must be > 0");
   if (!(y.original_max_position_embeddings > 0)) r.bad("original_max_position_embeddings", "must be > 0");
   if (!(y.beta_fast > 0) || !(y.beta_slow > 0)) r.bad("beta_fast", "and beta_slow must be > 0");
+  y.mscale = r.number("mscale", 0.0);
+  y.mscale_all_dim = r.number("mscale_all_dim", 0.0);
+  if (y.mscale < 0 || y.mscale_all_dim < 0) r.bad("mscale", "and mscale_all_dim must be >= 0");
   return y;
+}
+
+// quantization_config.weight_block_size, when given.
+inline void read_block_size(const Reader& r, ModelConfig& c) {
+  if (!r.find("quantization_config")) return;
+  Reader qr = r.object("quantization_config");
+  if (!qr.find("weight_block_size")) return;
+  auto& b = qr.array("weight_block_size");
+  if (b.size() != 2 || !b[0].is_number_integer() || !b[1].is_number_integer() || b[0].get<int64_t>() <= 0 ||
+      b[1].get<int64_t>() <= 0 || b[0].get<int64_t>() > (1 << 20) || b[1].get<int64_t>() > (1 << 20))
+    fail(qr.where, ": key 'weight_block_size' must be two positive integers");
+  c.fp8_block_rows = b[0].get<int64_t>();
+  c.fp8_block_cols = b[1].get<int64_t>();
+}
+
+// The MLA sizes (DeepSeek-V3, or MLA layers of a hybrid): c, dn, dv; dr is qk_rope_head_dim.
+inline void read_mla(const Reader& r, ModelConfig& c) {
+  c.kv_lora_rank = r.integer("kv_lora_rank");
+  c.qk_nope_head_dim = r.integer("qk_nope_head_dim");
+  c.v_head_dim = r.integer("v_head_dim");
+  c.rope_interleave = r.boolean("rope_interleave", true);
+  auto in_range = [&](const char* key, int64_t v, int64_t lo) {
+    if (v < lo || v > (1 << 16)) fail(r.where, ": key '", key, "' = ", v, " must be in [", lo, ", 65536]");
+  };
+  in_range("kv_lora_rank", c.kv_lora_rank, 1);
+  in_range("qk_nope_head_dim", c.qk_nope_head_dim, 0);
+  in_range("v_head_dim", c.v_head_dim, 1);
+}
+
+// DeepSeek-V3 (transformers' DeepseekV3Config; DeepSeek's release spells it the same): MLA in every
+// layer, dense MLPs in the first first_k_dense_replace layers, sigmoid group-limited routing
+// elsewhere, one plain residual stream.
+inline ModelConfig parse_v3(const Reader& r, ModelConfig c) {
+  const std::string& path = r.where;
+  c.arch = Architecture::DeepseekV3;
+  c.residual = ResidualKind::Plain;
+  c.hc_mult = 1;
+  c.hc_sinkhorn_iters = 1;
+  c.hc_eps = 0.0;
+  c.swiglu_limit = 0.0;  // V3 experts have no clamp
+  c.vocab_size = r.integer("vocab_size");
+  c.hidden_size = r.integer("hidden_size");
+  c.num_layers = r.integer("num_hidden_layers");
+  c.num_heads = r.integer("num_attention_heads");
+  c.q_lora_rank = r.integer("q_lora_rank", 0);  // null: a plain q_proj
+  read_mla(r, c);
+  c.rope_dim = r.integer("qk_rope_head_dim");
+  c.head_dim = c.qk_nope_head_dim + c.rope_dim;
+  c.intermediate_size = r.integer("intermediate_size");
+  c.moe_intermediate_size = r.integer("moe_intermediate_size");
+  c.n_routed_experts = r.integer("n_routed_experts");
+  c.n_experts_per_tok = r.integer("num_experts_per_tok");
+  c.n_shared_experts = r.integer("n_shared_experts", 0);
+  c.n_group = r.integer("n_group", 1);
+  c.topk_group = r.integer("topk_group", 1);
+  c.norm_topk_prob = r.boolean("norm_topk_prob", true);
+  c.routed_scaling_factor = r.number("routed_scaling_factor", 1.0);
+  c.rms_norm_eps = r.number("rms_norm_eps");
+  c.bos_token_id = r.integer("bos_token_id", -1);
+  c.eos_token_id = r.integer("eos_token_id", -1);
+  if (std::string f = r.string("scoring_func", "sigmoid"); f != "sigmoid")
+    fail(path, ": key 'scoring_func' is '", f, "'; DeepSeek-V3 uses 'sigmoid'");
+  if (std::string m = r.string("topk_method", "noaux_tc"); m != "noaux_tc")
+    fail(path, ": key 'topk_method' is '", m, "'; DeepSeek-V3 uses 'noaux_tc' (group-limited top-k with bias)");
+  if (std::string a = r.string("hidden_act", "silu"); a != "silu")
+    fail(path, ": key 'hidden_act' is '", a, "'; DeepSeek-V3 uses 'silu'");
+  if (r.boolean("tie_word_embeddings", false)) r.bad("tie_word_embeddings", "is true; DeepSeek-V3 has its own lm_head");
+  if (c.num_layers <= 0 || c.num_layers > 100000) r.bad("num_hidden_layers", "must be in [1, 100000]");
+
+  c.rope_main.theta = r.number("rope_theta", 10000.0);
+  if (r.find("rope_parameters")) {  // transformers >= 5
+    Reader rp = r.object("rope_parameters");
+    c.rope_main.theta = rp.number("rope_theta", c.rope_main.theta);
+    c.rope_main.yarn = read_yarn(rp);
+  } else if (r.find("rope_scaling")) {
+    c.rope_main.yarn = read_yarn(r.object("rope_scaling"));
+  }
+  c.rope_compress = c.rope_main;
+  read_block_size(r, c);
+
+  const int64_t first_dense = r.integer("first_k_dense_replace", 0), freq = r.integer("moe_layer_freq", 1);
+  if (first_dense < 0) r.bad("first_k_dense_replace", "must be >= 0");
+  if (freq < 1) r.bad("moe_layer_freq", "must be >= 1");
+  for (int64_t i = 0; i < c.num_layers; ++i) {  // layers past num_hidden_layers (MTP) are not read
+    LayerConfig l;
+    l.attention = AttentionKind::MLA;
+    l.router = RouterKind::GroupLimited;
+    l.ffn = i >= first_dense && i % freq == 0 ? FfnKind::Moe : FfnKind::Dense;
+    c.layers.push_back(l);
+  }
+
+  auto positive = [&](const char* key, int64_t v, int64_t max = int64_t(1) << 24) {
+    if (v <= 0 || v > max) fail(path, ": key '", key, "' = ", v, " must be in [1, ", max, "]");
+  };
+  positive("vocab_size", c.vocab_size, int64_t(1) << 26);
+  positive("hidden_size", c.hidden_size);
+  positive("num_attention_heads", c.num_heads, 1 << 16);
+  positive("intermediate_size", c.intermediate_size);
+  positive("moe_intermediate_size", c.moe_intermediate_size);
+  positive("n_routed_experts", c.n_routed_experts, 1 << 20);
+  positive("num_experts_per_tok", c.n_experts_per_tok, 1 << 20);
+  positive("n_group", c.n_group, 1 << 20);
+  positive("topk_group", c.topk_group, 1 << 20);
+  if (c.q_lora_rank < 0 || c.q_lora_rank > (1 << 24)) r.bad("q_lora_rank", "must be null or in [1, 2^24]");
+  if (c.n_shared_experts < 0 || c.n_shared_experts > 1024) r.bad("n_shared_experts", "must be in [0, 1024]");
+  if (c.rope_dim <= 0 || c.rope_dim % 2 || c.rope_dim > (1 << 16))
+    fail(path, ": key 'qk_rope_head_dim' = ", c.rope_dim, " must be even and in [2, 65536]");
+  if (c.n_routed_experts % c.n_group)
+    fail(path, ": key 'n_group' = ", c.n_group, " does not divide n_routed_experts = ", c.n_routed_experts);
+  if (c.topk_group > c.n_group)
+    fail(path, ": key 'topk_group' = ", c.topk_group, " exceeds n_group = ", c.n_group);
+  if (c.n_experts_per_tok > c.topk_group * (c.n_routed_experts / c.n_group))
+    fail(path, ": key 'num_experts_per_tok' = ", c.n_experts_per_tok, " exceeds the ", c.topk_group * (c.n_routed_experts / c.n_group),
+         " experts of topk_group = ", c.topk_group, " groups");
+  if (!(c.rms_norm_eps > 0)) r.bad("rms_norm_eps", "must be > 0");
+  if (!(c.rope_main.theta > 1)) r.bad("rope_theta", "must be > 1");
+  return c;
 }
 
 }  // namespace config_detail
@@ -94,8 +221,9 @@ inline ModelConfig parse_config(std::string_view text, const std::string& path =
   Reader r{j, path};
   ModelConfig c;
   c.model_type = r.string("model_type", "deepseek_v4");
+  if (c.model_type == "deepseek_v3") return config_detail::parse_v3(r, std::move(c));
   if (c.model_type != "deepseek_v4")
-    fail(path, ": key 'model_type' is '", c.model_type, "'; this build runs 'deepseek_v4'");
+    fail(path, ": key 'model_type' is '", c.model_type, "'; this build runs 'deepseek_v4' and 'deepseek_v3'");
   c.vocab_size = r.integer("vocab_size");
   c.hidden_size = r.integer("hidden_size");
   c.num_layers = r.integer("num_hidden_layers");
@@ -148,18 +276,7 @@ inline ModelConfig parse_config(std::string_view text, const std::string& path =
     c.rope_main.theta = r.number("rope_theta");
     c.rope_compress.theta = r.number("compress_rope_theta", c.rope_main.theta);
     if (r.find("rope_scaling")) c.rope_compress.yarn = config_detail::read_yarn(r.object("rope_scaling"));
-    if (auto* q = r.find("quantization_config")) {
-      Reader qr = r.object("quantization_config");
-      (void)q;
-      if (qr.find("weight_block_size")) {
-        auto& b = qr.array("weight_block_size");
-        if (b.size() != 2 || !b[0].is_number_integer() || !b[1].is_number_integer() || b[0].get<int64_t>() <= 0 ||
-            b[1].get<int64_t>() <= 0)
-          fail(qr.where, ": key 'weight_block_size' must be two positive integers");
-        c.fp8_block_rows = b[0].get<int64_t>();
-        c.fp8_block_cols = b[1].get<int64_t>();
-      }
-    }
+    config_detail::read_block_size(r, c);
   } else {
     auto& types = r.array("layer_types");
     if (int64_t(types.size()) < c.num_layers)
@@ -179,6 +296,8 @@ inline ModelConfig parse_config(std::string_view text, const std::string& path =
       } else if (t == "heavily_compressed_attention") {
         l.attention = AttentionKind::HCA;
         l.compress_ratio = rates.integer("heavily_compressed_attention");
+      } else if (t == "multi_head_latent_attention") {  // a research hybrid: DeepSeek-V3's MLA in a V4 model
+        l.attention = AttentionKind::MLA;
       } else {
         fail(path, ": key 'layer_types' entry ", i, " is the unknown layer kind '", t, "'");
       }
@@ -225,11 +344,12 @@ inline ModelConfig parse_config(std::string_view text, const std::string& path =
     }
   }
 
-  bool any_compressed = false, any_csa = false;
+  bool any_csa = false, any_mla = false;
   for (auto& l : c.layers) {
-    any_compressed |= l.attention != AttentionKind::Sliding;
     any_csa |= l.attention == AttentionKind::CSA;
+    any_mla |= l.attention == AttentionKind::MLA;
   }
+  if (any_mla) config_detail::read_mla(r, c);
   c.index_n_heads = r.integer("index_n_heads", 0);
   c.index_head_dim = r.integer("index_head_dim", 0);
   c.index_topk = r.integer("index_topk", 0);
@@ -264,7 +384,8 @@ inline ModelConfig parse_config(std::string_view text, const std::string& path =
   if (!(c.rope_main.theta > 1) || !(c.rope_compress.theta > 1)) r.bad("rope_theta", "(and compress_rope_theta) must be > 1");
   for (size_t i = 0; i < c.layers.size(); ++i) {
     auto& l = c.layers[i];
-    if (l.attention != AttentionKind::Sliding && (l.compress_ratio <= 0 || l.compress_ratio > (1 << 20)))
+    const bool compressed = l.attention == AttentionKind::CSA || l.attention == AttentionKind::HCA;
+    if (compressed && (l.compress_ratio <= 0 || l.compress_ratio > (1 << 20)))
       fail(path, ": layer ", i, " (", attention_kind_name(l.attention), ") has compress ratio ", l.compress_ratio, "; it must be in [1, 2^20]");
   }
   if (any_csa) {
@@ -274,7 +395,6 @@ inline ModelConfig parse_config(std::string_view text, const std::string& path =
     if (c.rope_dim > c.index_head_dim)
       fail(path, ": key 'index_head_dim' = ", c.index_head_dim, " is smaller than the rope dims ", c.rope_dim);
   }
-  (void)any_compressed;
   return c;
 }
 

@@ -2,6 +2,8 @@
 // Looks weights up by their release-layout name in either checkpoint layout and checks each
 // against the shape the config implies. Matrices stay in their stored scheme (views into
 // the mmap); only small vectors (norms, biases, sinks, ape, mHC parameters) become fp32.
+// DeepSeek-V3 parts use the names of DeepSeek's own V3 inference code (attn.wq_a, attn.wkv_b,
+// ffn.w1, ffn.gate.bias, ...), which map one to one onto the transformers names V3 ships with.
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,6 +16,34 @@
 namespace dsv4 {
 
 enum class TensorLayout { Release, Transformers };
+
+// A release-style name -> its DeepSeek-V3 transformers name: "layers.3.attn.wkv_b.scale" ->
+// "model.layers.3.self_attn.kv_b_proj.weight_scale_inv".
+inline std::string v3_transformers_name(std::string_view release) {
+  if (release == "embed.weight") return "model.embed_tokens.weight";
+  if (release == "head.weight") return "lm_head.weight";
+  static const std::pair<std::string_view, std::string_view> kParts[] = {
+      {"attn", "self_attn"}, {"ffn", "mlp"}, {"attn_norm", "input_layernorm"},
+      {"ffn_norm", "post_attention_layernorm"}, {"wq", "q_proj"}, {"wq_a", "q_a_proj"}, {"q_norm", "q_a_layernorm"},
+      {"wq_b", "q_b_proj"}, {"wkv_a", "kv_a_proj_with_mqa"}, {"kv_norm", "kv_a_layernorm"}, {"wkv_b", "kv_b_proj"},
+      {"wo", "o_proj"}, {"w1", "gate_proj"}, {"w2", "down_proj"}, {"w3", "up_proj"}, {"scale", "weight_scale_inv"}};
+  std::string out = "model";
+  std::string_view prev;
+  size_t start = 0;
+  while (start <= release.size()) {
+    size_t dot = release.find('.', start);
+    if (dot == std::string_view::npos) dot = release.size();
+    std::string_view part = release.substr(start, dot - start), mapped = part;
+    for (auto& [from, to] : kParts)
+      if (part == from) mapped = to;
+    if (prev == "gate" && part == "bias") mapped = "e_score_correction_bias";
+    out += '.';
+    out += mapped;
+    prev = part;
+    start = dot + 1;
+  }
+  return out;
+}
 
 class WeightSource {
  public:
@@ -30,6 +60,7 @@ class WeightSource {
   std::string name(std::string_view release) const {
     std::string r(release);
     if (layout_ == TensorLayout::Release) return r;
+    if (cfg_.arch == Architecture::DeepseekV3) return v3_transformers_name(r);
     if (r == "embed.weight") return "model.embed_tokens.weight";
     if (r == "head.weight") return r;
     if (r.rfind("hc_head_", 0) == 0) return "model.hc_head.hc_" + r.substr(8);

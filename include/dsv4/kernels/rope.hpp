@@ -1,6 +1,7 @@
 #pragma once
-// Rotary position embedding on the last r dims of a vector, pairs interleaved: dims
-// (2i, 2i+1) of the rope slice rotate together by pos * inv_freq[i].
+// Rotary position embedding on the last r dims of a vector. Pairs interleaved: dims (2i, 2i+1)
+// of the rope slice rotate together by pos * inv_freq[i] (V4, and V3 with rope_interleave);
+// split-half: dims (i, i + r/2). MLA tables may scale the rotation (YaRN's mscale amplitude).
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -31,30 +32,57 @@ inline std::vector<float> rope_inv_freq(const RopeConfig& c, int64_t r) {
   return f;
 }
 
+// YaRN's magnitude correction ms(f, m) = 0.1 m ln f + 1 for f > 1, else 1.
+inline double yarn_mscale(double factor, double m) { return factor <= 1 ? 1.0 : 0.1 * m * std::log(factor) + 1.0; }
+
+// DeepSeek-V3's rotation amplitude: ms(f, mscale) / ms(f, mscale_all_dim) when both are given,
+// ms(f, 1) otherwise; 1 without YaRN.
+inline double mla_rope_amplitude(const YarnConfig& y) {
+  if (!y.enabled) return 1.0;
+  if (y.mscale > 0 && y.mscale_all_dim > 0) return yarn_mscale(y.factor, y.mscale) / yarn_mscale(y.factor, y.mscale_all_dim);
+  return yarn_mscale(y.factor, 1.0);
+}
+
+// DeepSeek-V3's attention score factor: ms(f, mscale_all_dim)^2 with YaRN and mscale_all_dim, else 1.
+inline double mla_score_factor(const YarnConfig& y) {
+  if (!y.enabled || !(y.mscale_all_dim > 0)) return 1.0;
+  const double m = yarn_mscale(y.factor, y.mscale_all_dim);
+  return m * m;
+}
+
 class RopeTable {
  public:
   RopeTable() = default;
-  RopeTable(const RopeConfig& c, int64_t r) : r_(r), inv_freq_(rope_inv_freq(c, r)) {}
+  RopeTable(const RopeConfig& c, int64_t r, bool interleave = true, double amplitude = 1.0)
+      : r_(r), interleave_(interleave), amplitude_(float(amplitude)), inv_freq_(rope_inv_freq(c, r)) {}
 
   int64_t dims() const { return r_; }
+  bool interleaved() const { return interleave_; }
+  float amplitude() const { return amplitude_; }
   const std::vector<float>& inv_freq() const { return inv_freq_; }
 
   // Rotates the last r dims of v ([n] with n >= r) by +pos (sign = 1) or -pos (sign = -1).
+  // With an amplitude other than 1 (MLA only) the map scales as well as rotates.
   void apply(float* v, int64_t n, int64_t pos, int sign = 1) const {
     float* x = v + (n - r_);
-    for (int64_t i = 0; i < r_ / 2; ++i) {
+    const int64_t half = r_ / 2, step = interleave_ ? 2 : 1, other = interleave_ ? 1 : half;
+    for (int64_t i = 0; i < half; ++i) {
       // The angle is formed in fp32 as the reference does; cos/sin then evaluated accurately.
       const float angle = float(pos) * inv_freq_[size_t(i)];
-      const float c = float(std::cos(double(angle)));
-      const float s = float(sign) * float(std::sin(double(angle)));
-      const float a = x[2 * i], b = x[2 * i + 1];
-      x[2 * i] = a * c - b * s;
-      x[2 * i + 1] = a * s + b * c;
+      const float c = float(std::cos(double(angle))) * amplitude_;
+      const float s = float(sign) * float(std::sin(double(angle))) * amplitude_;
+      float* pa = x + i * step;
+      float* pb = pa + other;
+      const float a = *pa, b = *pb;
+      *pa = a * c - b * s;
+      *pb = a * s + b * c;
     }
   }
 
  private:
   int64_t r_ = 0;
+  bool interleave_ = true;
+  float amplitude_ = 1.0f;
   std::vector<float> inv_freq_;
 };
 

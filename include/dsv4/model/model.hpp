@@ -1,7 +1,9 @@
 #pragma once
-// A loaded DeepSeek-V4 model: runtime layer configs + weights viewed in place in the mmapped
-// checkpoint. forward<Bundle>() runs a batch of independent sequences, each continuing from its
-// own SequenceCache, with the kernels of the chosen policy bundle.
+// A loaded model: runtime layer configs + weights viewed in place in the mmapped checkpoint.
+// Each layer is a choice of parts made at load from the config (residual wiring, attention kind,
+// feed-forward kind and router), so DeepSeek-V4 and DeepSeek-V3 run through the one forward pass
+// below. forward<Bundle>() runs a batch of independent sequences, each continuing from its own
+// SequenceCache, with the kernels of the chosen policy bundle.
 #include <filesystem>
 #include <memory>
 #include <span>
@@ -10,17 +12,17 @@
 
 #include "dsv4/attention/attention.hpp"
 #include "dsv4/io/config_json.hpp"
-#include "dsv4/model/mhc.hpp"
-#include "dsv4/moe/moe.hpp"
+#include "dsv4/model/residual.hpp"
+#include "dsv4/moe/ffn.hpp"
 
 namespace dsv4 {
 
 struct DecoderLayer {
-  HyperConnection hc_attn, hc_ffn;
+  ResidualVariant attn_residual, ffn_residual;
   std::vector<float> attn_norm;  // [D]
   std::vector<float> ffn_norm;   // [D]
   AttentionVariant attn;
-  MoeWeights moe;
+  FfnVariant ffn;
 };
 
 class Model;
@@ -57,17 +59,18 @@ class Model {
     m.embed_ = ws.matrix("embed", c.vocab_size, c.hidden_size);
     m.head_ = ws.matrix("head", c.vocab_size, c.hidden_size);
     m.norm_ = ws.floats("norm.weight", {c.hidden_size});
-    m.hyper_head_ = HyperHead::load(ws, c);
+    m.head_residual_ = make_head(ws, c);
     m.rope_main_ = RopeTable(c.rope_main, c.rope_dim);
     m.rope_compress_ = RopeTable(c.rope_compress, c.rope_dim);
+    m.rope_mla_ = RopeTable(c.rope_main, c.rope_dim, c.rope_interleave, mla_rope_amplitude(c.rope_main.yarn));
     for (int64_t l = 0; l < c.num_layers; ++l) {
       const std::string p = "layers." + std::to_string(l);
-      DecoderLayer d{HyperConnection::load(ws, p + ".hc_attn", c),
-                     HyperConnection::load(ws, p + ".hc_ffn", c),
+      DecoderLayer d{make_residual(ws, p + ".hc_attn", c),
+                     make_residual(ws, p + ".hc_ffn", c),
                      ws.floats(p + ".attn_norm.weight", {c.hidden_size}),
                      ws.floats(p + ".ffn_norm.weight", {c.hidden_size}),
                      make_attention(ws, p + ".attn", c, l),
-                     MoeWeights::load(ws, p + ".ffn", c, c.layers[size_t(l)])};
+                     make_ffn(ws, p + ".ffn", c, l)};
       m.layers_.push_back(std::move(d));
     }
     return m;
@@ -79,7 +82,13 @@ class Model {
   const std::vector<DecoderLayer>& layers() const { return layers_; }
   const Matrix& head() const { return head_; }
   const Matrix& embedding() const { return embed_; }
-  const RopeTable& rope(AttentionKind k) const { return k == AttentionKind::Sliding ? rope_main_ : rope_compress_; }
+  const RopeTable& rope(AttentionKind k) const {
+    switch (k) {
+      case AttentionKind::Sliding: return rope_main_;
+      case AttentionKind::MLA: return rope_mla_;
+      default: return rope_compress_;
+    }
+  }
 
   SequenceCache new_cache() const {
     SequenceCache s;
@@ -111,7 +120,7 @@ class Model {
     }
     const int64_t T = int64_t(tokens.size());
 
-    // Residual streams: every stream starts as the token's embedding.
+    // Residual streams (one when plain): every stream starts as the token's embedding.
     std::vector<float> x(size_t(T * n * D));
     for (int64_t i = 0; i < T; ++i) {
       decode_row(embed_, tokens[size_t(i)], &x[size_t(i * n * D)]);
@@ -122,10 +131,16 @@ class Model {
     std::vector<float> u(size_t(T * D)), y(size_t(T * D));
     HcMix mix;
     const float eps = float(c.rms_norm_eps);
+    auto pre = [&](const ResidualVariant& r) {
+      std::visit([&](auto& w) { residual_pre<B>(w, c, x.data(), T, mix, u.data()); }, r);
+    };
+    auto post = [&](const ResidualVariant& r) {
+      std::visit([&](auto& w) { residual_post(w, c, mix, y.data(), T, x.data()); }, r);
+    };
     for (size_t l = 0; l < layers_.size(); ++l) {
       const DecoderLayer& L = layers_[l];
       if (trace && trace->record_hidden) trace->hidden.push_back(x);
-      hc_pre<B>(L.hc_attn, c, x.data(), T, mix, u.data());
+      pre(L.attn_residual);
       for (int64_t i = 0; i < T; ++i) rms_norm(&u[size_t(i * D)], L.attn_norm.data(), D, eps, &u[size_t(i * D)]);
       std::visit(
           [&](auto& attn) {
@@ -136,15 +151,15 @@ class Model {
                                      int64_t(l));
           },
           L.attn);
-      hc_post(c, mix, y.data(), T, x.data());
-      hc_pre<B>(L.hc_ffn, c, x.data(), T, mix, u.data());
+      post(L.attn_residual);
+      pre(L.ffn_residual);
       for (int64_t i = 0; i < T; ++i) rms_norm(&u[size_t(i * D)], L.ffn_norm.data(), D, eps, &u[size_t(i * D)]);
-      moe_forward<B>(L.moe, c, u.data(), tokens.data(), T, y.data());
-      hc_post(c, mix, y.data(), T, x.data());
+      ffn_forward<B>(L.ffn, c, u.data(), tokens.data(), T, y.data());
+      post(L.ffn_residual);
     }
     for (auto& in : batch) in.cache->pos_ += int64_t(in.tokens.size());
 
-    // Hyper head and final norm over the rows whose logits are wanted.
+    // Head reduction (hyper head or the plain stream) and final norm over the rows whose logits are wanted.
     std::vector<int64_t> want;
     if (rows == LogitRows::All)
       for (int64_t i = 0; i < T; ++i) want.push_back(i);
@@ -153,7 +168,7 @@ class Model {
     const int64_t R = int64_t(want.size());
     std::vector<float> xs(size_t(R * n * D)), h(size_t(R * D));
     for (int64_t r = 0; r < R; ++r) std::copy_n(&x[size_t(want[size_t(r)] * n * D)], n * D, &xs[size_t(r * n * D)]);
-    hc_head<B>(hyper_head_, c, xs.data(), R, h.data());
+    std::visit([&](auto& hh) { head_reduce<B>(hh, c, xs.data(), R, h.data()); }, head_residual_);
     for (int64_t r = 0; r < R; ++r) rms_norm(&h[size_t(r * D)], norm_.data(), D, eps, &h[size_t(r * D)]);
     if (trace && trace->record_hidden) trace->hidden.push_back(h);
     logits.resize(size_t(R * V));
@@ -167,8 +182,8 @@ class Model {
   TensorLayout layout_ = TensorLayout::Release;
   Matrix embed_, head_;   // [V, D]
   std::vector<float> norm_;  // [D]
-  HyperHead hyper_head_;
-  RopeTable rope_main_, rope_compress_;
+  HeadVariant head_residual_;
+  RopeTable rope_main_, rope_compress_, rope_mla_;
   std::vector<DecoderLayer> layers_;
 };
 

@@ -1,5 +1,5 @@
 #pragma once
-// Mixture of experts: router scores, k routed SwiGLU experts per token plus the shared expert.
+// Mixture of experts: the router's choice, k routed SwiGLU experts per token plus the shared expert.
 // Expert e: w2 · (silu(min(w1 x, L)) ⊙ clamp(w3 x, -L, L)), L = swiglu_limit (no clamp if <= 0).
 #include <cmath>
 #include <string>
@@ -46,11 +46,13 @@ struct MoeWeights {
     MoeWeights m;
     m.gate = ws.matrix(p + ".gate", c.n_routed_experts, c.hidden_size);
     if (l.router == RouterKind::Hash) m.router = HashRouter::load(ws, p + ".gate", c);
+    else if (l.router == RouterKind::GroupLimited) m.router = GroupLimitedRouter::load(ws, p + ".gate", c);
     else m.router = TopKRouter::load(ws, p + ".gate", c);
     for (int64_t e = 0; e < c.n_routed_experts; ++e)
       m.experts.push_back(ExpertWeights::load(ws, p + ".experts." + std::to_string(e), c.hidden_size, c.moe_intermediate_size));
     if (c.n_shared_experts > 0)
-      m.shared.push_back(ExpertWeights::load(ws, p + ".shared_experts", c.hidden_size, c.moe_intermediate_size));
+      m.shared.push_back(ExpertWeights::load(ws, p + ".shared_experts", c.hidden_size,
+                                             c.moe_intermediate_size * c.n_shared_experts));
     return m;
   }
 };
@@ -61,18 +63,11 @@ void moe_forward(const MoeWeights& m, const ModelConfig& c, const float* x, cons
                  float* out) {
   const int64_t E = c.n_routed_experts, k = c.n_experts_per_tok, D = c.hidden_size;
   const float limit = float(c.swiglu_limit);
-  std::vector<float> s(size_t(t * E));
-  linear<B>(m.gate, x, t, s.data());
-  for (auto& v : s) v = std::sqrt(softplus(v));
+  std::vector<float> logits(size_t(t * E));
+  linear<B>(m.gate, x, t, logits.data());
   std::vector<int64_t> chosen(size_t(t * k));
-  std::visit([&](auto& r) { r.choose(s.data(), tokens, t, chosen.data()); }, m.router);
   std::vector<float> weight(size_t(t * k));
-  for (int64_t i = 0; i < t; ++i) {
-    float sum = 0.f;
-    for (int64_t j = 0; j < k; ++j) sum += s[size_t(i * E + chosen[size_t(i * k + j)])];
-    for (int64_t j = 0; j < k; ++j)
-      weight[size_t(i * k + j)] = s[size_t(i * E + chosen[size_t(i * k + j)])] / (sum + 1e-20f) * float(c.routed_scaling_factor);
-  }
+  std::visit([&](auto& r) { r.route(logits.data(), tokens, t, chosen.data(), weight.data()); }, m.router);
   // Shared expert over all rows, then each routed expert over the rows that chose it.
   if (!m.shared.empty()) swiglu_expert<B>(m.shared[0], limit, x, t, out);
   else std::fill(out, out + t * D, 0.f);

@@ -1,26 +1,48 @@
 #pragma once
-// Expert routers. Both DeepSeek-V4 routers score experts with s = sqrt(softplus(gate · x)) and
-// weight the chosen ones by s / sum(s) * routed_scaling_factor; they differ in the choice:
-// HashRouter takes tid2eid[token] (the first num_hash_layers layers), TopKRouter the top-k of
-// s + bias.
+// Expert routers: each turns the gate's logits into k experts and their weights per token.
+// Both DeepSeek-V4 routers score experts with s = sqrt(softplus(gate · x)) and weight the chosen
+// ones by s / sum(s) * routed_scaling_factor; they differ in the choice: HashRouter takes
+// tid2eid[token] (the first num_hash_layers layers), TopKRouter the top-k of s + bias.
+// DeepSeek-V3's sigmoid group-limited router is in group_limited_router.hpp.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <string>
 #include <variant>
 #include <vector>
 
 #include "dsv4/io/weight_source.hpp"
+#include "dsv4/kernels/ops.hpp"
+#include "dsv4/moe/group_limited_router.hpp"
 
 namespace dsv4 {
 
 template <class R>
-concept Router = requires(const R& r, const float* s, const int32_t* tok, int64_t t, int64_t* e) {
-  r.choose(s, tok, t, e);  // s: [T, E] scores, tok: [T] ids -> e: [T, k] expert ids
+concept Router = requires(const R& r, const float* l, const int32_t* tok, int64_t t, int64_t* e, float* w) {
+  r.route(l, tok, t, e, w);  // l: [T, E] gate logits, tok: [T] ids -> e: [T, k] expert ids, w: [T, k] weights
 };
+
+// The V4 routers' scoring around their choice: s = sqrt(softplus(l)) [T, E], choose(s, experts),
+// then w = s / sum(s) * scaling over the chosen.
+template <class Choose>
+void sqrt_softplus_route(int64_t num_experts, int64_t k, float scaling, const float* logits, int64_t t,
+                         int64_t* experts, float* weights, Choose&& choose) {
+  const int64_t E = num_experts;
+  std::vector<float> s(logits, logits + t * E);
+  for (auto& v : s) v = std::sqrt(softplus(v));
+  choose(s.data(), experts);
+  for (int64_t i = 0; i < t; ++i) {
+    float sum = 0.f;
+    for (int64_t j = 0; j < k; ++j) sum += s[size_t(i * E + experts[i * k + j])];
+    for (int64_t j = 0; j < k; ++j) weights[i * k + j] = s[size_t(i * E + experts[i * k + j])] / (sum + 1e-20f) * scaling;
+  }
+}
 
 struct HashRouter {
   std::vector<int32_t> table;  // [vocab, k]
   int64_t k = 0;
+  int64_t num_experts = 0;
+  float scaling = 1.0f;
 
   static HashRouter load(const WeightSource& ws, const std::string& prefix, const ModelConfig& c) {
     const TensorView& t = ws.tensor(prefix + ".tid2eid");
@@ -31,6 +53,8 @@ struct HashRouter {
            shape_str({c.vocab_size, c.n_experts_per_tok}));
     HashRouter r;
     r.k = c.n_experts_per_tok;
+    r.num_experts = c.n_routed_experts;
+    r.scaling = float(c.routed_scaling_factor);
     r.table.resize(size_t(t.numel()));
     for (int64_t i = 0; i < t.numel(); ++i) {
       int64_t e = t.int_at(i);
@@ -45,15 +69,21 @@ struct HashRouter {
     for (int64_t i = 0; i < t; ++i)
       for (int64_t j = 0; j < k; ++j) experts[i * k + j] = table[size_t(tokens[i] * k + j)];
   }
+  void route(const float* logits, const int32_t* tokens, int64_t t, int64_t* experts, float* weights) const {
+    sqrt_softplus_route(num_experts, k, scaling, logits, t, experts, weights,
+                        [&](const float* s, int64_t* e) { choose(s, tokens, t, e); });
+  }
 };
 
 struct TopKRouter {
   std::vector<float> bias;  // [E] added for the choice only
   int64_t k = 0;
+  float scaling = 1.0f;
 
   static TopKRouter load(const WeightSource& ws, const std::string& prefix, const ModelConfig& c) {
     TopKRouter r;
     r.k = c.n_experts_per_tok;
+    r.scaling = float(c.routed_scaling_factor);
     r.bias = ws.floats(prefix + ".bias", {c.n_routed_experts});  // required: a silent zero would route wrongly
     return r;
   }
@@ -70,9 +100,13 @@ struct TopKRouter {
       std::copy_n(idx.begin(), k, experts + i * k);
     }
   }
+  void route(const float* logits, const int32_t* tokens, int64_t t, int64_t* experts, float* weights) const {
+    sqrt_softplus_route(int64_t(bias.size()), k, scaling, logits, t, experts, weights,
+                        [&](const float* s, int64_t* e) { choose(s, tokens, t, e); });
+  }
 };
 
-static_assert(Router<HashRouter> && Router<TopKRouter>);
-using RouterVariant = std::variant<HashRouter, TopKRouter>;
+static_assert(Router<HashRouter> && Router<TopKRouter> && Router<GroupLimitedRouter>);
+using RouterVariant = std::variant<HashRouter, TopKRouter, GroupLimitedRouter>;
 
 }  // namespace dsv4

@@ -1,0 +1,270 @@
+#pragma once
+// Multi-head latent attention (DeepSeek-V2/V3/R1; spec MLA.md). Per token the cache holds only the
+// normed latent l (c values) and the roped key k_rope shared by all heads (dr values). Head h's key
+// is [W_k,h · l | k_rope] and its value W_v,h · l, where W_k,h and W_v,h are the head's dn and dv
+// rows of kv_b_proj. Two equal ways to attend a segment:
+//  - expanded (prefill): every visible position's per-head keys and values are materialised once
+//    (kv_b_proj · l) and attended; blocked through the bundle's matmul when the bundle asks for it;
+//  - absorbed (decode): W_k,h is folded into the query (q_nope_h · W_k,h lives in latent space) and
+//    W_v,h is applied after the weighted sum of latents, so no per-head key or value ever exists.
+// Each segment takes the one with fewer multiply-adds for its query count and context length.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "dsv4/attention/segment.hpp"
+#include "dsv4/attention/trace.hpp"
+#include "dsv4/io/weight_source.hpp"
+#include "dsv4/kernels/bundle.hpp"
+#include "dsv4/kernels/ops.hpp"
+#include "dsv4/kernels/rope.hpp"
+
+namespace dsv4 {
+
+// The sizes of an MLA layer, in the notation of MLA.md.
+struct MlaDims {
+  int64_t H, c, dn, dr, dv;
+  explicit MlaDims(const ModelConfig& m)
+      : H(m.num_heads), c(m.kv_lora_rank), dn(m.qk_nope_head_dim), dr(m.rope_dim), dv(m.v_head_dim) {}
+  int64_t dq() const { return dn + dr; }       // query / key width per head
+  int64_t latent() const { return c + dr; }    // cached values per token
+  int64_t kv() const { return dn + dv; }       // kv_b_proj rows per head
+};
+
+struct MlaWeights {
+  Matrix wq;                   // [H·(dn+dr), D], only when q_lora_rank == 0
+  Matrix wq_a;                 // [q_lora_rank, D]
+  std::vector<float> q_norm;   // [q_lora_rank]
+  Matrix wq_b;                 // [H·(dn+dr), q_lora_rank]
+  Matrix wkv_a;                // [c+dr, D]
+  std::vector<float> kv_norm;  // [c]
+  Matrix wkv_b;                // [H·(dn+dv), c]: head h's k rows, then its v rows
+  Matrix wo;                   // [D, H·dv]
+
+  static MlaWeights load(const WeightSource& ws, const std::string& p, const ModelConfig& m) {
+    const MlaDims d(m);
+    MlaWeights w;
+    if (m.q_lora_rank > 0) {
+      w.wq_a = ws.matrix(p + ".wq_a", m.q_lora_rank, m.hidden_size);
+      w.q_norm = ws.floats(p + ".q_norm.weight", {m.q_lora_rank});
+      w.wq_b = ws.matrix(p + ".wq_b", d.H * d.dq(), m.q_lora_rank);
+    } else {
+      w.wq = ws.matrix(p + ".wq", d.H * d.dq(), m.hidden_size);
+    }
+    w.wkv_a = ws.matrix(p + ".wkv_a", d.latent(), m.hidden_size);
+    w.kv_norm = ws.floats(p + ".kv_norm.weight", {d.c});
+    w.wkv_b = ws.matrix(p + ".wkv_b", d.H * d.kv(), d.c);
+    w.wo = ws.matrix(p + ".wo", m.hidden_size, d.H * d.dv);
+    return w;
+  }
+};
+
+// Whether attending Q queries over P positions costs fewer multiply-adds absorbed than expanded
+// (per head; the projections shared by both ways are left out).
+inline bool mla_absorb_cheaper(const MlaDims& d, int64_t q, int64_t p) {
+  const double expand = double(p) * double(d.kv() * d.c) + double(q) * double(p) * double(d.dq() + d.dv);
+  const double absorb = double(q) * double(d.kv() * d.c) + double(q) * double(p) * double(2 * d.c + d.dr);
+  return absorb < expand;
+}
+
+// y[t, :] (K values, row stride ldy) = Σ_i x[t, i] · W[row0 + i, :] for i < n: the transposed
+// product of n rows of W, which the bundles' matmul (y = x · W^T) does not offer.
+inline void matmul_transposed(const Matrix& w, int64_t row0, int64_t n, const float* x, int64_t ldx, int64_t t,
+                              float* y, int64_t ldy) {
+  const int64_t k = cols(w);
+  std::vector<float> row(static_cast<size_t>(k));
+  for (int64_t r = 0; r < t; ++r) std::fill(y + r * ldy, y + r * ldy + k, 0.f);
+  for (int64_t i = 0; i < n; ++i) {
+    decode_row(w, row0 + i, row.data());
+    for (int64_t r = 0; r < t; ++r) {
+      const float xi = x[r * ldx + i];
+      float* yr = y + r * ldy;
+      for (int64_t j = 0; j < k; ++j) yr[j] += xi * row[size_t(j)];
+    }
+  }
+}
+
+// In place over a row of logits l [n]: softmax of l·scale over the first `seen` entries, zero after.
+inline void mla_softmax(float* l, int64_t seen, int64_t n, float scale) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < seen; ++j) mx = std::max(mx, l[j] *= scale);
+  float den = 0.f;
+  for (int64_t j = 0; j < seen; ++j) den += (l[j] = std::exp(l[j] - mx));
+  const float inv = 1.0f / den;
+  for (int64_t j = 0; j < seen; ++j) l[j] *= inv;
+  std::fill(l + seen, l + n, 0.f);
+}
+
+struct MlaAttention {
+  MlaWeights w;
+
+  // The latent cache: per position l (c values) then the roped k_rope (dr values).
+  struct State {
+    std::vector<float> latent;  // [positions, c+dr]
+  };
+
+  static std::string can_implement(const ModelConfig& m, const LayerConfig&) {
+    if (m.kv_lora_rank < 1 || m.v_head_dim < 1 || m.qk_nope_head_dim < 0)
+      return "MLA needs kv_lora_rank >= 1, v_head_dim >= 1 and qk_nope_head_dim >= 0";
+    if (m.rope_dim < 2 || m.rope_dim % 2) return "MLA needs an even qk_rope_head_dim >= 2";
+    return "";
+  }
+  static MlaAttention load(const WeightSource& ws, const std::string& prefix, const ModelConfig& m, const LayerConfig&) {
+    return {MlaWeights::load(ws, prefix, m)};
+  }
+  State new_state(const ModelConfig&) const { return {}; }
+  // Bytes the cache holds per token (fp32): c + dr values, whatever the head count.
+  static int64_t cache_bytes_per_token(const ModelConfig& m) { return MlaDims(m).latent() * 4; }
+
+  template <class F>
+  void for_each_matrix(F&& f) const {
+    if (rows(w.wq) > 0) f("wq", w.wq);
+    else f("wq_a", w.wq_a), f("wq_b", w.wq_b);
+    f("wkv_a", w.wkv_a), f("wkv_b", w.wkv_b), f("wo", w.wo);
+  }
+
+  template <KernelBundle B>
+  void forward(const ModelConfig& m, const RopeTable& rope, const float* x /*[T, D]*/, int64_t t,
+               const std::vector<Segment>& segs, const std::vector<State*>& states, float* out /*[T, D]*/,
+               ForwardTrace*, int64_t) const {
+    const MlaDims d(m);
+    const int64_t H = d.H, dq = d.dq(), lw = d.latent();
+    const float eps = float(m.rms_norm_eps);
+    const float scale = float(1.0 / std::sqrt(double(dq)) * mla_score_factor(m.rope_main.yarn));
+    // Queries [T, H, dq] and this batch's cache rows [T, c+dr].
+    std::vector<float> q(size_t(t * H * dq)), a(size_t(t * lw));
+    if (m.q_lora_rank > 0) {
+      const int64_t R = m.q_lora_rank;
+      std::vector<float> qa(size_t(t * R));
+      linear<B>(w.wq_a, x, t, qa.data());
+      for (int64_t i = 0; i < t; ++i) rms_norm(&qa[size_t(i * R)], w.q_norm.data(), R, eps, &qa[size_t(i * R)]);
+      linear<B>(w.wq_b, qa.data(), t, q.data());
+    } else {
+      linear<B>(w.wq, x, t, q.data());
+    }
+    linear<B>(w.wkv_a, x, t, a.data());
+    for (const Segment& s : segs)
+      for (int64_t i = 0; i < s.count; ++i) {
+        const int64_t row = s.row0 + i, pos = s.pos0 + i;
+        float* ar = &a[size_t(row * lw)];
+        rms_norm(ar, w.kv_norm.data(), d.c, eps, ar);  // the latent; k_rope is not normed
+        rope.apply(ar, lw, pos);
+        for (int64_t h = 0; h < H; ++h) rope.apply(&q[size_t((row * H + h) * dq)], dq, pos);
+      }
+
+    std::vector<float> o(size_t(t * H * d.dv));
+    for (size_t si = 0; si < segs.size(); ++si) {
+      const Segment& s = segs[si];
+      std::vector<float>& cache = states[si]->latent;
+      if (int64_t(cache.size()) != s.pos0 * lw) fail("MLA: the cache holds ", cache.size() / size_t(lw),
+                                                     " positions, the sequence is at ", s.pos0);
+      cache.insert(cache.end(), a.begin() + s.row0 * lw, a.begin() + (s.row0 + s.count) * lw);
+      const float* qs = &q[size_t(s.row0 * H * dq)];
+      float* os = &o[size_t(s.row0 * H * d.dv)];
+      const int64_t positions = s.pos0 + s.count;
+      if (mla_absorb_cheaper(d, s.count, positions)) attend_absorbed<B>(d, scale, cache.data(), s, qs, os);
+      else if constexpr (B::kBlockedAttention) attend_expanded_blocked<B>(d, scale, cache.data(), s, qs, os);
+      else attend_expanded<B>(d, scale, cache.data(), s, qs, os);
+    }
+    linear<B>(w.wo, o.data(), t, out);
+  }
+
+  // kv [P, H, dn+dv]: every position's per-head keys (nope part) and values.
+  template <KernelBundle B>
+  void expand(const MlaDims& d, const float* latent /*[P, c+dr]*/, int64_t p, std::vector<float>& kv) const {
+    kv.resize(size_t(p * d.H * d.kv()));
+    B::matmul(w.wkv_b, latent, d.latent(), p, kv.data(), d.H * d.kv(), 0, d.H * d.kv());
+  }
+
+  // The oracle: one query and one head at a time over materialised keys and values.
+  template <KernelBundle B>
+  void attend_expanded(const MlaDims& d, float scale, const float* latent /*[P, c+dr]*/, const Segment& s,
+                       const float* q /*[count, H, dq]*/, float* o /*[count, H, dv]*/) const {
+    const int64_t H = d.H, dq = d.dq(), lw = d.latent(), P = s.pos0 + s.count;
+    std::vector<float> kv, l(static_cast<size_t>(P));
+    expand<B>(d, latent, P, kv);
+    for (int64_t i = 0; i < s.count; ++i) {
+      const int64_t seen = s.pos0 + i + 1;
+      for (int64_t h = 0; h < H; ++h) {
+        const float* qh = q + (i * H + h) * dq;
+        for (int64_t j = 0; j < seen; ++j) {
+          const float* kn = &kv[size_t((j * H + h) * d.kv())];
+          const float* kr = latent + j * lw + d.c;
+          float dot = 0.f;
+          for (int64_t x = 0; x < d.dn; ++x) dot += qh[x] * kn[x];
+          for (int64_t x = 0; x < d.dr; ++x) dot += qh[d.dn + x] * kr[x];
+          l[size_t(j)] = dot;
+        }
+        mla_softmax(l.data(), seen, seen, scale);
+        float* oh = o + (i * H + h) * d.dv;
+        std::fill(oh, oh + d.dv, 0.f);
+        for (int64_t j = 0; j < seen; ++j) {
+          const float* v = &kv[size_t((j * H + h) * d.kv() + d.dn)];
+          for (int64_t x = 0; x < d.dv; ++x) oh[x] += l[size_t(j)] * v[x];
+        }
+      }
+    }
+  }
+
+  // The same per head with the bundle's matmul over blocks of queries: logits = Q_h × K_h^T,
+  // causal softmax, outputs = P × V_h.
+  template <KernelBundle B>
+  void attend_expanded_blocked(const MlaDims& d, float scale, const float* latent /*[P, c+dr]*/, const Segment& s,
+                               const float* q /*[count, H, dq]*/, float* o /*[count, H, dv]*/) const {
+    const int64_t H = d.H, dq = d.dq(), lw = d.latent(), P = s.pos0 + s.count;
+    std::vector<float> kv, K(size_t(P * dq)), Vt(size_t(d.dv * P)), l;
+    expand<B>(d, latent, P, kv);
+    const int64_t block = std::clamp<int64_t>((int64_t(1) << 21) / std::max<int64_t>(P, 1), 1, 64);
+    const F32Matrix kmat{reinterpret_cast<const uint8_t*>(K.data()), P, dq};
+    const F32Matrix vmat{reinterpret_cast<const uint8_t*>(Vt.data()), d.dv, P};
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t j = 0; j < P; ++j) {
+        const float* kvj = &kv[size_t((j * H + h) * d.kv())];
+        std::copy_n(kvj, d.dn, &K[size_t(j * dq)]);
+        std::copy_n(latent + j * lw + d.c, d.dr, &K[size_t(j * dq + d.dn)]);
+        for (int64_t x = 0; x < d.dv; ++x) Vt[size_t(x * P + j)] = kvj[d.dn + x];
+      }
+      for (int64_t i0 = 0; i0 < s.count; i0 += block) {
+        const int64_t nq = std::min(block, s.count - i0), nk = s.pos0 + i0 + nq;
+        l.resize(size_t(nq * P));
+        B::matmul(kmat, q + (i0 * H + h) * dq, H * dq, nq, l.data(), P, 0, nk);
+        for (int64_t i = 0; i < nq; ++i) mla_softmax(&l[size_t(i * P)], s.pos0 + i0 + i + 1, P, scale);
+        B::matmul(vmat, l.data(), P, nq, o + (i0 * H + h) * d.dv, H * d.dv, 0, d.dv);
+      }
+    }
+  }
+
+  // Absorbed: q_lat_h = [W_k,h^T q_nope_h | q_rope_h] scores against the cache rows directly, the
+  // weighted sum of latents is mapped to the head's value space by W_v,h afterwards.
+  template <KernelBundle B>
+  void attend_absorbed(const MlaDims& d, float scale, const float* latent /*[P, c+dr]*/, const Segment& s,
+                       const float* q /*[count, H, dq]*/, float* o /*[count, H, dv]*/) const {
+    const int64_t H = d.H, dq = d.dq(), lw = d.latent(), P = s.pos0 + s.count, n = s.count;
+    std::vector<float> ql(size_t(n * H * lw)), l(size_t(n * H * P)), ol(size_t(n * H * d.c));
+    for (int64_t h = 0; h < H; ++h) {
+      matmul_transposed(w.wkv_b, h * d.kv(), d.dn, q + h * dq, H * dq, n, &ql[size_t(h * lw)], H * lw);
+      for (int64_t i = 0; i < n; ++i)
+        std::copy_n(q + (i * H + h) * dq + d.dn, d.dr, &ql[size_t((i * H + h) * lw + d.c)]);
+    }
+    const F32Matrix cache{reinterpret_cast<const uint8_t*>(latent), P, lw};
+    B::matmul(cache, ql.data(), lw, n * H, l.data(), P, 0, P);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t h = 0; h < H; ++h) {
+        float* lr = &l[size_t((i * H + h) * P)];
+        const int64_t seen = s.pos0 + i + 1;
+        mla_softmax(lr, seen, P, scale);
+        float* olr = &ol[size_t((i * H + h) * d.c)];
+        for (int64_t j = 0; j < seen; ++j) {
+          const float pj = lr[j];
+          const float* lj = latent + j * lw;
+          for (int64_t x = 0; x < d.c; ++x) olr[x] += pj * lj[x];
+        }
+      }
+    for (int64_t h = 0; h < H; ++h)
+      B::matmul(w.wkv_b, &ol[size_t(h * d.c)], H * d.c, n, o + h * d.dv, H * d.dv, h * d.kv() + d.dn, (h + 1) * d.kv());
+  }
+};
+
+}  // namespace dsv4
