@@ -1,5 +1,5 @@
-// Shapes other than the golden case: synthetic release-layout checkpoints with odd head counts,
-// n != 4 streams, other compress ratios, partial FP8 tiles, tiny windows. The one-pass logits must
+// Shapes other than the golden cases: synthetic release-layout checkpoints with odd head counts,
+// n != 4 streams, other compress ratios, partial FP8 tiles, tiny windows, and DeepSeek-V3 ones. The one-pass logits must
 // equal any chunking, batched rows must equal single rows, and fast mode must match reference.
 #include <catch2/catch.hpp>
 #include <filesystem>
@@ -17,7 +17,7 @@ struct Case {
   const char* json;
 };
 
-// Release-style configs; the synth writer derives every tensor from them.
+// Configs (V4 release style, V3); the synth writer derives every tensor from them.
 const Case kShapes[] = {
     {"odd heads, 3 streams, HCA ratio 8, partial FP8 tiles",
      R"({"vocab_size": 300, "hidden_size": 72, "num_hidden_layers": 4, "num_attention_heads": 3, "head_dim": 40,
@@ -36,6 +36,24 @@ const Case kShapes[] = {
          "hc_mult": 1, "hc_sinkhorn_iters": 1, "hc_eps": 1e-6, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
          "compress_ratios": [4, 3, 0], "num_hash_layers": 0,
          "quantization_config": {"weight_block_size": [16, 48]}})"},
+    // DeepSeek-V3 assemblies (MLA, group-limited routing, dense layers, plain residual): the
+    // one-pass reference expands keys and values, the chunked and one-token runs absorb them.
+    {"V3: odd heads, plain q_proj, split-half rope, mscale amplitude, 2 shared experts, partial FP8 tiles",
+     R"({"model_type": "deepseek_v3", "vocab_size": 300, "hidden_size": 72, "intermediate_size": 100,
+         "moe_intermediate_size": 40, "num_hidden_layers": 3, "first_k_dense_replace": 1, "num_attention_heads": 3,
+         "q_lora_rank": null, "kv_lora_rank": 40, "qk_nope_head_dim": 12, "qk_rope_head_dim": 6, "v_head_dim": 20,
+         "n_routed_experts": 6, "num_experts_per_tok": 2, "n_group": 3, "topk_group": 2, "n_shared_experts": 2,
+         "routed_scaling_factor": 1.5, "norm_topk_prob": false, "rms_norm_eps": 1e-6, "rope_theta": 10000,
+         "rope_interleave": false, "rope_scaling": {"type": "yarn", "factor": 8, "original_max_position_embeddings": 16,
+         "beta_fast": 32, "beta_slow": 1, "mscale": 0.7, "mscale_all_dim": 1.0},
+         "quantization_config": {"weight_block_size": [32, 32]}})"},
+    {"V3: q_lora, MoE every other layer, one expert group, no shared expert, 16x48 tiles",
+     R"({"model_type": "deepseek_v3", "vocab_size": 200, "hidden_size": 64, "intermediate_size": 80,
+         "moe_intermediate_size": 24, "num_hidden_layers": 4, "first_k_dense_replace": 0, "moe_layer_freq": 2,
+         "num_attention_heads": 5, "q_lora_rank": 36, "kv_lora_rank": 24, "qk_nope_head_dim": 8,
+         "qk_rope_head_dim": 4, "v_head_dim": 8, "n_routed_experts": 4, "num_experts_per_tok": 3, "n_group": 1,
+         "topk_group": 1, "n_shared_experts": 0, "routed_scaling_factor": 2.5, "rms_norm_eps": 1e-5,
+         "rope_theta": 50000, "quantization_config": {"weight_block_size": [16, 48]}})"},
 };
 
 std::vector<float> run(const Model& m, std::span<const int32_t> ids, const std::vector<int64_t>& chunks, bool fast) {

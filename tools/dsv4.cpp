@@ -8,7 +8,7 @@
 //   dsv4 tokenize --tokenizer DIR [--bos] [--bytes]   (stdin text → ids)
 //   dsv4 detokenize --tokenizer DIR [--skip-special]   (stdin ids → text)
 //   dsv4 chat --model DIR [--system TEXT] [--think] [sampling options]   (interactive, stdin/stdout)
-//   dsv4 synth (--preset v4-flash|v4-pro [--layers L] | --config FILE) --out DIR [--seed S]
+//   dsv4 synth (--preset v4-flash|v4-pro|v3 [--layers L] | --config FILE) --out DIR [--seed S]
 //   dsv4 bench --model DIR [--prompt-tokens P] [--decode-tokens N] [--threads T]
 // Errors: non-zero exit and one line on stderr.
 #include <cstdio>
@@ -35,7 +35,7 @@ const char* kUsage =
     "  detokenize --tokenizer DIR [--skip-special]   ids on stdin -> text on stdout\n"
     "  sampling options: --greedy | --temperature T --top-k K --top-p P --min-p P --seed S;\n"
     "            --repetition-penalty R --frequency-penalty F --presence-penalty P\n"
-    "  synth     (--preset v4-flash|v4-pro [--layers L] | --config FILE) --out DIR [--seed S] [--fp8-experts]\n"
+    "  synth     (--preset v4-flash|v4-pro|v3 [--layers L] | --config FILE) --out DIR [--seed S] [--fp8-experts]\n"
     "  bench     --model DIR [--prompt-tokens P] [--decode-tokens N] [--threads T] [--mode reference|fast]\n";
 
 }  // namespace

@@ -2,7 +2,8 @@
 // Synthetic checkpoints: the release layout (FP8 dense, FP4 or FP8 experts, BF16 and F32 where
 // DeepSeek ships them) with random weights of realistic magnitude (each matrix ~ N(0, 1/K)), so
 // speed can be measured at full size without the real weights, and so tests can build models of
-// any shape. Tensors are streamed to disk shard by shard; memory use stays small.
+// any shape. Tensors are streamed to disk shard by shard; memory use stays small. A DeepSeek-V3
+// config gets V3's release layout: transformers names, FP8 with F32 weight_scale_inv tiles.
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -18,8 +19,31 @@
 
 namespace dsv4 {
 
+// DeepSeek-V3's published config.json (671B), `layers` deep (< 0: all 61).
+inline std::string preset_v3_config(int64_t layers) {
+  const int64_t L = layers < 0 ? 61 : layers;
+  if (L < 1 || L > 61) fail("synth: --layers must be in [1, 61] for v3");
+  nlohmann::ordered_json c = {
+      {"architectures", {"DeepseekV3ForCausalLM"}}, {"model_type", "deepseek_v3"}, {"vocab_size", 129280},
+      {"hidden_size", 7168}, {"intermediate_size", 18432}, {"moe_intermediate_size", 2048},
+      {"num_hidden_layers", L}, {"first_k_dense_replace", std::min<int64_t>(3, L)}, {"moe_layer_freq", 1},
+      {"num_attention_heads", 128}, {"num_key_value_heads", 128}, {"q_lora_rank", 1536}, {"kv_lora_rank", 512},
+      {"qk_nope_head_dim", 128}, {"qk_rope_head_dim", 64}, {"v_head_dim", 128}, {"n_routed_experts", 256},
+      {"num_experts_per_tok", 8}, {"n_group", 8}, {"topk_group", 4}, {"n_shared_experts", 1},
+      {"routed_scaling_factor", 2.5}, {"norm_topk_prob", true}, {"scoring_func", "sigmoid"},
+      {"topk_method", "noaux_tc"}, {"hidden_act", "silu"}, {"rms_norm_eps", 1e-6}, {"rope_theta", 10000},
+      {"rope_scaling", {{"type", "yarn"}, {"factor", 40}, {"original_max_position_embeddings", 4096},
+                        {"beta_fast", 32}, {"beta_slow", 1}, {"mscale", 1.0}, {"mscale_all_dim", 1.0}}},
+      {"max_position_embeddings", 163840}, {"bos_token_id", 0}, {"eos_token_id", 1},
+      {"tie_word_embeddings", false},
+      {"quantization_config", {{"quant_method", "fp8"}, {"fmt", "e4m3"}, {"activation_scheme", "dynamic"},
+                               {"weight_block_size", {128, 128}}}}};
+  return c.dump(2);
+}
+
 // config.json text (release style) of the published shapes. `layers` < 0 keeps the full depth.
 inline std::string preset_config(const std::string& preset, int64_t layers) {
+  if (preset == "v3") return preset_v3_config(layers);
   nlohmann::ordered_json c;
   int64_t full = 0;
   if (preset == "v4-flash") {
@@ -31,7 +55,7 @@ inline std::string preset_config(const std::string& preset, int64_t layers) {
     c = {{"hidden_size", 7168}, {"num_attention_heads", 128}, {"q_lora_rank", 1536}, {"o_groups", 16},
          {"n_routed_experts", 384}, {"moe_intermediate_size", 3072}, {"index_topk", 1024}};
   } else {
-    fail("synth: unknown preset '", preset, "' (v4-flash or v4-pro)");
+    fail("synth: unknown preset '", preset, "' (v4-flash, v4-pro or v3)");
   }
   const int64_t L = layers < 0 ? full : layers;
   if (L < 1 || L > full) fail("synth: --layers must be in [1, ", full, "] for ", preset);
@@ -73,7 +97,7 @@ inline std::string preset_config(const std::string& preset, int64_t layers) {
 
 namespace synth_detail {
 
-enum class Fill { Fp8, Fp8Scale, Fp4, Fp4Scale, Bf16Normal, Bf16One, F32Normal, F32Small, Tid2eid };
+enum class Fill { Fp8, Fp8Scale, Fp8ScaleF32, Fp4, Fp4Scale, Bf16Normal, Bf16One, F32Normal, F32Small, Tid2eid };
 
 struct Spec {
   std::string name;
@@ -127,11 +151,17 @@ inline void write_synthetic_checkpoint(const std::filesystem::path& dir, const s
     if (!f) fail((dir / "config.json").string(), ": write failed");
   }
   const int64_t bm = c.fp8_block_rows, bn = c.fp8_block_cols, D = c.hidden_size;
+  const bool v3 = c.arch == Architecture::DeepseekV3;
   std::vector<std::vector<Spec>> shards(1);
-  auto add = [&](Spec s) { shards.back().push_back(std::move(s)); };
+  auto add = [&](Spec s) {
+    if (v3) s.name = v3_transformers_name(s.name);  // V3 ships transformers names
+    shards.back().push_back(std::move(s));
+  };
   auto fp8 = [&](const std::string& p, int64_t n, int64_t k) {
     add({p + ".weight", DType::F8_E4M3, {n, k}, Fill::Fp8, k});
-    add({p + ".scale", DType::F8_E8M0, {(n + bm - 1) / bm, (k + bn - 1) / bn}, Fill::Fp8Scale, k});
+    const Shape tiles{(n + bm - 1) / bm, (k + bn - 1) / bn};
+    if (v3) add({p + ".scale", DType::F32, tiles, Fill::Fp8ScaleF32, k});
+    else add({p + ".scale", DType::F8_E8M0, tiles, Fill::Fp8Scale, k});
   };
   auto fp4 = [&](const std::string& p, int64_t n, int64_t k) {
     add({p + ".weight", DType::I8, {n, k / 2}, Fill::Fp4, k});
@@ -149,14 +179,18 @@ inline void write_synthetic_checkpoint(const std::filesystem::path& dir, const s
   bf16("head.weight", {c.vocab_size, D});
   bf16("norm.weight", {D}, true);
   const int64_t n = c.hc_mult, mix = (2 + n) * n;
-  f32("hc_head_fn", {n, n * D}, Fill::F32Normal);
-  f32("hc_head_base", {n});
-  f32("hc_head_scale", {1});
+  const bool mhc = c.residual == ResidualKind::HyperConnections;
+  if (mhc) {
+    f32("hc_head_fn", {n, n * D}, Fill::F32Normal);
+    f32("hc_head_base", {n});
+    f32("hc_head_scale", {1});
+  }
   for (int64_t l = 0; l < c.num_layers; ++l) {
     shards.emplace_back();
     const std::string p = "layers." + std::to_string(l);
     const LayerConfig& lc = c.layers[size_t(l)];
     for (const char* hc : {"hc_attn", "hc_ffn"}) {
+      if (!mhc) break;
       f32(p + "." + hc + "_fn", {mix, n * D}, Fill::F32Normal);
       f32(p + "." + hc + "_base", {mix});
       f32(p + "." + hc + "_scale", {3});
@@ -164,15 +198,30 @@ inline void write_synthetic_checkpoint(const std::filesystem::path& dir, const s
     bf16(p + ".attn_norm.weight", {D}, true);
     bf16(p + ".ffn_norm.weight", {D}, true);
     const std::string a = p + ".attn";
-    const int64_t hd = c.num_heads * c.head_dim;
-    fp8(a + ".wq_a", c.q_lora_rank, D);
-    bf16(a + ".q_norm.weight", {c.q_lora_rank}, true);
-    fp8(a + ".wq_b", hd, c.q_lora_rank);
-    fp8(a + ".wkv", c.head_dim, D);
-    bf16(a + ".kv_norm.weight", {c.head_dim}, true);
-    fp8(a + ".wo_a", c.o_groups * c.o_lora_rank, hd / c.o_groups);
-    fp8(a + ".wo_b", D, c.o_groups * c.o_lora_rank);
-    f32(a + ".attn_sink", {c.num_heads});
+    if (lc.attention == AttentionKind::MLA) {
+      const int64_t H = c.num_heads, dq = c.qk_nope_head_dim + c.rope_dim;
+      if (c.q_lora_rank > 0) {
+        fp8(a + ".wq_a", c.q_lora_rank, D);
+        bf16(a + ".q_norm.weight", {c.q_lora_rank}, true);
+        fp8(a + ".wq_b", H * dq, c.q_lora_rank);
+      } else {
+        fp8(a + ".wq", H * dq, D);
+      }
+      fp8(a + ".wkv_a", c.kv_lora_rank + c.rope_dim, D);
+      bf16(a + ".kv_norm.weight", {c.kv_lora_rank}, true);
+      fp8(a + ".wkv_b", H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
+      fp8(a + ".wo", D, H * c.v_head_dim);
+    } else {
+      const int64_t hd = c.num_heads * c.head_dim;
+      fp8(a + ".wq_a", c.q_lora_rank, D);
+      bf16(a + ".q_norm.weight", {c.q_lora_rank}, true);
+      fp8(a + ".wq_b", hd, c.q_lora_rank);
+      fp8(a + ".wkv", c.head_dim, D);
+      bf16(a + ".kv_norm.weight", {c.head_dim}, true);
+      fp8(a + ".wo_a", c.o_groups * c.o_lora_rank, hd / c.o_groups);
+      fp8(a + ".wo_b", D, c.o_groups * c.o_lora_rank);
+      f32(a + ".attn_sink", {c.num_heads});
+    }
     auto compressor = [&](const std::string& cp, int64_t width, bool overlap) {
       const int64_t w = overlap ? 2 * width : width;
       bf16(cp + ".wkv.weight", {w, D});
@@ -180,7 +229,7 @@ inline void write_synthetic_checkpoint(const std::filesystem::path& dir, const s
       f32(cp + ".ape", {lc.compress_ratio, w});
       bf16(cp + ".norm.weight", {width}, true);
     };
-    if (lc.attention != AttentionKind::Sliding)
+    if (lc.attention == AttentionKind::CSA || lc.attention == AttentionKind::HCA)
       compressor(a + ".compressor", c.head_dim, lc.attention == AttentionKind::CSA);
     if (lc.attention == AttentionKind::CSA) {
       fp8(a + ".indexer.wq_b", c.index_n_heads * c.index_head_dim, c.q_lora_rank);
@@ -188,6 +237,10 @@ inline void write_synthetic_checkpoint(const std::filesystem::path& dir, const s
       compressor(a + ".indexer.compressor", c.index_head_dim, true);
     }
     const std::string m = p + ".ffn";
+    if (lc.ffn == FfnKind::Dense) {
+      fp8(m + ".w1", c.intermediate_size, D), fp8(m + ".w2", D, c.intermediate_size), fp8(m + ".w3", c.intermediate_size, D);
+      continue;
+    }
     bf16(m + ".gate.weight", {c.n_routed_experts, D});
     if (lc.router == RouterKind::Hash) add({m + ".gate.tid2eid", DType::I32, {c.vocab_size, c.n_experts_per_tok}, Fill::Tid2eid});
     else f32(m + ".gate.bias", {c.n_routed_experts});
@@ -195,11 +248,12 @@ inline void write_synthetic_checkpoint(const std::filesystem::path& dir, const s
     for (int64_t e = 0; e < c.n_routed_experts; ++e) {
       const std::string ep = m + ".experts." + std::to_string(e);
       auto expert = [&](const std::string& name, int64_t rows, int64_t cols) {
-        opt.fp8_experts ? fp8(name, rows, cols) : fp4(name, rows, cols);
+        opt.fp8_experts || v3 ? fp8(name, rows, cols) : fp4(name, rows, cols);
       };
       expert(ep + ".w1", I, D), expert(ep + ".w2", D, I), expert(ep + ".w3", I, D);
     }
-    if (c.n_shared_experts > 0) fp8(m + ".shared_experts.w1", I, D), fp8(m + ".shared_experts.w2", D, I), fp8(m + ".shared_experts.w3", I, D);
+    const int64_t Is = I * c.n_shared_experts;
+    if (Is > 0) fp8(m + ".shared_experts.w1", Is, D), fp8(m + ".shared_experts.w2", D, Is), fp8(m + ".shared_experts.w3", Is, D);
   }
 
   std::mt19937_64 rng(opt.seed);
@@ -246,6 +300,12 @@ inline void write_synthetic_checkpoint(const std::filesystem::path& dir, const s
           for (auto& b : buf) b = tables.fp4[pick()];
           break;
         case Fill::Fp8Scale: std::fill(buf.begin(), buf.end(), e8m0_for(inv_sqrt_k / 64.0)); break;
+        case Fill::Fp8ScaleF32:
+          for (int64_t i = 0; i < numel; ++i) {  // varied per tile, so tile indexing matters
+            const float v = float(inv_sqrt_k / 64.0 * (0.75 + 0.5 * double(i % 7) / 6.0));
+            std::memcpy(&buf[size_t(4 * i)], &v, 4);
+          }
+          break;
         case Fill::Fp4Scale: std::fill(buf.begin(), buf.end(), e8m0_for(inv_sqrt_k / 2.0)); break;
         case Fill::Bf16Normal:
         case Fill::Bf16One:
