@@ -299,6 +299,78 @@ TEST_CASE("config errors name the key", "[bad_input][config]") {
   }
 }
 
+TEST_CASE("DeepSeek-V3 config errors name the key", "[bad_input][config][v3]") {
+  const json base = json::parse(read_text_file(std::string(DSV4_TEST_DATA) + "/v3tiny/orig/config.json"));
+  const std::vector<std::pair<std::function<void(json&)>, std::vector<std::string>>> cases = {
+      {[](json& j) { j.erase("kv_lora_rank"); }, {"'kv_lora_rank'", "missing"}},
+      {[](json& j) { j["qk_nope_head_dim"] = -1; }, {"'qk_nope_head_dim'"}},
+      {[](json& j) { j["qk_rope_head_dim"] = 7; }, {"'qk_rope_head_dim'"}},
+      {[](json& j) { j.erase("intermediate_size"); }, {"'intermediate_size'", "missing"}},
+      {[](json& j) { j["n_group"] = 3; }, {"'n_group'", "n_routed_experts"}},
+      {[](json& j) { j["topk_group"] = 5; }, {"'topk_group'", "n_group"}},
+      {[](json& j) { j["num_experts_per_tok"] = 5; }, {"'num_experts_per_tok'", "topk_group"}},
+      {[](json& j) { j["scoring_func"] = "softmax"; }, {"'scoring_func'", "sigmoid"}},
+      {[](json& j) { j["topk_method"] = "greedy"; }, {"'topk_method'", "noaux_tc"}},
+      {[](json& j) { j["norm_topk_prob"] = 1; }, {"'norm_topk_prob'", "true or false"}},
+      {[](json& j) { j["moe_layer_freq"] = 0; }, {"'moe_layer_freq'"}},
+      {[](json& j) { j["tie_word_embeddings"] = true; }, {"'tie_word_embeddings'"}},
+      {[](json& j) { j["rope_parameters"]["rope_type"] = "dynamic"; }, {"rope_parameters", "dynamic"}},
+      {[](json& j) { j["rope_parameters"]["mscale_all_dim"] = -1; }, {"'mscale'"}},
+      {[](json& j) { j["quantization_config"]["weight_block_size"] = {32, 0}; }, {"'weight_block_size'"}},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    json j = base;
+    cases[i].first(j);
+    INFO("case " << i << ": " << j.dump());
+    try {
+      parse_config(j.dump(), "cfg.json");
+      FAIL("no error");
+    } catch (const dsv4::Error& e) {
+      const std::string what = e.what();
+      INFO("message: " << what);
+      CHECK(what.find("cfg.json") != std::string::npos);
+      for (auto& part : cases[i].second) CHECK(what.find(part) != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("DeepSeek-V3 checkpoint errors name the tensor", "[bad_input][checkpoint][v3]") {
+  const std::string v3 = std::string(DSV4_TEST_DATA) + "/v3tiny";
+  {  // a missing tile scale
+    TempDir dir;
+    copy_dir(v3 + "/orig", dir.path());
+    auto ts = read_raw(dir / "model.safetensors");
+    std::erase_if(ts, [](const RawTensor& t) { return t.name == "model.layers.2.self_attn.kv_b_proj.weight_scale_inv"; });
+    write_raw(dir / "model.safetensors", ts);
+    REQUIRE_DSV4_ERROR(Model::load(dir.path()), "model.layers.2.self_attn.kv_b_proj", "weight_scale_inv", "missing");
+  }
+  {  // a tile grid that does not match the block size
+    TempDir dir;
+    copy_dir(v3 + "/orig", dir.path());
+    auto ts = read_raw(dir / "model.safetensors");
+    auto& s = find_raw(ts, "model.layers.1.mlp.experts.3.up_proj.weight_scale_inv");
+    s.shape = {2, 1};
+    write_raw(dir / "model.safetensors", ts);
+    REQUIRE_DSV4_ERROR(Model::load(dir.path()), "model.layers.1.mlp.experts.3.up_proj.weight_scale_inv", "[1, 2]");
+  }
+  {  // a config that disagrees with the weights
+    TempDir dir;
+    copy_dir(v3 + "/hf", dir.path());
+    json j = json::parse(read_text_file(dir / "config.json"));
+    j["v_head_dim"] = 20;
+    write_text(dir / "config.json", j.dump());
+    REQUIRE_DSV4_ERROR(Model::load(dir.path()), "model.layers.0.self_attn.kv_b_proj.weight", "[160, 32]", "[144, 32]");
+  }
+  {  // the router bias is required
+    TempDir dir;
+    copy_dir(v3 + "/hf", dir.path());
+    auto ts = read_raw(dir / "model.safetensors");
+    std::erase_if(ts, [](const RawTensor& t) { return t.name == "model.layers.3.mlp.gate.e_score_correction_bias"; });
+    write_raw(dir / "model.safetensors", ts);
+    REQUIRE_DSV4_ERROR(Model::load(dir.path()), "model.layers.3.mlp.gate.e_score_correction_bias");
+  }
+}
+
 TEST_CASE("config.json that is not valid JSON or not an object", "[bad_input][config]") {
   REQUIRE_DSV4_ERROR(parse_config("{\"hidden_size\": 64,", "cfg.json"), "cfg.json", "invalid JSON");
   REQUIRE_DSV4_ERROR(parse_config("", "cfg.json"), "cfg.json", "invalid JSON");

@@ -72,6 +72,38 @@ TEST_CASE("dsv4 logits: one pass, chunked and batched, both modes", "[cli]") {
   std::filesystem::remove(out);
 }
 
+TEST_CASE("dsv4 info, logits and generate on DeepSeek-V3 checkpoints", "[cli][v3]") {
+  const std::string v3 = std::string(DSV4_TEST_DATA) + "/v3tiny";
+  Result info = sh("info --model " + v3 + "/orig");
+  REQUIRE(info.code == 0);
+  CHECK(info.out.find("deepseek_v3") != std::string::npos);
+  CHECK(info.out.find("layer  0: mla") != std::string::npos);
+  CHECK(info.out.find("ffn dense") != std::string::npos);
+  CHECK(info.out.find("F8_E4M3") != std::string::npos);
+  // MLA caches c + dr = 32 + 8 fp32 values per token and layer; the V4 kinds of the tiny case beside it.
+  Result kv = sh("kv --model " + v3 + "/hf --tokens 1000");
+  REQUIRE(kv.code == 0);
+  CHECK(kv.out.find("mla           4            160.0") != std::string::npos);
+  Result kv4 = sh("kv --model " + kTiny + "/hf");
+  REQUIRE(kv4.code == 0);
+  CHECK(kv4.out.find("hca") != std::string::npos);
+  CHECK(kv4.out.find("csa") != std::string::npos);
+  for (auto [dir, expected] : {std::pair{"/hf", "/expected.safetensors"}, std::pair{"/orig", "/expected_orig.safetensors"}}) {
+    const Golden g(v3 + expected);
+    Result r = sh("generate --model " + v3 + dir + " --prompt-ids " + join(g.ids("greedy_prompt"), ",") +
+                  " --max-new-tokens 20 --greedy --ignore-eos");
+    REQUIRE(r.code == 0);
+    CHECK(r.out == join(g.ids("greedy_tokens"), " ") + "\n");
+    const std::string in = temp_path("v3in.safetensors"), out = temp_path("v3out.safetensors");
+    const auto ids = g.ints("input_ids");
+    write_safetensors(in, {out_tensor_i64("input_ids", {int64_t(ids.size())}, ids)});
+    REQUIRE(sh("logits --model " + v3 + dir + " --input " + in + " --out " + out + " --chunks 29,40").code == 0);
+    CHECK(max_abs_diff(Golden(out).floats("logits"), g.floats("logits_incremental")) < 1e-3);
+    std::filesystem::remove(in);
+    std::filesystem::remove(out);
+  }
+}
+
 TEST_CASE("dsv4 generate prints the greedy tokens", "[cli]") {
   for (auto [dir, expected] : {std::pair{"/hf", "/expected.safetensors"}, std::pair{"/orig", "/expected_orig.safetensors"}}) {
     const Golden g(kTiny + expected);

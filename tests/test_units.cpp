@@ -1,5 +1,6 @@
 // Unit tests of the building blocks, each against an independently written version of the
-// formula in ARCHITECTURE.md: RoPE/YaRN, Sinkhorn, routers and the MoE weights, compressors,
+// formula in ARCHITECTURE.md (MLA.md for DeepSeek-V3's parts): RoPE/YaRN (and MLA's pairing and
+// mscale), Sinkhorn, routers (and V3's group-limited one) and the MoE weights, compressors,
 // SwiGLU clamp, RMSNorm, and the reference matmul.
 #include <catch2/catch.hpp>
 
@@ -98,6 +99,46 @@ TEST_CASE("RoPE rotates interleaved pairs of the last r dims", "[units][rope]") 
       }
     }
   }
+}
+
+TEST_CASE("MLA RoPE: split-half pairs (i, i + r/2) and the mscale amplitude", "[units][rope][mla]") {
+  const int64_t d = 10, r = 6, pos = 37;
+  const double amplitude = GENERATE(1.0, 0.8);
+  const RopeTable rope(RopeConfig{10000.0, {}}, r, /*interleave=*/false, amplitude);
+  for (int64_t i = 0; i < r / 2; ++i)
+    for (int which = 0; which < 2; ++which) {
+      std::vector<float> v(static_cast<size_t>(d), 0.f);
+      const int64_t a = d - r + i, b = a + r / 2;  // the pair
+      v[size_t(which ? b : a)] = 1.f;
+      rope.apply(v.data(), d, pos);
+      const double ang = double(float(pos) * rope.inv_freq()[size_t(i)]);
+      for (int64_t j = 0; j < d; ++j) {
+        double want = 0;
+        if (j == a) want = which == 0 ? std::cos(ang) : -std::sin(ang);
+        if (j == b) want = which == 0 ? std::sin(ang) : std::cos(ang);
+        INFO("pair " << i << " which " << which << " dim " << j);
+        CHECK(double(v[size_t(j)]) == Approx(want * amplitude).margin(1e-6));
+      }
+    }
+}
+
+TEST_CASE("MLA YaRN factors: ms(f, m) = 0.1 m ln f + 1, amplitude and score factor", "[units][rope][mla]") {
+  YarnConfig y;
+  CHECK(mla_rope_amplitude(y) == 1.0);  // no YaRN
+  CHECK(mla_score_factor(y) == 1.0);
+  y.enabled = true;
+  y.factor = 40;
+  const double ms1 = 0.1 * std::log(40.0) + 1;
+  CHECK(mla_rope_amplitude(y) == Approx(ms1));  // mscale missing: ms(f, 1)
+  CHECK(mla_score_factor(y) == 1.0);            // mscale_all_dim missing
+  y.mscale = 1.0, y.mscale_all_dim = 1.0;       // DeepSeek-V3's release
+  CHECK(mla_rope_amplitude(y) == Approx(1.0));
+  CHECK(mla_score_factor(y) == Approx(ms1 * ms1));
+  y.mscale = 0.707, y.mscale_all_dim = 0.5;
+  CHECK(mla_rope_amplitude(y) == Approx((0.1 * 0.707 * std::log(40.0) + 1) / (0.1 * 0.5 * std::log(40.0) + 1)));
+  y.factor = 1.0;  // ms = 1 for f <= 1
+  CHECK(mla_rope_amplitude(y) == 1.0);
+  CHECK(mla_score_factor(y) == 1.0);
 }
 
 TEST_CASE("RoPE: +pos then -pos is the identity and rotation preserves the norm", "[units][rope]") {
@@ -246,6 +287,32 @@ std::vector<double> expert_expected(const std::vector<float>& w1, const std::vec
 }
 
 }  // namespace
+
+TEST_CASE("GroupLimitedRouter: sigmoid scores, bias for the choice, best groups by top-2 sum", "[units][router][v3]") {
+  // E = 8 in G = 4 groups of 2, keep TG = 2 groups, k = 3.
+  ModelConfig c;
+  c.n_routed_experts = 8, c.n_group = 4, c.topk_group = 2, c.n_experts_per_tok = 3;
+  c.routed_scaling_factor = 2.5;
+  c.norm_topk_prob = GENERATE(true, false);
+  const auto logit = [](double p) { return float(std::log(p / (1 - p))); };  // sigmoid^-1
+  // Probabilities: group 0 = {0.9, 0.1} (sum 1.0), group 1 = {0.6, 0.6} (1.2), group 2 = {0.5, 0.45}
+  // (0.95), group 3 = {0.3, 0.2} (0.5). Bias lifts expert 7: group 3 = {0.3, 0.9} (1.2).
+  const std::vector<double> p = {0.9, 0.1, 0.6, 0.6, 0.5, 0.45, 0.3, 0.2};
+  std::vector<float> l;
+  for (double v : p) l.push_back(logit(v));
+  const GroupLimitedRouter r{{0, 0, 0, 0, 0, 0, 0, 0.7f}};
+  int64_t e[3];
+  float w[3];
+  r.route(c, l.data(), nullptr, 1, e, w);
+  // Groups 1 and 3 win (1.2 each, ahead of group 0's 1.0); expert 0 (0.9, the best score) is out
+  // with its group. Among 2, 3, 6, 7 by biased score: 7 (0.9), then 2 and 3 (0.6, tie -> lower).
+  CHECK(std::vector<int64_t>(e, e + 3) == std::vector<int64_t>{7, 2, 3});
+  const double sum = 0.2 + 0.6 + 0.6;  // weights use the unbiased sigmoid
+  for (int j = 0; j < 3; ++j) {
+    const double s = p[size_t(e[j])];
+    CHECK(double(w[j]) == Approx((c.norm_topk_prob ? s / sum : s) * 2.5).epsilon(1e-5));
+  }
+}
 
 TEST_CASE("moe_forward weights the chosen experts by unbiased s / (sum s + 1e-20) * scaling", "[units][moe]") {
   const int64_t D = 5, I = 3, E = 4, K = 2, T = 3;

@@ -10,6 +10,7 @@
 //   dsv4 chat --model DIR [--system TEXT] [--think] [sampling options]   (interactive, stdin/stdout)
 //   dsv4 synth (--preset v4-flash|v4-pro|v3 [--layers L] | --config FILE) --out DIR [--seed S]
 //   dsv4 bench --model DIR [--prompt-tokens P] [--decode-tokens N] [--threads T]
+//   dsv4 kv (--model DIR | --config FILE | --preset NAME) [--tokens N]
 // Errors: non-zero exit and one line on stderr.
 #include <cstdio>
 #include <cstring>
@@ -36,7 +37,8 @@ const char* kUsage =
     "  sampling options: --greedy | --temperature T --top-k K --top-p P --min-p P --seed S;\n"
     "            --repetition-penalty R --frequency-penalty F --presence-penalty P\n"
     "  synth     (--preset v4-flash|v4-pro|v3 [--layers L] | --config FILE) --out DIR [--seed S] [--fp8-experts]\n"
-    "  bench     --model DIR [--prompt-tokens P] [--decode-tokens N] [--threads T] [--mode reference|fast]\n";
+    "  bench     --model DIR [--prompt-tokens P] [--decode-tokens N] [--threads T] [--mode reference|fast]\n"
+    "  kv        (--model DIR | --config FILE | --preset v4-flash|v4-pro|v3) [--tokens N]   cache bytes per kind\n";
 
 }  // namespace
 
@@ -81,6 +83,7 @@ int main(int argc, char** argv) {
     if (cmd == "tokenize") return cmd_tokenize(Args(argc, argv, 2, {"tokenizer"}, {"bos", "bytes"}));
     if (cmd == "detokenize") return cmd_detokenize(Args(argc, argv, 2, {"tokenizer"}, {"skip-special"}));
     if (cmd == "synth") return cmd_synth(Args(argc, argv, 2, {"preset", "config", "layers", "out", "seed"}, {"fp8-experts"}));
+    if (cmd == "kv") return cmd_kv(Args(argc, argv, 2, {"model", "config", "preset", "tokens"}, {}));
     if (cmd == "bench")
       return cmd_bench(Args(argc, argv, 2, {"model", "prompt-tokens", "decode-tokens", "threads", "mode"}, {}));
     std::fprintf(stderr, "dsv4: unknown command '%s' (try 'dsv4 help')\n", cmd.c_str());

@@ -14,7 +14,6 @@ namespace dsv4::cli {
 int cmd_chat(const Args& a) {
   apply_threads(a);
   ChatOptions co;
-  co.format = parse_chat_format(a.get("format", "v4"));
   co.thinking = a.has("think");
   co.drop_thinking = !a.has("keep-reasoning");
   const SamplingParams sp = sampling_params(a);
@@ -23,6 +22,8 @@ int cmd_chat(const Args& a) {
   const text::Tokenizer tok = load_tokenizer(a);
   preload_checkpoint(a.get("model"));
   const Model m = Model::load(a.get("model"));
+  // The model's own chat format unless --format says otherwise.
+  co.format = parse_chat_format(a.get("format", m.config().arch == Architecture::DeepseekV3 ? "v3" : "v4"));
   Sampler sampler(sp);
   ChatSession chat(m, tok, co, mode);
   auto start = [&] {

@@ -95,5 +95,6 @@ int cmd_logits(const Args& a);
 int cmd_generate(const Args& a);
 int cmd_synth(const Args& a);
 int cmd_bench(const Args& a);
+int cmd_kv(const Args& a);
 
 }  // namespace dsv4::cli

@@ -11,10 +11,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "dsv4/attention/segment.hpp"
+#include "dsv4/core/parallel.hpp"
 #include "dsv4/attention/trace.hpp"
 #include "dsv4/io/weight_source.hpp"
 #include "dsv4/kernels/bundle.hpp"
@@ -69,22 +71,57 @@ inline bool mla_absorb_cheaper(const MlaDims& d, int64_t q, int64_t p) {
   return absorb < expand;
 }
 
-// y[t, :] (K values, row stride ldy) = Σ_i x[t, i] · W[row0 + i, :] for i < n: the transposed
-// product of n rows of W, which the bundles' matmul (y = x · W^T) does not offer.
-inline void matmul_transposed(const Matrix& w, int64_t row0, int64_t n, const float* x, int64_t ldx, int64_t t,
-                              float* y, int64_t ldy) {
-  const int64_t k = cols(w);
-  std::vector<float> row(static_cast<size_t>(k));
-  for (int64_t r = 0; r < t; ++r) std::fill(y + r * ldy, y + r * ldy + k, 0.f);
-  for (int64_t i = 0; i < n; ++i) {
-    decode_row(w, row0 + i, row.data());
-    for (int64_t r = 0; r < t; ++r) {
-      const float xi = x[r * ldx + i];
-      float* yr = y + r * ldy;
-      for (int64_t j = 0; j < k; ++j) yr[j] += xi * row[size_t(j)];
+// W_k,h^T [c, dn] for every head h, built once at load from kv_b_proj, so that the absorbed
+// query W_k,h^T q_nope_h is an ordinary matmul for every bundle (theirs compute x · W^T only).
+// Transposing is exact: FP8 keeps its bytes and tiles when every head starts on a row tile (as in
+// DeepSeek-V3: dn + dv = 256, tiles of 128), BF16 keeps its bytes, anything else is decoded to
+// fp32. The copy is as large as the k rows of kv_b_proj in the FP8 and BF16 cases.
+struct AbsorbedKeys {
+  std::vector<uint8_t> data, scale;
+  std::vector<Matrix> heads;  // [H] views into data/scale, each [c, dn]
+
+  static std::shared_ptr<const AbsorbedKeys> build(const Matrix& wkv_b, const MlaDims& d) {
+    auto k = std::make_shared<AbsorbedKeys>();
+    const int64_t H = d.H, c = d.c, dn = d.dn, per_head = c * dn;
+    const auto* f8 = std::get_if<Fp8BlockMatrix>(&wkv_b);
+    const auto* b16 = std::get_if<Bf16Matrix>(&wkv_b);
+    if (f8 && d.kv() % f8->bm == 0) {
+      const int64_t sr = (c + f8->bn - 1) / f8->bn, sc = (dn + f8->bm - 1) / f8->bm, sb = f8->scale_is_f32 ? 4 : 1;
+      k->data.resize(size_t(H * per_head));
+      k->scale.resize(size_t(H * sr * sc * sb));
+      for (int64_t h = 0; h < H; ++h) {
+        uint8_t* out = &k->data[size_t(h * per_head)];
+        for (int64_t i = 0; i < dn; ++i)
+          for (int64_t j = 0; j < c; ++j) out[j * dn + i] = f8->q[(h * d.kv() + i) * c + j];
+        for (int64_t a = 0; a < sr; ++a)  // tile (a, b) of head h = source tile (h·kv/bm + b, a)
+          for (int64_t b = 0; b < sc; ++b)
+            std::copy_n(f8->scale + ((h * d.kv() / f8->bm + b) * f8->scale_cols() + a) * sb, sb,
+                        &k->scale[size_t(((h * sr + a) * sc + b) * sb)]);
+      }
+      for (int64_t h = 0; h < H; ++h)
+        k->heads.push_back(Fp8BlockMatrix{&k->data[size_t(h * per_head)], &k->scale[size_t(h * sr * sc * sb)],
+                                          f8->scale_is_f32, c, dn, f8->bn, f8->bm});
+    } else if (b16) {
+      k->data.resize(size_t(H * per_head * 2));
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t i = 0; i < dn; ++i)
+          for (int64_t j = 0; j < c; ++j)
+            std::copy_n(b16->data + ((h * d.kv() + i) * c + j) * 2, 2, &k->data[size_t((h * per_head + j * dn + i) * 2)]);
+      for (int64_t h = 0; h < H; ++h) k->heads.push_back(Bf16Matrix{&k->data[size_t(h * per_head * 2)], c, dn});
+    } else {
+      k->data.resize(size_t(H * per_head * 4));
+      std::vector<float> row(static_cast<size_t>(c));
+      float* out = reinterpret_cast<float*>(k->data.data());
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t i = 0; i < dn; ++i) {
+          decode_row(wkv_b, h * d.kv() + i, row.data());
+          for (int64_t j = 0; j < c; ++j) out[h * per_head + j * dn + i] = row[size_t(j)];
+        }
+      for (int64_t h = 0; h < H; ++h) k->heads.push_back(F32Matrix{&k->data[size_t(h * per_head * 4)], c, dn});
     }
+    return k;
   }
-}
+};
 
 // In place over a row of logits l [n]: softmax of l·scale over the first `seen` entries, zero after.
 inline void mla_softmax(float* l, int64_t seen, int64_t n, float scale) {
@@ -99,6 +136,7 @@ inline void mla_softmax(float* l, int64_t seen, int64_t n, float scale) {
 
 struct MlaAttention {
   MlaWeights w;
+  std::shared_ptr<const AbsorbedKeys> absorbed;  // W_k,h^T per head (shared by copies)
 
   // The latent cache: per position l (c values) then the roped k_rope (dr values).
   struct State {
@@ -112,7 +150,9 @@ struct MlaAttention {
     return "";
   }
   static MlaAttention load(const WeightSource& ws, const std::string& prefix, const ModelConfig& m, const LayerConfig&) {
-    return {MlaWeights::load(ws, prefix, m)};
+    MlaAttention a{MlaWeights::load(ws, prefix, m), nullptr};
+    if (m.qk_nope_head_dim > 0) a.absorbed = AbsorbedKeys::build(a.w.wkv_b, MlaDims(m));
+    return a;
   }
   State new_state(const ModelConfig&) const { return {}; }
   // Bytes the cache holds per token (fp32): c + dr values, whatever the head count.
@@ -243,27 +283,29 @@ struct MlaAttention {
                        const float* q /*[count, H, dq]*/, float* o /*[count, H, dv]*/) const {
     const int64_t H = d.H, dq = d.dq(), lw = d.latent(), P = s.pos0 + s.count, n = s.count;
     std::vector<float> ql(size_t(n * H * lw)), l(size_t(n * H * P)), ol(size_t(n * H * d.c));
-    for (int64_t h = 0; h < H; ++h) {
-      matmul_transposed(w.wkv_b, h * d.kv(), d.dn, q + h * dq, H * dq, n, &ql[size_t(h * lw)], H * lw);
+    // Per-head products are small: one parallel loop over heads (the matmul inside then runs on
+    // its thread) rather than a parallel region per head.
+    parallel_for(H, [&](int64_t h) {
+      if (d.dn > 0) B::matmul(absorbed->heads[size_t(h)], q + h * dq, H * dq, n, &ql[size_t(h * lw)], H * lw, 0, d.c);
       for (int64_t i = 0; i < n; ++i)
         std::copy_n(q + (i * H + h) * dq + d.dn, d.dr, &ql[size_t((i * H + h) * lw + d.c)]);
-    }
+    });
     const F32Matrix cache{reinterpret_cast<const uint8_t*>(latent), P, lw};
     B::matmul(cache, ql.data(), lw, n * H, l.data(), P, 0, P);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t h = 0; h < H; ++h) {
-        float* lr = &l[size_t((i * H + h) * P)];
-        const int64_t seen = s.pos0 + i + 1;
-        mla_softmax(lr, seen, P, scale);
-        float* olr = &ol[size_t((i * H + h) * d.c)];
-        for (int64_t j = 0; j < seen; ++j) {
-          const float pj = lr[j];
-          const float* lj = latent + j * lw;
-          for (int64_t x = 0; x < d.c; ++x) olr[x] += pj * lj[x];
-        }
+    parallel_for(n * H, [&](int64_t ih) {  // row ih = query i, head h
+      float* lr = &l[size_t(ih * P)];
+      const int64_t seen = s.pos0 + ih / H + 1;
+      mla_softmax(lr, seen, P, scale);
+      float* olr = &ol[size_t(ih * d.c)];
+      for (int64_t j = 0; j < seen; ++j) {
+        const float pj = lr[j];
+        const float* lj = latent + j * lw;
+        for (int64_t x = 0; x < d.c; ++x) olr[x] += pj * lj[x];
       }
-    for (int64_t h = 0; h < H; ++h)
+    });
+    parallel_for(H, [&](int64_t h) {
       B::matmul(w.wkv_b, &ol[size_t(h * d.c)], H * d.c, n, o + h * d.dv, H * d.dv, h * d.kv() + d.dn, (h + 1) * d.kv());
+    });
   }
 };
 

@@ -17,24 +17,19 @@ namespace dsv4 {
 
 struct GroupLimitedRouter {
   std::vector<float> bias;  // [E] for the choice only
-  int64_t k = 0, groups = 1, keep_groups = 1;
-  bool normalize = true;
-  float scaling = 1.0f;
 
   static GroupLimitedRouter load(const WeightSource& ws, const std::string& prefix, const ModelConfig& c) {
-    GroupLimitedRouter r;
-    r.bias = ws.floats(prefix + ".bias", {c.n_routed_experts});  // required: a silent zero would route wrongly
-    r.k = c.n_experts_per_tok;
-    r.groups = c.n_group;
-    r.keep_groups = c.topk_group;
-    r.normalize = c.norm_topk_prob;
-    r.scaling = float(c.routed_scaling_factor);
-    return r;
+    return {ws.floats(prefix + ".bias", {c.n_routed_experts})};  // required: a silent zero would route wrongly
   }
 
-  // logits [T, E] -> experts [T, k], weights [T, k]. Ties go to the lower index.
-  void route(const float* logits, const int32_t*, int64_t t, int64_t* experts, float* weights) const {
-    const int64_t E = int64_t(bias.size()), per = E / groups;
+  // logits [T, E] -> experts [T, k], weights [T, k]; G, TG, k, normalisation and scaling from c.
+  // Ties go to the lower index.
+  void route(const ModelConfig& c, const float* logits, const int32_t*, int64_t t, int64_t* experts,
+             float* weights) const {
+    const int64_t E = int64_t(bias.size()), groups = c.n_group, keep_groups = c.topk_group, k = c.n_experts_per_tok;
+    const int64_t per = E / groups;
+    const bool normalize = c.norm_topk_prob;
+    const float scaling = float(c.routed_scaling_factor);
     std::vector<float> s(static_cast<size_t>(E)), biased(static_cast<size_t>(E)),
         group_score(static_cast<size_t>(groups));
     std::vector<int64_t> gidx(static_cast<size_t>(groups)), candidates;

@@ -67,7 +67,7 @@ void moe_forward(const MoeWeights& m, const ModelConfig& c, const float* x, cons
   linear<B>(m.gate, x, t, logits.data());
   std::vector<int64_t> chosen(size_t(t * k));
   std::vector<float> weight(size_t(t * k));
-  std::visit([&](auto& r) { r.route(logits.data(), tokens, t, chosen.data(), weight.data()); }, m.router);
+  std::visit([&](auto& r) { r.route(c, logits.data(), tokens, t, chosen.data(), weight.data()); }, m.router);
   // Shared expert over all rows, then each routed expert over the rows that chose it.
   if (!m.shared.empty()) swiglu_expert<B>(m.shared[0], limit, x, t, out);
   else std::fill(out, out + t * D, 0.f);

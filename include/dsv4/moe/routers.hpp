@@ -18,16 +18,18 @@
 namespace dsv4 {
 
 template <class R>
-concept Router = requires(const R& r, const float* l, const int32_t* tok, int64_t t, int64_t* e, float* w) {
-  r.route(l, tok, t, e, w);  // l: [T, E] gate logits, tok: [T] ids -> e: [T, k] expert ids, w: [T, k] weights
+concept Router = requires(const R& r, const ModelConfig& c, const float* l, const int32_t* tok, int64_t t, int64_t* e,
+                          float* w) {
+  r.route(c, l, tok, t, e, w);  // l: [T, E] gate logits, tok: [T] ids -> e: [T, k] expert ids, w: [T, k] weights
 };
 
 // The V4 routers' scoring around their choice: s = sqrt(softplus(l)) [T, E], choose(s, experts),
 // then w = s / sum(s) * scaling over the chosen.
 template <class Choose>
-void sqrt_softplus_route(int64_t num_experts, int64_t k, float scaling, const float* logits, int64_t t,
-                         int64_t* experts, float* weights, Choose&& choose) {
-  const int64_t E = num_experts;
+void sqrt_softplus_route(const ModelConfig& c, const float* logits, int64_t t, int64_t* experts, float* weights,
+                         Choose&& choose) {
+  const int64_t E = c.n_routed_experts, k = c.n_experts_per_tok;
+  const float scaling = float(c.routed_scaling_factor);
   std::vector<float> s(logits, logits + t * E);
   for (auto& v : s) v = std::sqrt(softplus(v));
   choose(s.data(), experts);
@@ -41,8 +43,6 @@ void sqrt_softplus_route(int64_t num_experts, int64_t k, float scaling, const fl
 struct HashRouter {
   std::vector<int32_t> table;  // [vocab, k]
   int64_t k = 0;
-  int64_t num_experts = 0;
-  float scaling = 1.0f;
 
   static HashRouter load(const WeightSource& ws, const std::string& prefix, const ModelConfig& c) {
     const TensorView& t = ws.tensor(prefix + ".tid2eid");
@@ -53,8 +53,6 @@ struct HashRouter {
            shape_str({c.vocab_size, c.n_experts_per_tok}));
     HashRouter r;
     r.k = c.n_experts_per_tok;
-    r.num_experts = c.n_routed_experts;
-    r.scaling = float(c.routed_scaling_factor);
     r.table.resize(size_t(t.numel()));
     for (int64_t i = 0; i < t.numel(); ++i) {
       int64_t e = t.int_at(i);
@@ -69,21 +67,19 @@ struct HashRouter {
     for (int64_t i = 0; i < t; ++i)
       for (int64_t j = 0; j < k; ++j) experts[i * k + j] = table[size_t(tokens[i] * k + j)];
   }
-  void route(const float* logits, const int32_t* tokens, int64_t t, int64_t* experts, float* weights) const {
-    sqrt_softplus_route(num_experts, k, scaling, logits, t, experts, weights,
-                        [&](const float* s, int64_t* e) { choose(s, tokens, t, e); });
+  void route(const ModelConfig& c, const float* logits, const int32_t* tokens, int64_t t, int64_t* experts,
+             float* weights) const {
+    sqrt_softplus_route(c, logits, t, experts, weights, [&](const float* s, int64_t* e) { choose(s, tokens, t, e); });
   }
 };
 
 struct TopKRouter {
   std::vector<float> bias;  // [E] added for the choice only
   int64_t k = 0;
-  float scaling = 1.0f;
 
   static TopKRouter load(const WeightSource& ws, const std::string& prefix, const ModelConfig& c) {
     TopKRouter r;
     r.k = c.n_experts_per_tok;
-    r.scaling = float(c.routed_scaling_factor);
     r.bias = ws.floats(prefix + ".bias", {c.n_routed_experts});  // required: a silent zero would route wrongly
     return r;
   }
@@ -100,9 +96,9 @@ struct TopKRouter {
       std::copy_n(idx.begin(), k, experts + i * k);
     }
   }
-  void route(const float* logits, const int32_t* tokens, int64_t t, int64_t* experts, float* weights) const {
-    sqrt_softplus_route(int64_t(bias.size()), k, scaling, logits, t, experts, weights,
-                        [&](const float* s, int64_t* e) { choose(s, tokens, t, e); });
+  void route(const ModelConfig& c, const float* logits, const int32_t* tokens, int64_t t, int64_t* experts,
+             float* weights) const {
+    sqrt_softplus_route(c, logits, t, experts, weights, [&](const float* s, int64_t* e) { choose(s, tokens, t, e); });
   }
 };
 
