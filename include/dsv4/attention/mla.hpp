@@ -292,16 +292,24 @@ struct MlaAttention {
     });
     const F32Matrix cache{reinterpret_cast<const uint8_t*>(latent), P, lw};
     B::matmul(cache, ql.data(), lw, n * H, l.data(), P, 0, P);
-    parallel_for(n * H, [&](int64_t ih) {  // row ih = query i, head h
-      float* lr = &l[size_t(ih * P)];
-      const int64_t seen = s.pos0 + ih / H + 1;
-      mla_softmax(lr, seen, P, scale);
-      float* olr = &ol[size_t(ih * d.c)];
-      for (int64_t j = 0; j < seen; ++j) {
-        const float pj = lr[j];
-        const float* lj = latent + j * lw;
-        for (int64_t x = 0; x < d.c; ++x) olr[x] += pj * lj[x];
-      }
+    // Weighted sums of latents: each task takes a group of heads of one query and walks the cache
+    // once in blocks of rows that stay in cache while every head of the group reads them (one
+    // pass per head would stream the whole cache H times).
+    const int64_t group = std::max<int64_t>(1, (H + num_threads() - 1) / num_threads()), groups = (H + group - 1) / group;
+    parallel_for(n * groups, [&](int64_t task) {
+      const int64_t i = task / groups, h0 = (task % groups) * group, h1 = std::min(H, h0 + group);
+      const int64_t seen = s.pos0 + i + 1;
+      for (int64_t h = h0; h < h1; ++h) mla_softmax(&l[size_t((i * H + h) * P)], seen, P, scale);
+      for (int64_t j0 = 0; j0 < seen; j0 += 64)
+        for (int64_t h = h0; h < h1; ++h) {
+          const float* lr = &l[size_t((i * H + h) * P)];
+          float* olr = &ol[size_t((i * H + h) * d.c)];
+          for (int64_t j = j0; j < std::min(seen, j0 + 64); ++j) {
+            const float pj = lr[j];
+            const float* lj = latent + j * lw;
+            for (int64_t x = 0; x < d.c; ++x) olr[x] += pj * lj[x];
+          }
+        }
     });
     parallel_for(H, [&](int64_t h) {
       B::matmul(w.wkv_b, &ol[size_t(h * d.c)], H * d.c, n, o + h * d.dv, H * d.dv, h * d.kv() + d.dn, (h + 1) * d.kv());
