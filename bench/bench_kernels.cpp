@@ -33,7 +33,7 @@ void fill_random(std::vector<uint8_t>& v, uint64_t seed) {
 Pool make_pool(int scheme, int64_t n, int64_t k) {
   std::mt19937_64 rng(42);
   Pool p;
-  const int64_t bytes = scheme == 0 ? n * k / 2 + n * k / 32 : n * k + n * k / (128 * 128);
+  const int64_t bytes = scheme == 0 ? n * k / 2 + n * k / 32 : scheme == 1 ? n * k + n * k / (128 * 128) : n * k * 2;
   const int copies = int(std::max<int64_t>(2, (int64_t(768) << 20) / bytes));
   for (int c = 0; c < copies; ++c) {
     if (scheme == 0) {  // FP4 experts
@@ -42,6 +42,12 @@ Pool make_pool(int scheme, int64_t n, int64_t k) {
       for (auto& b : s) b = uint8_t(120 + rng() % 4);
       p.q.push_back(std::move(q)), p.s.push_back(std::move(s));
       p.m.push_back(Fp4GroupMatrix{p.q.back().data(), p.s.back().data(), n, k, 32});
+    } else if (scheme == 2) {  // BF16 (embedding and output head)
+      std::vector<uint8_t> q(size_t(n * k * 2));
+      fill_random(q, rng());
+      for (size_t j = 1; j < q.size(); j += 2) q[j] = uint8_t(0x3C + (q[j] & 1));  // magnitudes ~2^-7
+      p.q.push_back(std::move(q));
+      p.m.push_back(Bf16Matrix{p.q.back().data(), n, k});
     } else {  // block FP8 dense
       std::vector<uint8_t> q(size_t(n * k)), s(size_t(((n + 127) / 128) * ((k + 127) / 128)));
       fill_random(q, rng());
@@ -81,7 +87,8 @@ void BM_matmul(benchmark::State& state, int scheme, int64_t n, int64_t k) {
   BENCHMARK_CAPTURE(BM_matmul, fp4_expert_4096x2048, 0, 4096, 2048)->Arg(1)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
   BENCHMARK_CAPTURE(BM_matmul, fp8_dense_32768x1024, 1, 32768, 1024)->Arg(1)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
   BENCHMARK_CAPTURE(BM_matmul, fp8_dense_8192x4096, 1, 8192, 4096)->Arg(1)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
-  BENCHMARK_CAPTURE(BM_matmul, fp8_dense_4096x8192, 1, 4096, 8192)->Arg(1)->Arg(8)->Arg(64)->Arg(512)->UseRealTime();
+  BENCHMARK_CAPTURE(BM_matmul, fp8_dense_4096x8192, 1, 4096, 8192)->Arg(1)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
+  BENCHMARK_CAPTURE(BM_matmul, bf16_head_129280x4096, 2, 129280, 4096)->Arg(1)->UseRealTime();
 
 DSV4_SHAPES()
 
