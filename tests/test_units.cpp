@@ -136,9 +136,28 @@ TEST_CASE("MLA YaRN factors: ms(f, m) = 0.1 m ln f + 1, amplitude and score fact
   CHECK(mla_score_factor(y) == Approx(ms1 * ms1));
   y.mscale = 0.707, y.mscale_all_dim = 0.5;
   CHECK(mla_rope_amplitude(y) == Approx((0.1 * 0.707 * std::log(40.0) + 1) / (0.1 * 0.5 * std::log(40.0) + 1)));
+  y.attention_factor = 1.25;  // given explicitly: used as is
+  CHECK(mla_rope_amplitude(y) == 1.25);
+  y.attention_factor = 0;
   y.factor = 1.0;  // ms = 1 for f <= 1
   CHECK(mla_rope_amplitude(y) == 1.0);
   CHECK(mla_score_factor(y) == 1.0);
+}
+
+TEST_CASE("YaRN with truncate off keeps the correction range unrounded", "[units][rope]") {
+  const int64_t r = 16;
+  const double theta = 10000, factor = 8, L = 100000, bf = 32, bs = 1;
+  YarnConfig y{true, factor, L, bf, bs};
+  y.truncate = false;
+  const RopeTable rope(RopeConfig{theta, y}, r);
+  auto corr = [&](double rot) { return r * std::log(L / (rot * 2 * M_PI)) / (2 * std::log(theta)); };
+  const double low = std::max(corr(bf), 0.0), high = std::min(corr(bs), double(r - 1));
+  REQUIRE(low != std::floor(low));  // the case would not notice rounding otherwise
+  for (int64_t i = 0; i < r / 2; ++i) {
+    const double f = std::pow(theta, -2.0 * double(i) / double(r));
+    const double ramp = std::clamp((double(i) - low) / (high - low), 0.0, 1.0);
+    CHECK(rope.inv_freq()[size_t(i)] == Approx(f / factor * ramp + f * (1 - ramp)).epsilon(1e-6));
+  }
 }
 
 TEST_CASE("RoPE: +pos then -pos is the identity and rotation preserves the norm", "[units][rope]") {

@@ -86,7 +86,10 @@ inline YarnConfig read_yarn(const Reader& r) {
   if (!(y.beta_fast > 0) || !(y.beta_slow > 0)) r.bad("beta_fast", "and beta_slow must be > 0");
   y.mscale = r.number("mscale", 0.0);
   y.mscale_all_dim = r.number("mscale_all_dim", 0.0);
+  y.attention_factor = r.number("attention_factor", 0.0);
+  y.truncate = r.boolean("truncate", true);
   if (y.mscale < 0 || y.mscale_all_dim < 0) r.bad("mscale", "and mscale_all_dim must be >= 0");
+  if (y.attention_factor < 0) r.bad("attention_factor", "must be >= 0");
   return y;
 }
 

@@ -10,8 +10,8 @@
 
 namespace dsv4 {
 
-// inv_freq[i] = theta^(-2i/r), optionally with YaRN (correction range rounded outward, linear
-// ramp between extrapolated f and interpolated f/factor; no magnitude factor).
+// inv_freq[i] = theta^(-2i/r), optionally with YaRN (correction range rounded outward unless
+// truncate is off, linear ramp between extrapolated f and interpolated f/factor; no magnitude factor).
 inline std::vector<float> rope_inv_freq(const RopeConfig& c, int64_t r) {
   std::vector<float> f(size_t(r / 2));
   for (int64_t i = 0; i < r / 2; ++i) f[size_t(i)] = float(1.0 / std::pow(c.theta, double(2 * i) / double(r)));
@@ -20,8 +20,9 @@ inline std::vector<float> rope_inv_freq(const RopeConfig& c, int64_t r) {
   auto correction_dim = [&](double rotations) {
     return double(r) * std::log(y.original_max_position_embeddings / (rotations * 2 * M_PI)) / (2 * std::log(c.theta));
   };
-  double low = std::max(std::floor(correction_dim(y.beta_fast)), 0.0);
-  double high = std::min(std::ceil(correction_dim(y.beta_slow)), double(r - 1));
+  const double lo = correction_dim(y.beta_fast), hi = correction_dim(y.beta_slow);
+  double low = std::max(y.truncate ? std::floor(lo) : lo, 0.0);
+  double high = std::min(y.truncate ? std::ceil(hi) : hi, double(r - 1));
   if (low == high) high += 0.001;
   for (int64_t i = 0; i < r / 2; ++i) {
     float ramp = float(std::clamp((double(i) - low) / (high - low), 0.0, 1.0));
@@ -35,10 +36,11 @@ inline std::vector<float> rope_inv_freq(const RopeConfig& c, int64_t r) {
 // YaRN's magnitude correction ms(f, m) = 0.1 m ln f + 1 for f > 1, else 1.
 inline double yarn_mscale(double factor, double m) { return factor <= 1 ? 1.0 : 0.1 * m * std::log(factor) + 1.0; }
 
-// DeepSeek-V3's rotation amplitude: ms(f, mscale) / ms(f, mscale_all_dim) when both are given,
-// ms(f, 1) otherwise; 1 without YaRN.
+// DeepSeek-V3's rotation amplitude: attention_factor when the config gives it, else
+// ms(f, mscale) / ms(f, mscale_all_dim) when both are given, ms(f, 1) otherwise; 1 without YaRN.
 inline double mla_rope_amplitude(const YarnConfig& y) {
   if (!y.enabled) return 1.0;
+  if (y.attention_factor > 0) return y.attention_factor;
   if (y.mscale > 0 && y.mscale_all_dim > 0) return yarn_mscale(y.factor, y.mscale) / yarn_mscale(y.factor, y.mscale_all_dim);
   return yarn_mscale(y.factor, 1.0);
 }

@@ -53,6 +53,8 @@ struct YarnConfig {
   // the score factor ms(factor, mscale_all_dim)^2 (0 = not given). V4's tables ignore them.
   double mscale = 0.0;
   double mscale_all_dim = 0.0;
+  double attention_factor = 0.0;  // transformers' explicit amplitude, when given (MLA only)
+  bool truncate = true;           // round the correction range outward (transformers' "truncate")
 };
 
 struct RopeConfig {
