@@ -13,11 +13,16 @@
 //   dsv4 kv (--model DIR | --config FILE | --preset NAME) [--tokens N]
 // Errors: non-zero exit and one line on stderr.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <string>
 
 #include "cli/common.hpp"
+
+#if defined(DSV4_WITH_MPI)
+#include "dsv4/dist/mpi_communicator.hpp"
+#endif
 
 namespace {
 
@@ -50,7 +55,38 @@ int cmd_chat(const Args& a);        // cli/cmd_chat.cpp
 
 using namespace dsv4::cli;
 
+namespace {
+int run_command(int argc, char** argv);
+}
+
+// Under an MPI launcher (mpirun -np N dsv4 ...) the ranks split the model's experts; rank 0 prints,
+// the others keep quiet on stdout; an error is reported by every rank that sees it.
 int main(int argc, char** argv) {
+#if defined(DSV4_WITH_MPI)
+  if (dsv4::MpiRuntime::launched_by_mpi()) {
+    dsv4::MpiRuntime mpi(&argc, &argv);
+    dsv4::MpiCommunicator comm;
+    if (comm.size() > 1) process_distribution().comm = &comm;
+    if (comm.rank() != 0 && !std::freopen("/dev/null", "w", stdout)) return 1;
+    const int rc = run_command(argc, argv);
+    std::fflush(stdout);
+    // A failure may leave other ranks inside a collective: end them all rather than wait.
+    if (rc != 0 && comm.size() > 1) mpi.abort(rc);
+    return rc;
+  }
+#else
+  if (std::getenv("OMPI_COMM_WORLD_SIZE") && std::atoi(std::getenv("OMPI_COMM_WORLD_SIZE")) > 1) {
+    std::fputs("dsv4: started by mpirun with several ranks, but this dsv4 was built without MPI "
+               "(install libopenmpi-dev and rebuild)\n", stderr);
+    return 2;
+  }
+#endif
+  return run_command(argc, argv);
+}
+
+namespace {
+
+int run_command(int argc, char** argv) {
   if (argc < 2) {
     std::fputs("dsv4: no command given (try 'dsv4 help')\n", stderr);
     return 2;
@@ -93,3 +129,5 @@ int main(int argc, char** argv) {
     return 1;
   }
 }
+
+}  // namespace

@@ -43,7 +43,7 @@ int cmd_bench(const Args& a) {
   const int64_t P = a.has("prompt-tokens") ? parse_int(a.get("prompt-tokens"), "--prompt-tokens") : 128;
   const int64_t N = a.has("decode-tokens") ? parse_int(a.get("decode-tokens"), "--decode-tokens") : 16;
   if (P < 1 || N < 1) fail("--prompt-tokens and --decode-tokens must be >= 1");
-  const Model m = Model::load(a.get("model"));
+  const Model m = load_model(a);
   const ModelConfig& c = m.config();
   std::mt19937_64 rng(1);
   std::vector<int32_t> prompt(static_cast<size_t>(P));

@@ -21,7 +21,7 @@ int cmd_chat(const Args& a) {
   const KernelMode mode = kernel_mode(a);
   const text::Tokenizer tok = load_tokenizer(a);
   preload_checkpoint(a.get("model"));
-  const Model m = Model::load(a.get("model"));
+  const Model m = load_model(a);
   // The model's own chat format unless --format says otherwise.
   co.format = parse_chat_format(a.get("format", m.config().arch == Architecture::DeepseekV3 ? "v3" : "v4"));
   Sampler sampler(sp);

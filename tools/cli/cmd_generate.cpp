@@ -25,7 +25,7 @@ int cmd_generate(const Args& a) {
     }
     const GenerationOptions g = generation_options(a, 0);
     Sampler sampler(sp);
-    const Model m = Model::load(a.get("model"));
+    const Model m = load_model(a);
     Session s(m, mode);
     s.prefill(prompt);
     const GenerationResult r = s.generate(sampler, g);
@@ -41,7 +41,7 @@ int cmd_generate(const Args& a) {
   const GenerationOptions g = generation_options(a, 256);
   Sampler sampler(sp);
   preload_checkpoint(a.get("model"));
-  const Model m = Model::load(a.get("model"));
+  const Model m = load_model(a);
   Session s(m, tok, mode);
   s.prefill(prompt);
   const GenerationResult r = s.generate(sampler, g, [](int32_t, std::string_view text) {

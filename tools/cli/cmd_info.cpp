@@ -6,7 +6,7 @@
 namespace dsv4::cli {
 
 int cmd_info(const Args& a) {
-  const Model m = Model::load(a.get("model"));
+  const Model m = load_model(a);
   const ModelConfig& c = m.config();
   std::printf("model: %s (%s layout)\n", a.get("model").c_str(),
               m.layout() == TensorLayout::Release ? "release" : "transformers");

@@ -41,7 +41,7 @@ int cmd_logits(const Args& a) {
     for (auto c : chunks)
       if (c < 1) fail("--chunks: chunk sizes must be >= 1");
   }
-  const Model m = Model::load(a.get("model"));
+  const Model m = load_model(a);
   const int64_t B = int64_t(rows.size()), S = int64_t(rows[0].size()), V = m.config().vocab_size;
   std::vector<float> out(size_t(B * S * V));
   with_mode(a, [&]<class Bundle>() {

@@ -80,6 +80,15 @@ inline void apply_threads(const Args& a) {
   }
 }
 
+// The ranks this process runs with: set by main when an MPI launcher started it (each rank then
+// holds a share of every MoE layer's experts), one process otherwise.
+inline Distribution& process_distribution() {
+  static Distribution d;
+  return d;
+}
+
+inline Model load_model(const Args& a) { return Model::load(a.get("model"), process_distribution()); }
+
 // Runs fn.template operator()<Bundle>() for the bundle --mode names.
 template <class Fn>
 void with_mode(const Args& a, Fn&& fn) {

@@ -4,6 +4,7 @@
 // feed-forward kind and router), so DeepSeek-V4 and DeepSeek-V3 run through the one forward pass
 // below. forward<Bundle>() runs a batch of independent sequences, each continuing from its own
 // SequenceCache, with the kernels of the chosen policy bundle.
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <span>
@@ -12,6 +13,7 @@
 
 #include "dsv4/attention/attention.hpp"
 #include "dsv4/io/config_json.hpp"
+#include "dsv4/model/distribution.hpp"
 #include "dsv4/model/residual.hpp"
 #include "dsv4/moe/ffn.hpp"
 
@@ -47,10 +49,54 @@ struct SequenceInput {
 
 enum class LogitRows { All, Last };
 
+// A fingerprint of what a rank loaded: the config, every tensor's name, dtype and shape, and the
+// first bytes of the embedding (which tell two random-weight checkpoints of one shape apart).
+inline uint64_t checkpoint_fingerprint(const ModelConfig& c, const Checkpoint& ck) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const void* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char*>(p)[i]) * 1099511628211ull;
+  };
+  std::vector<const TensorView*> ts;
+  for (auto& [name, t] : ck.tensors()) ts.push_back(&t);
+  std::sort(ts.begin(), ts.end(), [](auto* a, auto* b) { return a->name < b->name; });
+  for (auto* t : ts) {
+    mix(t->name.data(), t->name.size());
+    mix(&t->dtype, sizeof t->dtype);
+    mix(t->shape.data(), t->shape.size() * sizeof(int64_t));
+  }
+  for (const char* e : {"embed.weight", "model.embed_tokens.weight"})
+    if (auto* t = ck.find(e)) mix(t->data, std::min<size_t>(t->nbytes, 256));
+  const int64_t dims[] = {c.vocab_size, c.hidden_size, c.num_layers, c.n_routed_experts, c.hc_mult};
+  mix(dims, sizeof dims);
+  return h;
+}
+
 class Model {
  public:
-  static Model load(const std::filesystem::path& dir) {
+  // Loads the model in `dir`. Split over the ranks of `dist` (expert parallelism), each rank maps
+  // the checkpoint but reads only its own experts; every rank must call load with the same model,
+  // and a failure on any rank fails the load on all of them.
+  static Model load(const std::filesystem::path& dir, const Distribution& dist = {}) {
+    if (!dist.split()) return load_local(dir, dist);
+    std::string error;
     Model m;
+    try {
+      m = load_local(dir, dist);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    agree_or_fail(*dist.comm, "loading '" + dir.string() + "'", error);
+    require_same_on_all_ranks(*dist.comm, checkpoint_fingerprint(m.config_, *m.checkpoint_),
+                              "the model in '" + dir.string() + "'");
+    return m;
+  }
+
+  const Distribution& distribution() const { return dist_; }
+
+ private:
+  static Model load_local(const std::filesystem::path& dir, const Distribution& dist) {
+    Model m;
+    m.dist_ = dist;
     m.config_ = load_config(dir);
     m.checkpoint_ = std::make_unique<Checkpoint>(Checkpoint::open(dir));
     const ModelConfig& c = m.config_;
@@ -70,11 +116,15 @@ class Model {
                      ws.floats(p + ".attn_norm.weight", {c.hidden_size}),
                      ws.floats(p + ".ffn_norm.weight", {c.hidden_size}),
                      make_attention(ws, p + ".attn", c, l),
-                     make_ffn(ws, p + ".ffn", c, l)};
+                     make_ffn(ws, p + ".ffn", c, l, dist)};
       m.layers_.push_back(std::move(d));
     }
     return m;
   }
+
+ public:
+  Model(Model&&) = default;
+  Model& operator=(Model&&) = default;
 
   const ModelConfig& config() const { return config_; }
   const Checkpoint& checkpoint() const { return *checkpoint_; }
@@ -154,7 +204,7 @@ class Model {
       post(L.attn_residual);
       pre(L.ffn_residual);
       for (int64_t i = 0; i < T; ++i) rms_norm(&u[size_t(i * D)], L.ffn_norm.data(), D, eps, &u[size_t(i * D)]);
-      ffn_forward<B>(L.ffn, c, u.data(), tokens.data(), T, y.data());
+      ffn_forward<B>(L.ffn, c, u.data(), tokens.data(), T, y.data(), dist_.comm);
       post(L.ffn_residual);
     }
     for (auto& in : batch) in.cache->pos_ += int64_t(in.tokens.size());
@@ -177,6 +227,7 @@ class Model {
 
  private:
   Model() = default;
+  Distribution dist_;
   ModelConfig config_;
   std::unique_ptr<Checkpoint> checkpoint_;
   TensorLayout layout_ = TensorLayout::Release;

@@ -11,10 +11,11 @@ namespace dsv4 {
 
 using FfnVariant = std::variant<MoeWeights, DenseMlp>;
 
-inline FfnVariant make_ffn(const WeightSource& ws, const std::string& prefix, const ModelConfig& c, int64_t layer) {
+inline FfnVariant make_ffn(const WeightSource& ws, const std::string& prefix, const ModelConfig& c, int64_t layer,
+                           const Distribution& dist = {}) {
   const LayerConfig& l = c.layers[size_t(layer)];
   switch (l.ffn) {
-    case FfnKind::Moe: return MoeWeights::load(ws, prefix, c, l);
+    case FfnKind::Moe: return MoeWeights::load(ws, prefix, c, l, dist);
     case FfnKind::Dense: return DenseMlp::load(ws, prefix, c);
   }
   fail("layer ", layer, ": unknown feed-forward kind");
@@ -34,11 +35,12 @@ void for_each_ffn_matrix(const FfnVariant& v, F&& f) {
   for (auto& e : m.experts) f("expert.w1", e.w1, true), f("expert.w2", e.w2, true), f("expert.w3", e.w3, true);
 }
 
-// out [T, D] = ffn(x [T, D]); tokens [T] are the input ids (hash routing reads them).
+// out [T, D] = ffn(x [T, D]); tokens [T] are the input ids (hash routing reads them). comm: the
+// ranks a MoE layer's experts are split over (null when one process holds them all).
 template <KernelBundle B>
 void ffn_forward(const FfnVariant& f, const ModelConfig& c, const float* x, const int32_t* tokens, int64_t t,
-                 float* out) {
-  if (auto* moe = std::get_if<MoeWeights>(&f)) moe_forward<B>(*moe, c, x, tokens, t, out);
+                 float* out, Communicator* comm = nullptr) {
+  if (auto* moe = std::get_if<MoeWeights>(&f)) moe_forward<B>(*moe, c, x, tokens, t, out, comm);
   else std::get<DenseMlp>(f).forward<B>(c, x, tokens, t, out);
 }
 

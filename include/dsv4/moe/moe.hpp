@@ -7,6 +7,7 @@
 
 #include "dsv4/kernels/bundle.hpp"
 #include "dsv4/kernels/ops.hpp"
+#include "dsv4/model/distribution.hpp"
 #include "dsv4/moe/routers.hpp"
 
 namespace dsv4 {
@@ -39,28 +40,32 @@ void swiglu_expert(const ExpertWeights& w, float limit, const float* x, int64_t 
 struct MoeWeights {
   Matrix gate;  // [E, D]
   RouterVariant router;
-  std::vector<ExpertWeights> experts;
-  std::vector<ExpertWeights> shared;  // 0 or 1
+  ExpertShard shard;                  // the routed experts this process holds (all of them unless split)
+  std::vector<ExpertWeights> experts; // [shard.count]: expert shard.first + i
+  std::vector<ExpertWeights> shared;  // 0 or 1 (only on the rank that computes it when split)
 
-  static MoeWeights load(const WeightSource& ws, const std::string& p, const ModelConfig& c, const LayerConfig& l) {
+  static MoeWeights load(const WeightSource& ws, const std::string& p, const ModelConfig& c, const LayerConfig& l,
+                         const Distribution& dist = {}) {
     MoeWeights m;
+    m.shard = expert_shard(c.n_routed_experts, dist.rank(), dist.size());
     m.gate = ws.matrix(p + ".gate", c.n_routed_experts, c.hidden_size);
     if (l.router == RouterKind::Hash) m.router = HashRouter::load(ws, p + ".gate", c);
     else if (l.router == RouterKind::GroupLimited) m.router = GroupLimitedRouter::load(ws, p + ".gate", c);
     else m.router = TopKRouter::load(ws, p + ".gate", c);
-    for (int64_t e = 0; e < c.n_routed_experts; ++e)
+    for (int64_t e = m.shard.first; e < m.shard.first + m.shard.count; ++e)
       m.experts.push_back(ExpertWeights::load(ws, p + ".experts." + std::to_string(e), c.hidden_size, c.moe_intermediate_size));
-    if (c.n_shared_experts > 0)
+    if (c.n_shared_experts > 0 && dist.rank() == 0)
       m.shared.push_back(ExpertWeights::load(ws, p + ".shared_experts", c.hidden_size,
                                              c.moe_intermediate_size * c.n_shared_experts));
     return m;
   }
 };
 
-// out [T, D] = MoE(x [T, D]); tokens [T] are the input ids (hash routing reads them).
+// out [T, D] = MoE(x [T, D]); tokens [T] are the input ids (hash routing reads them). Split over
+// ranks (comm), each rank adds its experts' share and the shares are summed over the ranks.
 template <KernelBundle B>
 void moe_forward(const MoeWeights& m, const ModelConfig& c, const float* x, const int32_t* tokens, int64_t t,
-                 float* out) {
+                 float* out, Communicator* comm = nullptr) {
   const int64_t E = c.n_routed_experts, k = c.n_experts_per_tok, D = c.hidden_size;
   const float limit = float(c.swiglu_limit);
   std::vector<float> logits(size_t(t * E));
@@ -73,7 +78,7 @@ void moe_forward(const MoeWeights& m, const ModelConfig& c, const float* x, cons
   else std::fill(out, out + t * D, 0.f);
   std::vector<float> xe, ye;
   std::vector<int64_t> rows_of, slot_of;
-  for (int64_t e = 0; e < E; ++e) {
+  for (int64_t e = m.shard.first; e < m.shard.first + m.shard.count; ++e) {
     rows_of.clear(), slot_of.clear();
     for (int64_t i = 0; i < t * k; ++i)
       if (chosen[size_t(i)] == e) rows_of.push_back(i / k), slot_of.push_back(i);
@@ -82,12 +87,16 @@ void moe_forward(const MoeWeights& m, const ModelConfig& c, const float* x, cons
     xe.resize(size_t(n * D));
     ye.resize(size_t(n * D));
     for (int64_t r = 0; r < n; ++r) std::copy_n(x + rows_of[size_t(r)] * D, D, xe.begin() + r * D);
-    swiglu_expert<B>(m.experts[size_t(e)], limit, xe.data(), n, ye.data());
+    swiglu_expert<B>(m.experts[size_t(e - m.shard.first)], limit, xe.data(), n, ye.data());
     for (int64_t r = 0; r < n; ++r) {
       const float wgt = weight[size_t(slot_of[size_t(r)])];
       float* o = out + rows_of[size_t(r)] * D;
       for (int64_t j = 0; j < D; ++j) o[j] += wgt * ye[size_t(r * D + j)];
     }
+  }
+  if (comm && comm->size() > 1) {
+    thread_local std::vector<float> scratch;
+    allreduce_sum(*comm, out, t * D, scratch);
   }
 }
 
