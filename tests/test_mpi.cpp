@@ -84,6 +84,18 @@ void check_case(Communicator& comm, const GoldenCase& c, const char* layout, con
       check(total == cfg.n_routed_experts && count == moe->shard.count, where + ": experts split over ranks");
     }
 
+  // ... and maps only its own: no other rank's expert weights are mapped here.
+  int64_t foreign = 0, own = 0;
+  for (auto& [name, t] : split.checkpoint().tensors()) {
+    const auto at = name.find(".experts.");
+    if (at == std::string::npos) continue;
+    const int64_t e = std::stoll(name.substr(at + 9));
+    const auto* moe = std::get_if<MoeWeights>(&split.layers()[size_t(std::stoll(name.substr(name.find("layers.") + 7)))].ffn);
+    const bool mine = moe && moe->shard.owns(e);
+    (mine ? own : foreign) += split.checkpoint().is_mapped(name) ? 1 : 0;
+  }
+  check(foreign == 0 && own > 0, where + ": only the rank's own experts are mapped");
+
   const auto ids = g.ids("input_ids");
   const auto ref = run<Fp32Reference>(split, ids, {});
   const double err = max_abs_diff(ref, g.floats("logits"));

@@ -11,7 +11,8 @@ namespace dsv4::cli {
 
 namespace {
 
-// Weight bytes one decoded token reads: every dense matrix, k routed experts per MoE layer, the head.
+// Weight bytes one decoded token reads in this process: every dense matrix, k routed experts per MoE
+// layer (split over ranks: this rank's expected share of them), the head (or this rank's block).
 int64_t active_bytes_per_token(const Model& m) {
   const ModelConfig& c = m.config();
   int64_t bytes = 0;
@@ -25,7 +26,8 @@ int64_t active_bytes_per_token(const Model& m) {
       if (is_routed) routed += storage_bytes(w), ++experts;
       else add("", w);
     });
-    if (experts) bytes += routed / (experts / 3) * c.n_experts_per_tok;  // k of the E experts (3 matrices each)
+    // k of the E experts (3 matrices each); this rank holds experts/3 of them.
+    if (experts) bytes += routed / (experts / 3) * c.n_experts_per_tok * (experts / 3) / c.n_routed_experts;
   }
   add("", m.head());
   bytes += storage_bytes(m.embedding()) / c.vocab_size;
@@ -48,8 +50,24 @@ int cmd_bench(const Args& a) {
   std::mt19937_64 rng(1);
   std::vector<int32_t> prompt(static_cast<size_t>(P));
   for (auto& t : prompt) t = int32_t(2 + rng() % uint64_t(c.vocab_size - 2));
-  const double bw = measure_read_bandwidth();
-  const int64_t active = active_bytes_per_token(m);
+  // Split over ranks on one machine, every rank measures at once and the machine's bandwidth is the sum.
+  Communicator* comm = m.distribution().comm;
+  double bw = measure_read_bandwidth();
+  if (comm) {
+    std::vector<double> all(size_t(comm->size()));
+    comm->allgather(&bw, sizeof bw, all.data());
+    bw = 0;
+    for (double b : all) bw += b;
+  }
+  double comm_decode_s = 0;
+  // Split over ranks: the bytes all ranks read per token (replicated parts counted on each rank).
+  int64_t active = active_bytes_per_token(m);
+  if (comm) {
+    std::vector<int64_t> all(size_t(comm->size()));
+    comm->allgather(&active, sizeof active, all.data());
+    active = 0;
+    for (int64_t b : all) active += b;
+  }
 
   double prefill_s = 0, decode_s = 0;
   with_mode(a, [&]<class Bundle>() {
@@ -72,12 +90,14 @@ int cmd_bench(const Args& a) {
     m.forward<Bundle>({&in, 1}, logits, LogitRows::Last);
     prefill_s = seconds_since(t0);
     t0 = std::chrono::steady_clock::now();
+    const double comm0 = comm ? comm->seconds_in_collectives() : 0;
     for (int64_t i = 0; i < N; ++i) {
       std::vector<int32_t> one{argmax(logits)};
       SequenceInput step{&cache, one};
       m.forward<Bundle>({&step, 1}, logits, LogitRows::Last);
     }
     decode_s = seconds_since(t0);
+    if (comm) comm_decode_s = comm->seconds_in_collectives() - comm0;
   });
   const double decode_tps = double(N) / decode_s, achieved = double(active) * decode_tps;
   std::printf("model           %s (%lld layers, mode %s, %d threads, isa %s)\n", a.get("model").c_str(),
@@ -85,10 +105,14 @@ int cmd_bench(const Args& a) {
   std::printf("prefill         %lld tokens in %.3f s: %.2f tokens/s\n", (long long)P, prefill_s, double(P) / prefill_s);
   std::printf("decode          %lld tokens in %.3f s: %.3f tokens/s (%.1f ms/token)\n", (long long)N, decode_s,
               decode_tps, 1e3 / decode_tps);
-  std::printf("active weights  %.1f MB per decoded token\n", double(active) / 1e6);
+  std::printf("active weights  %.1f MB per decoded token%s\n", double(active) / 1e6,
+              comm ? " (read by all ranks together)" : "");
   std::printf("achieved        %.2f GB/s\n", achieved / 1e9);
   std::printf("memory read bw  %.2f GB/s (measured in this run)\n", bw / 1e9);
   std::printf("roofline        %.1f%%\n", 100.0 * achieved / bw);
+  if (comm)
+    std::printf("ranks           %d (expert parallel); rank 0 in collectives %.1f%% of decode (%.2f ms/token)\n",
+                comm->size(), 100.0 * comm_decode_s / decode_s, 1e3 * comm_decode_s / double(N));
   std::printf("{\"prefill_tokens_per_s\": %.4f, \"decode_tokens_per_s\": %.4f, \"active_bytes_per_token\": %lld, "
               "\"achieved_gbps\": %.3f, \"read_bandwidth_gbps\": %.3f, \"roofline_fraction\": %.4f}\n",
               double(P) / prefill_s, decode_tps, (long long)active, achieved / 1e9, bw / 1e9, achieved / bw);

@@ -20,6 +20,11 @@ class Communicator {
   // Every rank's `bytes` bytes, in rank order, on every rank: send [bytes] -> recv [size * bytes].
   // Must fail (throw dsv4::Error) rather than wait forever when a rank does not arrive.
   virtual void allgather(const void* send, size_t bytes, void* recv) = 0;
+  // Wall time spent inside collectives so far (transfer plus waiting for slower ranks).
+  double seconds_in_collectives() const { return seconds_; }
+
+ protected:
+  double seconds_ = 0;
 };
 
 // x [n] <- the sum over ranks of x [n], summed in rank order on every rank, so that every rank holds

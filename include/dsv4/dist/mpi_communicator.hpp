@@ -58,13 +58,16 @@ class MpiCommunicator final : public Communicator {
 
   // Polls with a short sleep once the fast path is over: a waiting rank should not take a core
   // from the threads of a rank it shares a machine with.
-  void wait(MPI_Request& req, const char* what) const {
+  void wait(MPI_Request& req, const char* what) {
     const auto start = std::chrono::steady_clock::now();
     for (int spins = 0;; ++spins) {
       int done = 0;
       check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
-      if (done) return;
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (done) {
+        seconds_ += waited;
+        return;
+      }
       if (waited > timeout_s_)
         fail("rank ", rank_, " of ", size_, ": ", what, " timed out after ", timeout_s_,
              " s (another rank died, hangs or runs a different program; DSV4_COMM_TIMEOUT_S sets the limit)");

@@ -1,7 +1,9 @@
 #pragma once
 // A checkpoint directory: model.safetensors, or shards listed by model.safetensors.index.json
 // (or, failing both, every *.safetensors in the directory). Files stay memory-mapped for
-// the lifetime of the Checkpoint; views point into the maps.
+// the lifetime of the Checkpoint; views point into the maps. With MapMode::OnDemand only the
+// headers and the tensors looked up with find()/get() are mapped (a rank of a split model maps
+// its own slice); the data of an entry of tensors() is readable only after such a lookup.
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +12,7 @@
 #include <sstream>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "dsv4/io/mapped_file.hpp"
@@ -27,12 +30,13 @@ inline std::string read_text_file(const std::filesystem::path& p) {
 
 class Checkpoint {
  public:
-  static Checkpoint open(const std::filesystem::path& dir) {
+  static Checkpoint open(const std::filesystem::path& dir, MapMode mode = MapMode::Whole) {
     namespace fs = std::filesystem;
     std::error_code ec;  // the throwing std::filesystem overloads would escape as filesystem_error
     if (!fs::is_directory(dir, ec)) fail(dir.string(), ": not a directory", ec ? ": " + ec.message() : "");
     Checkpoint ck;
     ck.dir_ = dir;
+    ck.mode_ = mode;
     const fs::path index = dir / "model.safetensors.index.json";
     if (fs::exists(index, ec) || ec) {
       nlohmann::json j;
@@ -76,13 +80,20 @@ class Checkpoint {
 
   const TensorView* find(const std::string& name) const {
     auto it = by_name_.find(name);
-    return it == by_name_.end() ? nullptr : &it->second;
+    if (it == by_name_.end()) return nullptr;
+    if (mode_ == MapMode::OnDemand && mapped_.insert(name).second) {
+      const MappedFile& f = *maps_[map_of_.at(name)];
+      f.map_range(size_t(it->second.data - f.data()), it->second.nbytes);
+    }
+    return &it->second;
   }
   const TensorView& get(const std::string& name) const {
     if (auto* t = find(name)) return *t;
     fail(dir_.string(), ": missing tensor '", name, "'");
   }
   const std::filesystem::path& dir() const { return dir_; }
+  // Whether a tensor's bytes are mapped (always, unless OnDemand and never looked up).
+  bool is_mapped(const std::string& name) const { return mode_ == MapMode::Whole || mapped_.count(name) > 0; }
   const std::unordered_map<std::string, TensorView>& tensors() const { return by_name_; }
   size_t total_bytes() const {
     size_t n = 0;
@@ -92,10 +103,17 @@ class Checkpoint {
 
  private:
   void add_file(const std::filesystem::path& p) {
-    auto m = std::make_unique<MappedFile>(p.string());
+    auto m = std::make_unique<MappedFile>(p.string(), mode_);
+    if (mode_ == MapMode::OnDemand && m->size() >= 8) {  // the header, as far as its length field says
+      m->map_range(0, 8);
+      uint64_t n = 0;
+      for (int i = 7; i >= 0; --i) n = (n << 8) | m->data()[i];
+      m->map_range(0, size_t(std::min<uint64_t>(m->size(), 8 + std::min(n, kMaxSafetensorsHeader))));
+    }
     for (auto& v : parse_safetensors({m->data(), m->size()}, p.string())) {
       if (by_name_.count(v.name)) fail(p.string(), ": tensor '", v.name, "' also appears in ", by_name_[v.name].file);
       std::string n = v.name;
+      map_of_[n] = maps_.size();
       by_name_.emplace(std::move(n), std::move(v));
     }
     maps_.push_back(std::move(m));
@@ -103,6 +121,9 @@ class Checkpoint {
   std::filesystem::path dir_;
   std::vector<std::unique_ptr<MappedFile>> maps_;
   std::unordered_map<std::string, TensorView> by_name_;
+  MapMode mode_ = MapMode::Whole;
+  std::unordered_map<std::string, size_t> map_of_;  // tensor -> index into maps_
+  mutable std::unordered_set<std::string> mapped_;  // OnDemand: tensors whose bytes are mapped
 };
 
 }  // namespace dsv4

@@ -98,12 +98,19 @@ class Model {
     Model m;
     m.dist_ = dist;
     m.config_ = load_config(dir);
-    m.checkpoint_ = std::make_unique<Checkpoint>(Checkpoint::open(dir));
+    m.checkpoint_ = std::make_unique<Checkpoint>(Checkpoint::open(dir, dist.split() ? MapMode::OnDemand : MapMode::Whole));
     const ModelConfig& c = m.config_;
     WeightSource ws(*m.checkpoint_, c);
     m.layout_ = ws.layout();
     m.embed_ = ws.matrix("embed", c.vocab_size, c.hidden_size);
     m.head_ = ws.matrix("head", c.vocab_size, c.hidden_size);
+    if (dist.split()) {  // vocabulary-parallel head: each rank scores a block of the vocabulary
+      const int64_t g = row_granule(m.head_), blocks = (c.vocab_size + g - 1) / g;
+      for (int r = 0; r <= dist.size(); ++r)
+        m.head_firsts_.push_back(std::min(blocks * r / dist.size() * g, c.vocab_size));
+      const int64_t first = m.head_firsts_[size_t(dist.rank())];
+      m.head_ = row_slice(m.head_, first, m.head_firsts_[size_t(dist.rank()) + 1] - first);
+    }
     m.norm_ = ws.floats("norm.weight", {c.hidden_size});
     m.head_residual_ = make_head(ws, c);
     m.rope_main_ = RopeTable(c.rope_main, c.rope_dim);
@@ -222,7 +229,21 @@ class Model {
     for (int64_t r = 0; r < R; ++r) rms_norm(&h[size_t(r * D)], norm_.data(), D, eps, &h[size_t(r * D)]);
     if (trace && trace->record_hidden) trace->hidden.push_back(h);
     logits.resize(size_t(R * V));
-    linear<B>(head_, h.data(), R, logits.data());
+    if (!dist_.split()) {
+      linear<B>(head_, h.data(), R, logits.data());
+      return;
+    }
+    // Vocabulary-parallel head: each rank's block of logits, padded to the largest block, gathered.
+    int64_t most = 0;
+    for (int r = 0; r < dist_.size(); ++r) most = std::max(most, head_firsts_[size_t(r) + 1] - head_firsts_[size_t(r)]);
+    std::vector<float> part(size_t(R * most), 0.f), all(size_t(R * most * dist_.size()));
+    if (dsv4::rows(head_) > 0) linear<B>(head_, h.data(), R, part.data());  // [R, rows of this rank]
+    dist_.comm->allgather(part.data(), part.size() * sizeof(float), all.data());
+    for (int r = 0; r < dist_.size(); ++r) {
+      const int64_t first = head_firsts_[size_t(r)], n = head_firsts_[size_t(r) + 1] - first;
+      for (int64_t i = 0; i < R; ++i)
+        std::copy_n(&all[size_t(r * R * most + i * n)], n, &logits[size_t(i * V + first)]);
+    }
   }
 
  private:
@@ -231,7 +252,8 @@ class Model {
   ModelConfig config_;
   std::unique_ptr<Checkpoint> checkpoint_;
   TensorLayout layout_ = TensorLayout::Release;
-  Matrix embed_, head_;   // [V, D]
+  Matrix embed_, head_;   // [V, D] (split: [rows of this rank's vocabulary block, D])
+  std::vector<int64_t> head_firsts_;  // split: [ranks + 1] first vocabulary row of each rank's block
   std::vector<float> norm_;  // [D]
   HeadVariant head_residual_;
   RopeTable rope_main_, rope_compress_, rope_mla_;

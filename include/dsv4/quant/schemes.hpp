@@ -6,8 +6,10 @@
 #include <concepts>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <variant>
 
+#include "dsv4/core/error.hpp"
 #include "dsv4/numeric/bf16.hpp"
 #include "dsv4/numeric/e2m1.hpp"
 #include "dsv4/numeric/e4m3.hpp"
@@ -106,6 +108,31 @@ inline int64_t storage_bytes(const Matrix& m) { return std::visit([](auto& s) { 
 inline void decode_row(const Matrix& m, int64_t i, float* out) {
   std::visit([&](auto& s) { s.decode_row(i, out); }, m);
 }
+// Rows a row slice of m must start at: FP8 blocks span bm rows, the other schemes slice anywhere.
+inline int64_t row_granule(const Matrix& m) {
+  if (auto* f = std::get_if<Fp8BlockMatrix>(&m)) return f->bm;
+  return 1;
+}
+
+// Rows [r0, r0 + count) of m as a matrix of the same scheme (a view; no copy).
+inline Matrix row_slice(const Matrix& m, int64_t r0, int64_t count) {
+  const int64_t n = rows(m), k = cols(m);
+  if (r0 < 0 || count < 0 || r0 + count > n) fail("row_slice: rows ", r0, "+", count, " of a ", n, "-row matrix");
+  if (r0 % row_granule(m)) fail("row_slice: row ", r0, " is not on a ", row_granule(m), "-row block boundary");
+  return std::visit(
+      [&](auto s) -> Matrix {
+        using S = decltype(s);
+        if constexpr (std::is_same_v<S, F32Matrix>) s.data += r0 * k * 4;
+        else if constexpr (std::is_same_v<S, Bf16Matrix>) s.data += r0 * k * 2;
+        else if constexpr (std::is_same_v<S, Fp8BlockMatrix>)
+          s.q += r0 * k, s.scale += (r0 / s.bm) * s.scale_cols() * (s.scale_is_f32 ? 4 : 1);
+        else s.q += r0 * (k / 2), s.scale += r0 * s.scale_cols();
+        s.n = count;
+        return s;
+      },
+      m);
+}
+
 inline const char* scheme_name(const Matrix& m) {
   constexpr const char* names[] = {"f32", "bf16", "fp8-block", "fp4-group"};
   return names[m.index()];
