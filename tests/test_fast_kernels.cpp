@@ -157,3 +157,25 @@ TEST_CASE("FP8 tiles whose scale cannot be folded take the exact slow path", "[f
     }
   }
 }
+
+TEST_CASE("row_slice views rows [r0, r0 + n) of every scheme; FP8 slices start on a block", "[kernels][slice]") {
+  std::mt19937 rng(7);
+  const int64_t n = 70, k = 96;  // 70 rows: a partial last FP8 block of 32
+  for (int scheme = 0; scheme < 4; ++scheme) {
+    INFO("scheme " << scheme);
+    const RandomMatrix r = make(scheme, n, k, rng);
+    const int64_t r0 = scheme == 2 ? 32 : 13, cnt = n - r0;
+    const Matrix s = row_slice(r.m, r0, cnt);
+    REQUIRE(rows(s) == cnt);
+    REQUIRE(cols(s) == k);
+    std::vector<float> a(static_cast<size_t>(k)), b(static_cast<size_t>(k));
+    for (int64_t i = 0; i < cnt; ++i) {
+      decode_row(s, i, a.data());
+      decode_row(r.m, r0 + i, b.data());
+      REQUIRE(a == b);
+    }
+  }
+  const RandomMatrix f8 = make(2, n, k, rng);
+  REQUIRE_THROWS_WITH(row_slice(f8.m, 16, 8), Catch::Contains("block boundary"));
+  REQUIRE_THROWS_WITH(row_slice(f8.m, 64, 32), Catch::Contains("of a 70-row matrix"));
+}
