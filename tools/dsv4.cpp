@@ -17,6 +17,7 @@
 #include <cstring>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "cli/common.hpp"
 
@@ -70,8 +71,20 @@ int main(int argc, char** argv) {
     if (comm.rank() != 0 && !std::freopen("/dev/null", "w", stdout)) return 1;
     const int rc = run_command(argc, argv);
     std::fflush(stdout);
-    // A failure may leave other ranks inside a collective: end them all rather than wait.
-    if (rc != 0 && comm.size() > 1) mpi.abort(rc);
+    // After a failure: when every rank failed alike (a load error is agreed on by all ranks) they
+    // all reach this meeting, have printed their message and can finish normally. Otherwise a
+    // rank may be dead or waiting inside a collective: end them all rather than wait.
+    if (rc != 0 && comm.size() > 1) {
+      try {
+        dsv4::MpiCommunicator meeting(MPI_COMM_WORLD, 10.0);
+        std::vector<int> rcs(size_t(comm.size()));
+        meeting.allgather(&rc, sizeof rc, rcs.data());
+        for (int other : rcs)
+          if (other == 0) mpi.abort(rc);
+      } catch (const dsv4::Error&) {
+        mpi.abort(rc);
+      }
+    }
     return rc;
   }
 #else
