@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs dsv4 to a temporary prefix, then builds examples/consumer against it twice:
-# with CMake's find_package and with pkg-config; both must run and agree.
+# with CMake's find_package and with pkg-config; both must run and agree. Then builds the
+# custom-bundle example against it (dsv4::cpu_kernels compiled from the installed sources) and runs it.
 set -euo pipefail
 src=$1 model=$2
 work=$(mktemp -d)
@@ -19,3 +20,11 @@ b=$("$work/consumer_pc" "$model" 6)
 echo "find_package: $a"
 echo "pkg-config:   $b"
 [[ -n "$a" && "$a" == "$b" ]]
+cmake -S "$src/examples/custom_bundle" -B "$work/custom_bundle" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+cmake --build "$work/custom_bundle" >/dev/null
+"$work/custom_bundle/custom_bundle" "$model" 8 | tee "$work/cb.txt"
+grep -q "top-1 agreement" "$work/cb.txt"
+# The package holds no compiled library: the kernels come as sources.
+if find "$work/prefix" -name '*.a' -o -name '*.so' | grep -q .; then
+  echo "the installed package contains binaries"; exit 1
+fi

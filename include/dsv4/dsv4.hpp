@@ -9,6 +9,10 @@
 #include "dsv4/kernels/cpu/fast_bundle.hpp"
 #include "dsv4/model/model.hpp"
 #include "dsv4/sampling/sampler.hpp"
+#include "dsv4/text/tokenizer.hpp"
+#include "dsv4/generation/session.hpp"
+#include "dsv4/generation/chat.hpp"
+#include "dsv4/serving/batch_engine.hpp"
 #include "dsv4/io/synth.hpp"
 #include "dsv4/core/bandwidth.hpp"
 

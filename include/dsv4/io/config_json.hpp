@@ -151,6 +151,8 @@ inline ModelConfig parse_v3(const Reader& r, ModelConfig c) {
   c.rms_norm_eps = r.number("rms_norm_eps");
   c.bos_token_id = r.integer("bos_token_id", -1);
   c.eos_token_id = r.integer("eos_token_id", -1);
+  c.max_position_embeddings = r.integer("max_position_embeddings", 0);
+  if (c.max_position_embeddings < 0) r.bad("max_position_embeddings", "must be >= 0");
   if (std::string f = r.string("scoring_func", "sigmoid"); f != "sigmoid")
     fail(path, ": key 'scoring_func' is '", f, "'; DeepSeek-V3 uses 'sigmoid'");
   if (std::string m = r.string("topk_method", "noaux_tc"); m != "noaux_tc")
@@ -248,6 +250,8 @@ inline ModelConfig parse_config(std::string_view text, const std::string& path =
   c.rms_norm_eps = r.number("rms_norm_eps");
   c.bos_token_id = r.integer("bos_token_id", -1);
   c.eos_token_id = r.integer("eos_token_id", -1);
+  c.max_position_embeddings = r.integer("max_position_embeddings", 0);
+  if (c.max_position_embeddings < 0) r.bad("max_position_embeddings", "must be >= 0");
   std::string scoring = r.string("scoring_func", "sqrtsoftplus");
   if (scoring != "sqrtsoftplus") fail(path, ": key 'scoring_func' is '", scoring, "'; DeepSeek-V4 uses 'sqrtsoftplus'");
   if (c.num_layers <= 0 || c.num_layers > 100000) r.bad("num_hidden_layers", "must be in [1, 100000]");

@@ -112,6 +112,7 @@ struct ModelConfig {
   bool norm_topk_prob = true;
   int64_t bos_token_id = -1;
   int64_t eos_token_id = -1;
+  int64_t max_position_embeddings = 0;  // the context the model is made for (0: config.json does not say)
   std::vector<LayerConfig> layers;
 
   // MLA layers use the main table (V3's only one, with its YaRN).
