@@ -1,5 +1,6 @@
 // dsv4 kv: what a sequence's cache costs, per attention kind, from config.json alone (no weights):
-// the bytes each layer adds per token and the bytes it holds whatever the length (all fp32).
+// the bytes each layer adds per token and the bytes it holds whatever the length (all fp32),
+// from predict_layer_cache_bytes (model/cache_bytes.hpp), which a test checks against a live cache.
 //   sliding: the window ring, (W-1)·d values.
 //   HCA:     the ring + one d-wide entry per m tokens (+ the incomplete window's a and z).
 //   CSA:     the ring + per m tokens one d-wide entry and one index_head_dim-wide indexer key
@@ -26,21 +27,13 @@ int cmd_kv(const Args& a) {
     int layers = 0;
     double per_token = 0, fixed = 0;  // bytes, per layer
   };
+  // From the same prediction a test checks against a live cache (model/cache_bytes.hpp).
   std::map<std::string, Row> rows;
-  const double d = double(c.head_dim), ring = double(std::max<int64_t>(c.sliding_window - 1, 0)) * d * 4;
   for (const LayerConfig& l : c.layers) {
     Row& r = rows[attention_kind_name(l.attention)];
     ++r.layers;
-    const double m = double(l.compress_ratio), ci = double(c.index_head_dim);
-    switch (l.attention) {
-      case AttentionKind::Sliding: r.fixed = ring; break;
-      case AttentionKind::HCA: r.per_token = d * 4 / m, r.fixed = ring + m * d * 4 * 2; break;
-      case AttentionKind::CSA:
-        r.per_token = (d + ci) * 4 / m;
-        r.fixed = ring + m * (2 * d + d) * 4 * 2 + m * (2 * ci + ci) * 4 * 2;
-        break;
-      case AttentionKind::MLA: r.per_token = double(MlaAttention::cache_bytes_per_token(c)); break;
-    }
+    const LayerCacheBytes at = predict_layer_cache_bytes(c, l, tokens);
+    r.fixed = double(at.fixed), r.per_token = double(at.entries) / double(tokens);
   }
   std::printf("%-8s %6s %16s %14s %16s\n", "kind", "layers", "bytes/token", "fixed bytes", "MiB at tokens");
   double total = 0, total_per_token = 0;

@@ -13,6 +13,7 @@
 
 #include "dsv4/attention/attention.hpp"
 #include "dsv4/io/config_json.hpp"
+#include "dsv4/model/cache_bytes.hpp"
 #include "dsv4/model/distribution.hpp"
 #include "dsv4/model/residual.hpp"
 #include "dsv4/moe/ffn.hpp"
@@ -33,6 +34,9 @@ class Model;
 class SequenceCache {
  public:
   int64_t position() const { return pos_; }
+  // Bytes layer `i` holds now (fp32 values; see cache_bytes.hpp for the prediction).
+  int64_t layer_bytes(size_t i) const { return measured_state_bytes(layers_.at(i)); }
+  size_t num_layers() const { return layers_.size(); }
 
  private:
   friend class Model;
