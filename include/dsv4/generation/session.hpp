@@ -30,12 +30,11 @@
 #include <vector>
 
 #include "dsv4/core/error.hpp"
+#include "dsv4/generation/output_stream.hpp"
 #include "dsv4/kernels/bundle.hpp"
 #include "dsv4/kernels/cpu/fast_bundle.hpp"
 #include "dsv4/model/model.hpp"
 #include "dsv4/sampling/sampler.hpp"
-#include "dsv4/sampling/stop.hpp"
-#include "dsv4/text/stream_decoder.hpp"
 #include "dsv4/text/tokenizer.hpp"
 
 namespace dsv4 {
@@ -50,26 +49,6 @@ inline KernelMode parse_kernel_mode(std::string_view s) {
 }
 
 inline const char* kernel_mode_name(KernelMode m) { return m == KernelMode::Fast ? "fast" : "reference"; }
-
-struct GenerationOptions {
-  int64_t max_new_tokens = 256;           // sampled tokens, the stop token included
-  bool stop_at_eos = true;                // stop on the EOS of config.json and of the tokenizer
-  std::vector<int32_t> stop_token_ids;    // more ids that end generation (not shown as text)
-  std::vector<std::string> stop_strings;  // end when the text contains one; it and what follows are not shown
-  bool skip_special = true;               // special tokens (BOS, EOS, pad) give no text
-};
-
-enum class StopReason { MaxTokens, StopToken, StopString, Callback };
-
-inline const char* stop_reason_name(StopReason r) {
-  switch (r) {
-    case StopReason::MaxTokens: return "max_tokens";
-    case StopReason::StopToken: return "stop_token";
-    case StopReason::StopString: return "stop_string";
-    case StopReason::Callback: return "callback";
-  }
-  return "?";
-}
 
 struct GenerationResult {
   std::vector<int32_t> tokens;  // every sampled token, a final stop token included
@@ -150,48 +129,38 @@ class Session {
   // sequence so far. Text (with a tokenizer) is detokenized as it comes and passed to `on_token`.
   GenerationResult generate(Sampler& sampler, const GenerationOptions& opts, const StreamCallback& on_token = {}) {
     GenerationResult r;
-    if (!opts.stop_strings.empty() && !tokenizer_) fail("session: stop strings need a tokenizer");
-    std::vector<int32_t> stop_ids = opts.stop_token_ids;
-    if (opts.stop_at_eos) {
-      if (model_->config().eos_token_id >= 0) stop_ids.push_back(int32_t(model_->config().eos_token_id));
-      if (tokenizer_ && tokenizer_->eos_id()) stop_ids.push_back(*tokenizer_->eos_id());
-    }
-    std::optional<text::StreamDecoder> decoder;
-    if (tokenizer_) decoder.emplace(*tokenizer_, opts.skip_special);
-    StopStrings stops(opts.stop_strings);
+    OutputStream out(*model_, tokenizer_ ? &*tokenizer_ : nullptr, opts);
     sampler.set_context(tokens_);
     const auto t0 = std::chrono::steady_clock::now();
     auto emit = [&](int32_t token, const std::string& text) {
       r.text += text;
       return on_token ? on_token(token, text) : true;
     };
-    bool ended = false;  // by a stop token, stop string or the callback
+    bool ended = false;  // by a stop string or the callback: nothing held is released
     for (int64_t i = 0; i < opts.max_new_tokens; ++i) {
       const int32_t t = step(sampler);
       r.tokens.push_back(t);
-      if (std::find(stop_ids.begin(), stop_ids.end(), t) != stop_ids.end()) {
+      OutputStream::Piece piece = out.push(t);
+      if (piece.reason == StopReason::StopToken) {
         r.reason = StopReason::StopToken;
         break;
       }
-      StopStrings::Result piece;
-      if (decoder) piece = stops.push(decoder->push(t));
       if (!emit(t, piece.text)) {
         r.reason = StopReason::Callback;
         ended = true;
         break;
       }
-      if (piece.stopped) {
+      if (piece.reason == StopReason::StopString) {
         r.reason = StopReason::StopString;
-        r.stop_string = stops.matched();
+        r.stop_string = out.stop_string();
         ended = true;
         break;
       }
     }
-    if (!ended && decoder) {  // release what is held: an unfinished character, a partial stop string
-      StopStrings::Result tail = stops.push(decoder->flush());
-      std::string rest = tail.text + (tail.stopped ? std::string() : stops.flush());
-      if (tail.stopped) r.reason = StopReason::StopString, r.stop_string = stops.matched();
-      if (!rest.empty()) emit(kNoToken, rest);
+    if (!ended) {  // release what is held: an unfinished character, a partial stop string
+      OutputStream::Piece tail = out.finish();
+      if (tail.reason == StopReason::StopString) r.reason = StopReason::StopString, r.stop_string = out.stop_string();
+      if (!tail.text.empty()) emit(kNoToken, tail.text);
     }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return r;

@@ -156,21 +156,14 @@ class BatchEngine {
   struct Slot {
     Slot(const Model& m, const text::Tokenizer& tok, KernelMode mode, Pending p)
         : req(std::move(p.req)), handle(std::move(p.handle)), session(m, tok, mode), sampler(req.sampling),
-          decoder(tok, req.options.skip_special), stops(req.options.stop_strings) {
+          out(m, &tok, req.options) {
       sampler.set_context(req.prompt);
-      stop_ids = req.options.stop_token_ids;
-      if (req.options.stop_at_eos) {
-        if (m.config().eos_token_id >= 0) stop_ids.push_back(int32_t(m.config().eos_token_id));
-        if (tok.eos_id()) stop_ids.push_back(*tok.eos_id());
-      }
     }
     GenerationRequest req;
     std::shared_ptr<RequestHandle> handle;
     Session session;
     Sampler sampler;
-    text::StreamDecoder decoder;
-    StopStrings stops;
-    std::vector<int32_t> stop_ids;
+    OutputStream out;
     size_t prompt_fed = 0;  // prompt tokens appended to the session so far
     int64_t generated = 0;
     bool done = false;
@@ -196,16 +189,16 @@ class BatchEngine {
     s.done = true;
   }
 
-  // After a sampled token: stop token, text (held back while it may start a stop string), limits.
+  // After a sampled token: its text, and the end of the request as Session::generate ends it (on a
+  // stop token or the budget, held text is released; on a stop string, nothing after it).
   void after_token(Slot& s, int32_t t) {
     ++s.generated;
-    if (std::find(s.stop_ids.begin(), s.stop_ids.end(), t) != s.stop_ids.end()) return finish(s, StopReason::StopToken);
-    StopStrings::Result piece = s.stops.push(s.decoder.push(t));
-    if (piece.stopped) return finish(s, StopReason::StopString, std::move(piece.text));
-    if (s.generated >= s.req.options.max_new_tokens) {
-      StopStrings::Result tail = s.stops.push(s.decoder.flush());
-      std::string text = piece.text + tail.text + (tail.stopped ? std::string() : s.stops.flush());
-      return finish(s, tail.stopped ? StopReason::StopString : StopReason::MaxTokens, std::move(text));
+    OutputStream::Piece piece = s.out.push(t);
+    if (piece.reason == StopReason::StopString) return finish(s, StopReason::StopString, std::move(piece.text));
+    if (piece.reason == StopReason::StopToken || s.generated >= s.req.options.max_new_tokens) {
+      OutputStream::Piece tail = s.out.finish();
+      const StopReason why = tail.reason == StopReason::StopString ? StopReason::StopString : piece.reason;
+      return finish(s, why, piece.text + tail.text);
     }
     if (!piece.text.empty()) {
       GenerationEvent ev;
