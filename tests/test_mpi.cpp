@@ -81,7 +81,8 @@ void check_case(Communicator& comm, const GoldenCase& c, const char* layout, con
       std::vector<int64_t> all(size_t(comm.size()));
       comm.allgather(&count, sizeof count, all.data());
       for (int64_t n : all) total += n;
-      check(total == cfg.n_routed_experts && count == moe->shard.count, where + ": experts split over ranks");
+      check(total == cfg.n_routed_experts && count == expert_shard(cfg.n_routed_experts, comm.rank(), comm.size()).count,
+            where + ": experts split over ranks");
     }
 
   // ... and maps only its own: no other rank's expert weights are mapped here.
@@ -91,7 +92,7 @@ void check_case(Communicator& comm, const GoldenCase& c, const char* layout, con
     if (at == std::string::npos) continue;
     const int64_t e = std::stoll(name.substr(at + 9));
     const auto* moe = std::get_if<MoeWeights>(&split.layers()[size_t(std::stoll(name.substr(name.find("layers.") + 7)))].ffn);
-    const bool mine = moe && moe->shard.owns(e);
+    const bool mine = moe && e >= moe->first_expert && e < moe->first_expert + int64_t(moe->experts.size());
     (mine ? own : foreign) += split.checkpoint().is_mapped(name) ? 1 : 0;
   }
   check(foreign == 0 && own > 0, where + ": only the rank's own experts are mapped");

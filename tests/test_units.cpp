@@ -363,7 +363,6 @@ TEST_CASE("moe_forward weights the chosen experts by unbiased s / (sum s + 1e-20
   if (use_hash) m.router = HashRouter{table, K};
   else m.router = TopKRouter{bias, K};
   for (int64_t e = 0; e < E; ++e) m.experts.push_back(expert(e));
-  m.shard = {0, E};
   if (with_shared) m.shared.push_back(expert(E));
 
   const auto x = random_floats(size_t(T * D), 5, -1.5f, 1.5f);

@@ -23,7 +23,6 @@ struct Distribution {
 // The routed experts [first, first + count) that rank r of p owns, out of E.
 struct ExpertShard {
   int64_t first = 0, count = 0;
-  bool owns(int64_t e) const { return e >= first && e < first + count; }
 };
 
 inline ExpertShard expert_shard(int64_t experts, int rank, int ranks) {

@@ -112,6 +112,8 @@ class Model {
       const int64_t g = row_granule(m.head_), blocks = (c.vocab_size + g - 1) / g;
       for (int r = 0; r <= dist.size(); ++r)
         m.head_firsts_.push_back(std::min(blocks * r / dist.size() * g, c.vocab_size));
+      for (int r = 0; r < dist.size(); ++r)
+        m.head_block_most_ = std::max(m.head_block_most_, m.head_firsts_[size_t(r) + 1] - m.head_firsts_[size_t(r)]);
       const int64_t first = m.head_firsts_[size_t(dist.rank())];
       m.head_ = row_slice(m.head_, first, m.head_firsts_[size_t(dist.rank()) + 1] - first);
     }
@@ -134,9 +136,6 @@ class Model {
   }
 
  public:
-  Model(Model&&) = default;
-  Model& operator=(Model&&) = default;
-
   const ModelConfig& config() const { return config_; }
   const Checkpoint& checkpoint() const { return *checkpoint_; }
   TensorLayout layout() const { return layout_; }
@@ -238,8 +237,7 @@ class Model {
       return;
     }
     // Vocabulary-parallel head: each rank's block of logits, padded to the largest block, gathered.
-    int64_t most = 0;
-    for (int r = 0; r < dist_.size(); ++r) most = std::max(most, head_firsts_[size_t(r) + 1] - head_firsts_[size_t(r)]);
+    const int64_t most = head_block_most_;
     std::vector<float> part(size_t(R * most), 0.f), all(size_t(R * most * dist_.size()));
     if (dsv4::rows(head_) > 0) linear<B>(head_, h.data(), R, part.data());  // [R, rows of this rank]
     dist_.comm->allgather(part.data(), part.size() * sizeof(float), all.data());
@@ -258,6 +256,7 @@ class Model {
   TensorLayout layout_ = TensorLayout::Release;
   Matrix embed_, head_;   // [V, D] (split: [rows of this rank's vocabulary block, D])
   std::vector<int64_t> head_firsts_;  // split: [ranks + 1] first vocabulary row of each rank's block
+  int64_t head_block_most_ = 0;       // split: the rows of the largest block (the gather's stride)
   std::vector<float> norm_;  // [D]
   HeadVariant head_residual_;
   RopeTable rope_main_, rope_compress_, rope_mla_;

@@ -40,19 +40,20 @@ void swiglu_expert(const ExpertWeights& w, float limit, const float* x, int64_t 
 struct MoeWeights {
   Matrix gate;  // [E, D]
   RouterVariant router;
-  ExpertShard shard;                  // the routed experts this process holds (all of them unless split)
-  std::vector<ExpertWeights> experts; // [shard.count]: expert shard.first + i
+  int64_t first_expert = 0;           // experts[i] is routed expert first_expert + i
+  std::vector<ExpertWeights> experts; // the routed experts this process holds (all of them unless split)
   std::vector<ExpertWeights> shared;  // 0 or 1 (only on the rank that computes it when split)
 
   static MoeWeights load(const WeightSource& ws, const std::string& p, const ModelConfig& c, const LayerConfig& l,
                          const Distribution& dist = {}) {
     MoeWeights m;
-    m.shard = expert_shard(c.n_routed_experts, dist.rank(), dist.size());
+    const ExpertShard shard = expert_shard(c.n_routed_experts, dist.rank(), dist.size());
+    m.first_expert = shard.first;
     m.gate = ws.matrix(p + ".gate", c.n_routed_experts, c.hidden_size);
     if (l.router == RouterKind::Hash) m.router = HashRouter::load(ws, p + ".gate", c);
     else if (l.router == RouterKind::GroupLimited) m.router = GroupLimitedRouter::load(ws, p + ".gate", c);
     else m.router = TopKRouter::load(ws, p + ".gate", c);
-    for (int64_t e = m.shard.first; e < m.shard.first + m.shard.count; ++e)
+    for (int64_t e = shard.first; e < shard.first + shard.count; ++e)
       m.experts.push_back(ExpertWeights::load(ws, p + ".experts." + std::to_string(e), c.hidden_size, c.moe_intermediate_size));
     if (c.n_shared_experts > 0 && dist.rank() == 0)
       m.shared.push_back(ExpertWeights::load(ws, p + ".shared_experts", c.hidden_size,
@@ -78,7 +79,8 @@ void moe_forward(const MoeWeights& m, const ModelConfig& c, const float* x, cons
   else std::fill(out, out + t * D, 0.f);
   std::vector<float> xe, ye;
   std::vector<int64_t> rows_of, slot_of;
-  for (int64_t e = m.shard.first; e < m.shard.first + m.shard.count; ++e) {
+  const int64_t e_end = m.first_expert + int64_t(m.experts.size());
+  for (int64_t e = m.first_expert; e < e_end; ++e) {
     rows_of.clear(), slot_of.clear();
     for (int64_t i = 0; i < t * k; ++i)
       if (chosen[size_t(i)] == e) rows_of.push_back(i / k), slot_of.push_back(i);
@@ -87,7 +89,7 @@ void moe_forward(const MoeWeights& m, const ModelConfig& c, const float* x, cons
     xe.resize(size_t(n * D));
     ye.resize(size_t(n * D));
     for (int64_t r = 0; r < n; ++r) std::copy_n(x + rows_of[size_t(r)] * D, D, xe.begin() + r * D);
-    swiglu_expert<B>(m.experts[size_t(e - m.shard.first)], limit, xe.data(), n, ye.data());
+    swiglu_expert<B>(m.experts[size_t(e - m.first_expert)], limit, xe.data(), n, ye.data());
     for (int64_t r = 0; r < n; ++r) {
       const float wgt = weight[size_t(slot_of[size_t(r)])];
       float* o = out + rows_of[size_t(r)] * D;
