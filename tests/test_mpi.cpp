@@ -77,10 +77,7 @@ void check_case(Communicator& comm, const GoldenCase& c, const char* layout, con
   // Each rank holds its block of every MoE layer's experts; the blocks cover all experts once.
   for (auto& L : split.layers())
     if (auto* moe = std::get_if<MoeWeights>(&L.ffn)) {
-      int64_t count = int64_t(moe->experts.size()), total = 0;
-      std::vector<int64_t> all(size_t(comm.size()));
-      comm.allgather(&count, sizeof count, all.data());
-      for (int64_t n : all) total += n;
+      const int64_t count = int64_t(moe->experts.size()), total = sum_over_ranks(comm, count);
       check(total == cfg.n_routed_experts && count == expert_shard(cfg.n_routed_experts, comm.rank(), comm.size()).count,
             where + ": experts split over ranks");
     }
@@ -153,10 +150,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "rank %d: error: %s\n", comm.rank(), e.what());
     mpi.abort(1);
   }
-  std::vector<int> all(size_t(comm.size()));
-  comm.allgather(&failures, sizeof failures, all.data());
-  int total = 0;
-  for (int f : all) total += f;
+  const int total = sum_over_ranks(comm, failures);
   std::printf("test_mpi: %s (%d failed checks over all ranks)\n", total ? "FAILED" : "passed", total);
   return total ? 1 : 0;
 }

@@ -53,21 +53,11 @@ int cmd_bench(const Args& a) {
   // Split over ranks on one machine, every rank measures at once and the machine's bandwidth is the sum.
   Communicator* comm = m.distribution().comm;
   double bw = measure_read_bandwidth();
-  if (comm) {
-    std::vector<double> all(size_t(comm->size()));
-    comm->allgather(&bw, sizeof bw, all.data());
-    bw = 0;
-    for (double b : all) bw += b;
-  }
+  if (comm) bw = sum_over_ranks(*comm, bw);
   double comm_decode_s = 0;
   // Split over ranks: the bytes all ranks read per token (replicated parts counted on each rank).
   int64_t active = active_bytes_per_token(m);
-  if (comm) {
-    std::vector<int64_t> all(size_t(comm->size()));
-    comm->allgather(&active, sizeof active, all.data());
-    active = 0;
-    for (int64_t b : all) active += b;
-  }
+  if (comm) active = sum_over_ranks(*comm, active);
 
   double prefill_s = 0, decode_s = 0;
   with_mode(a, [&]<class Bundle>() {

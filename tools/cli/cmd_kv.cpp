@@ -1,11 +1,7 @@
 // dsv4 kv: what a sequence's cache costs, per attention kind, from config.json alone (no weights):
 // the bytes each layer adds per token and the bytes it holds whatever the length (all fp32),
-// from predict_layer_cache_bytes (model/cache_bytes.hpp), which a test checks against a live cache.
-//   sliding: the window ring, (W-1)·d values.
-//   HCA:     the ring + one d-wide entry per m tokens (+ the incomplete window's a and z).
-//   CSA:     the ring + per m tokens one d-wide entry and one index_head_dim-wide indexer key
-//            (+ incomplete and previous windows of both compressors).
-//   MLA:     c + dr values per token (the latent and the shared roped key), nothing per head.
+// from predict_layer_cache_bytes (model/cache_bytes.hpp: what each layer kind holds), which a test
+// checks against a live cache.
 #include <cstdio>
 
 #include "common.hpp"
@@ -27,7 +23,6 @@ int cmd_kv(const Args& a) {
     int layers = 0;
     double per_token = 0, fixed = 0;  // bytes, per layer
   };
-  // From the same prediction a test checks against a live cache (model/cache_bytes.hpp).
   std::map<std::string, Row> rows;
   for (const LayerConfig& l : c.layers) {
     Row& r = rows[attention_kind_name(l.attention)];

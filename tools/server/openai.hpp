@@ -153,8 +153,7 @@ inline ApiRequest parse_request(Endpoint endpoint, const std::string& body_text,
   }
   if (body.contains("top_p") && !body["top_p"].is_null()) {
     sp.top_p = float(detail::number(body, "top_p", 0, 1));
-    if (sp.top_p == 0) sp.greedy = true;  // nothing but the most likely token
-    if (sp.top_p == 0) sp.top_p = 1;
+    if (sp.top_p == 0) sp.greedy = true, sp.top_p = 1;  // nothing but the most likely token
   }
   if (body.contains("top_k") && !body["top_k"].is_null()) sp.top_k = int32_t(detail::integer(body, "top_k", 0, 1 << 30));
   if (body.contains("min_p") && !body["min_p"].is_null()) sp.min_p = float(detail::number(body, "min_p", 0, 1));

@@ -42,6 +42,16 @@ inline void allreduce_sum(Communicator& comm, float* x, int64_t n, std::vector<f
   }
 }
 
+// The sum over ranks of one value (a count, a byte total, a bandwidth), the same on every rank.
+template <class T>
+T sum_over_ranks(Communicator& comm, T value) {
+  std::vector<T> all(size_t(comm.size()));
+  comm.allgather(&value, sizeof value, all.data());
+  T sum{};
+  for (const T& v : all) sum += v;
+  return sum;
+}
+
 // Ends a step that may have failed on some ranks on all of them alike: each rank passes its own
 // error message ("" = fine); if any rank failed, every rank throws an Error naming the first
 // failing rank and its message, so no rank is left waiting in a later collective.
