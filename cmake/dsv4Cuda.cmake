@@ -8,7 +8,7 @@
 # dsv4_add_cuda(<target> <directory holding *.cu> <the dsv4 header target>)
 function(dsv4_add_cuda target src core)
   find_package(CUDAToolkit REQUIRED)
-  file(GLOB cu_sources CONFIGURE_DEPENDS ${src}/*.cu)
+  file(GLOB cu_sources CONFIGURE_DEPENDS ${src}/*.cu ${src}/*.cpp)
   add_library(${target} STATIC ${cu_sources})
   set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE ON CUDA_SEPARABLE_COMPILATION OFF)
   # CMake 3.25 knows no CUDA20 dialect for nvcc 13: give the flag directly (the headers use C++20).

@@ -31,11 +31,11 @@ const char* kUsage =
     "usage: dsv4 <command> [options]\n"
     "  info      --model DIR\n"
     "  logits    --model DIR --input IN.safetensors --out OUT.safetensors [--mode reference|fast]\n"
-    "            [--chunks a,b,...] [--threads N]\n"
+    "            [--chunks a,b,...] [--threads N] [--backend cpu|cuda]\n"
     "  generate  --model DIR --prompt-ids 5,17,42 --max-new-tokens N [--greedy | --temperature T\n"
-    "            --top-p P --seed S] [--mode reference|fast] [--threads N] [--ignore-eos]\n"
+    "            --top-p P --seed S] [--mode reference|fast] [--threads N] [--ignore-eos] [--backend cpu|cuda]\n"
     "  generate  --model DIR --prompt TEXT [--tokenizer DIR] [--max-new-tokens N] [--stop STRING]\n"
-    "            [sampling options] [--mode reference|fast] [--threads N] [--ignore-eos]\n"
+    "            [sampling options] [--mode reference|fast] [--threads N] [--ignore-eos] [--backend cpu|cuda]\n"
     "  chat      --model DIR [--tokenizer DIR] [--system TEXT] [--think] [--keep-reasoning] [--format v4|v3]\n"
     "            [--max-new-tokens N] [--stop STRING] [sampling options] [--mode reference|fast] [--threads N]\n"
     "  tokenize  --tokenizer DIR [--bos] [--bytes]   text on stdin -> ids on stdout\n"
@@ -44,6 +44,7 @@ const char* kUsage =
     "            --repetition-penalty R --frequency-penalty F --presence-penalty P\n"
     "  synth     (--preset v4-flash|v4-pro|v3 [--layers L] | --config FILE) --out DIR [--seed S] [--fp8-experts]\n"
     "  bench     --model DIR [--prompt-tokens P] [--decode-tokens N] [--threads T] [--mode reference|fast]\n"
+    "            [--backend cpu|cuda [--batch 1,8,32]]\n"
     "  kv        (--model DIR | --config FILE | --preset v4-flash|v4-pro|v3) [--tokens N]   cache bytes per kind\n";
 
 }  // namespace
@@ -112,7 +113,7 @@ int run_command(int argc, char** argv) {
   try {
     if (cmd == "info") return cmd_info(Args(argc, argv, 2, {"model"}, {}));
     if (cmd == "logits")
-      return cmd_logits(Args(argc, argv, 2, {"model", "input", "out", "mode", "chunks", "threads"}, {}));
+      return cmd_logits(Args(argc, argv, 2, {"model", "input", "out", "mode", "chunks", "threads", "backend"}, {}));
     const std::set<std::string> sampling = {"temperature", "top-k", "top-p", "min-p", "repetition-penalty",
                                             "frequency-penalty", "presence-penalty", "seed"};
     auto plus = [](std::set<std::string> a, const std::set<std::string>& b) {
@@ -121,7 +122,7 @@ int run_command(int argc, char** argv) {
     };
     if (cmd == "generate")
       return cmd_generate(Args(argc, argv, 2,
-                               plus({"model", "prompt-ids", "prompt", "tokenizer", "max-new-tokens", "stop", "mode", "threads"},
+                               plus({"model", "prompt-ids", "prompt", "tokenizer", "max-new-tokens", "stop", "mode", "threads", "backend"},
                                     sampling),
                                {"greedy", "ignore-eos"}));
     if (cmd == "chat")
@@ -134,7 +135,7 @@ int run_command(int argc, char** argv) {
     if (cmd == "synth") return cmd_synth(Args(argc, argv, 2, {"preset", "config", "layers", "out", "seed"}, {"fp8-experts"}));
     if (cmd == "kv") return cmd_kv(Args(argc, argv, 2, {"model", "config", "preset", "tokens"}, {}));
     if (cmd == "bench")
-      return cmd_bench(Args(argc, argv, 2, {"model", "prompt-tokens", "decode-tokens", "threads", "mode"}, {}));
+      return cmd_bench(Args(argc, argv, 2, {"model", "prompt-tokens", "decode-tokens", "threads", "mode", "backend", "batch"}, {}));
     std::fprintf(stderr, "dsv4: unknown command '%s' (try 'dsv4 help')\n", cmd.c_str());
     return 2;
   } catch (const std::exception& e) {

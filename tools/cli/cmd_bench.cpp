@@ -6,37 +6,85 @@
 #include <random>
 
 #include "common.hpp"
+#include "dsv4/model/active_bytes.hpp"
 
 namespace dsv4::cli {
 
 namespace {
 
-// Weight bytes one decoded token reads in this process: every dense matrix, k routed experts per MoE
-// layer (split over ranks: this rank's expected share of them), the head (or this rank's block).
-int64_t active_bytes_per_token(const Model& m) {
-  const ModelConfig& c = m.config();
-  int64_t bytes = 0;
-  auto add = [&](const char*, const Matrix& w) { bytes += storage_bytes(w); };
-  for (const DecoderLayer& l : m.layers()) {
-    std::visit([&](auto& at) { at.for_each_matrix(add); }, l.attn);
-    for (auto* r : {&l.attn_residual, &l.ffn_residual})
-      if (auto* hc = std::get_if<HyperConnection>(r)) add("", hc->fn);
-    int64_t routed = 0, experts = 0;
-    for_each_ffn_matrix(l.ffn, [&](const char*, const Matrix& w, bool is_routed) {
-      if (is_routed) routed += storage_bytes(w), ++experts;
-      else add("", w);
-    });
-    // k of the E experts (3 matrices each); this rank holds experts/3 of them.
-    if (experts) bytes += routed / (experts / 3) * c.n_experts_per_tok * (experts / 3) / c.n_routed_experts;
-  }
-  add("", m.head());
-  bytes += storage_bytes(m.embedding()) / c.vocab_size;
-  return bytes;
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
+
+#if defined(DSV4_WITH_CUDA)
+// The GPU: prefill of the prompt (one sequence), then decode of N tokens for each --batch size
+// (that many sequences, each prefilled with the prompt, one token per sequence per step). Beside
+// them, the device's copy bandwidth and the cuBLAS BF16 GEMM rate at the prefill's largest
+// projection shape, measured in the same run.
+int bench_cuda(const Args& a, const Model& m, const std::vector<int32_t>& prompt, int64_t N) {
+  const ModelConfig& c = m.config();
+  const int64_t P = int64_t(prompt.size());
+  std::vector<int64_t> batches{1};
+  if (a.has("batch")) batches = parse_int_list(a.get("batch"), "--batch");
+  for (int64_t b : batches)
+    if (b < 1 || b > 4096) fail("--batch: sizes must be in [1, 4096]");
+  cuda::DeviceOptions o;
+  o.max_context = P + N + 8;
+  cuda::DeviceModel gm(m, o);
+  const double copy_bw = cuda::measure_copy_bandwidth();
+  const double gemm = cuda::measure_bf16_gemm_flops(P, c.num_heads * c.head_dim, c.q_lora_rank);
+  const int64_t active = gm.active_bytes_per_token();
+  std::vector<float> logits;
+  {  // warm-up, not timed
+    cuda::DeviceCache w = gm.new_cache();
+    std::vector<int32_t> few(prompt.begin(), prompt.begin() + std::min<int64_t>(P, 8));
+    cuda::DeviceSequenceInput in{&w, few};
+    gm.forward({&in, 1}, logits, LogitRows::Last);
+  }
+  cuda::DeviceCache cache = gm.new_cache();
+  auto t0 = std::chrono::steady_clock::now();
+  cuda::DeviceSequenceInput in{&cache, prompt};
+  gm.forward({&in, 1}, logits, LogitRows::Last);
+  const double prefill_s = seconds_since(t0);
+  std::printf("model           %s (%lld layers) on %s, weights %.2f GB on the device\n", a.get("model").c_str(),
+              (long long)c.num_layers, gm.device_name().c_str(), double(gm.weight_bytes()) / 1e9);
+  std::printf("device copy     %.1f GB/s (read + write, measured in this run)\n", copy_bw / 1e9);
+  std::printf("cuBLAS BF16     %.1f TFLOP/s (GEMM %lld x %lld x %lld, measured in this run)\n", gemm / 1e12,
+              (long long)P, (long long)c.num_heads * c.head_dim, (long long)c.q_lora_rank);
+  std::printf("prefill         %lld tokens in %.3f s: %.1f tokens/s\n", (long long)P, prefill_s, double(P) / prefill_s);
+  std::printf("active weights  %.1f MB per decoded token\n", double(active) / 1e6);
+  std::string json = "{\"prefill_tokens_per_s\": " + std::to_string(double(P) / prefill_s) +
+                     ", \"copy_bandwidth_gbps\": " + std::to_string(copy_bw / 1e9) + ", \"decode\": [";
+  for (size_t bi = 0; bi < batches.size(); ++bi) {
+    const int64_t B = batches[bi];
+    std::vector<cuda::DeviceCache> caches;
+    std::vector<cuda::DeviceSequenceInput> batch;
+    for (int64_t b = 0; b < B; ++b) caches.push_back(gm.new_cache());
+    for (int64_t b = 0; b < B; ++b) batch.push_back({&caches[size_t(b)], prompt});
+    gm.forward(batch, logits, LogitRows::Last);
+    std::vector<std::vector<int32_t>> next(static_cast<size_t>(B));
+    t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < N; ++i) {
+      for (int64_t b = 0; b < B; ++b) {
+        next[size_t(b)] = {argmax(std::span<const float>(logits).subspan(size_t(b * c.vocab_size), size_t(c.vocab_size)))};
+        batch[size_t(b)].tokens = next[size_t(b)];
+      }
+      gm.forward(batch, logits, LogitRows::Last);
+    }
+    const double s = seconds_since(t0);
+    const double steps = double(N) / s, achieved = double(active) * steps;
+    std::printf("decode batch %-3lld %lld steps in %.3f s: %.1f tokens/s (%.2f ms/step)", (long long)B, (long long)N, s,
+                steps * double(B), 1e3 / steps);
+    // At batch 1 a step streams exactly the active weights; a larger batch reads more experts.
+    if (B == 1) std::printf("; weights streamed %.1f GB/s = %.1f%% of copy", achieved / 1e9, 100.0 * achieved / copy_bw);
+    std::printf("\n");
+    json += std::string(bi ? ", " : "") + "{\"batch\": " + std::to_string(B) + ", \"tokens_per_s\": " +
+            std::to_string(steps * double(B)) + ", \"ms_per_step\": " + std::to_string(1e3 / steps) + "}";
+  }
+  std::printf("%s]}\n", json.c_str());
+  return 0;
+}
+#endif
 
 }  // namespace
 
@@ -45,11 +93,17 @@ int cmd_bench(const Args& a) {
   const int64_t P = a.has("prompt-tokens") ? parse_int(a.get("prompt-tokens"), "--prompt-tokens") : 128;
   const int64_t N = a.has("decode-tokens") ? parse_int(a.get("decode-tokens"), "--decode-tokens") : 16;
   if (P < 1 || N < 1) fail("--prompt-tokens and --decode-tokens must be >= 1");
+  const bool gpu = cuda_backend(a);
   const Model m = load_model(a);
   const ModelConfig& c = m.config();
   std::mt19937_64 rng(1);
   std::vector<int32_t> prompt(static_cast<size_t>(P));
   for (auto& t : prompt) t = int32_t(2 + rng() % uint64_t(c.vocab_size - 2));
+#if defined(DSV4_WITH_CUDA)
+  if (gpu) return bench_cuda(a, m, prompt, N);
+#endif
+  if (a.has("batch")) fail("--batch: only with --backend cuda");
+  (void)gpu;
   // Split over ranks on one machine, every rank measures at once and the machine's bandwidth is the sum.
   Communicator* comm = m.distribution().comm;
   double bw = measure_read_bandwidth();

@@ -1,6 +1,7 @@
 // dsv4 generate: continue a prompt.
 //   --prompt-ids 5,17,42   prints the new token ids on one line (the EOS included when reached)
 //   --prompt "text"        streams the new text as it is generated; timing on stderr
+#include <chrono>
 #include <climits>
 #include <cstdio>
 
@@ -9,8 +10,64 @@
 
 namespace dsv4::cli {
 
+#if defined(DSV4_WITH_CUDA)
+// The GPU's generation loop: prefill, then sample and run one token at a time; text and stops as
+// Session::generate releases them (OutputStream). Prints the timing line itself.
+static GenerationResult generate_cuda(const Model& m, const text::Tokenizer* tok, const std::vector<int32_t>& prompt,
+                                      Sampler& sampler, const GenerationOptions& g, const StreamCallback& emit) {
+  cuda::DeviceOptions o;
+  o.max_context = int64_t(prompt.size()) + g.max_new_tokens + 1;
+  cuda::DeviceModel gm(m, o);
+  cuda::DeviceCache cache = gm.new_cache();
+  OutputStream out(m, tok, g);
+  sampler.set_context(prompt);
+  std::vector<float> logits;
+  GenerationResult r;
+  auto t0 = std::chrono::steady_clock::now();
+  cuda::DeviceSequenceInput in{&cache, prompt};
+  gm.forward({&in, 1}, logits, LogitRows::Last);
+  const double prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  t0 = std::chrono::steady_clock::now();
+  std::span<const float> row = logits;
+  bool ended = false;
+  std::vector<int32_t> one(1);
+  for (int64_t i = 0; i < g.max_new_tokens; ++i) {
+    if (i > 0) {
+      in.tokens = one;
+      gm.forward({&in, 1}, logits, LogitRows::Last);
+      row = logits;
+    }
+    if (tok && size_t(tok->vocab_size()) < row.size()) row = row.first(size_t(tok->vocab_size()));
+    one[0] = sampler.next(row);
+    r.tokens.push_back(one[0]);
+    OutputStream::Piece piece = out.push(one[0]);
+    if (piece.reason == StopReason::StopToken) {
+      r.reason = StopReason::StopToken;
+      break;
+    }
+    r.text += piece.text;
+    if (emit) emit(one[0], piece.text);
+    if (piece.reason == StopReason::StopString) {
+      r.reason = StopReason::StopString, ended = true;
+      break;
+    }
+  }
+  if (!ended) {
+    OutputStream::Piece tail = out.finish();
+    if (tail.reason == StopReason::StopString) r.reason = StopReason::StopString;
+    r.text += tail.text;
+    if (emit && !tail.text.empty()) emit(kNoToken, tail.text);
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::fprintf(stderr, "[%s: prompt %zu tokens in %.3f s; generated %zu tokens in %.3f s (%.1f tokens/s)]\n",
+               gm.device_name().c_str(), prompt.size(), prefill_s, r.tokens.size(), r.seconds, r.tokens_per_second());
+  return r;
+}
+#endif
+
 int cmd_generate(const Args& a) {
   apply_threads(a);
+  const bool gpu = cuda_backend(a);
   if (a.has("prompt") == a.has("prompt-ids")) fail("give --prompt TEXT or --prompt-ids IDS (one of them)");
   const SamplingParams sp = sampling_params(a);
   const KernelMode mode = kernel_mode(a);
@@ -26,6 +83,14 @@ int cmd_generate(const Args& a) {
     const GenerationOptions g = generation_options(a, 0);
     Sampler sampler(sp);
     const Model m = load_model(a);
+#if defined(DSV4_WITH_CUDA)
+    if (gpu) {
+      const GenerationResult r = generate_cuda(m, nullptr, prompt, sampler, g, {});
+      for (size_t i = 0; i < r.tokens.size(); ++i) std::printf("%s%d", i ? " " : "", r.tokens[i]);
+      std::printf("\n");
+      return 0;
+    }
+#endif
     Session s(m, mode);
     s.prefill(prompt);
     const GenerationResult r = s.generate(sampler, g);
@@ -42,6 +107,18 @@ int cmd_generate(const Args& a) {
   Sampler sampler(sp);
   preload_checkpoint(a.get("model"));
   const Model m = load_model(a);
+#if defined(DSV4_WITH_CUDA)
+  if (gpu) {
+    generate_cuda(m, &tok, prompt, sampler, g, [](int32_t, std::string_view text) {
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+      return true;
+    });
+    std::printf("\n");
+    return 0;
+  }
+#endif
+  (void)gpu;
   Session s(m, tok, mode);
   s.prefill(prompt);
   const GenerationResult r = s.generate(sampler, g, [](int32_t, std::string_view text) {

@@ -41,19 +41,51 @@ int cmd_logits(const Args& a) {
     for (auto c : chunks)
       if (c < 1) fail("--chunks: chunk sizes must be >= 1");
   }
+  const bool gpu = cuda_backend(a);
   const Model m = load_model(a);
   const int64_t B = int64_t(rows.size()), S = int64_t(rows[0].size()), V = m.config().vocab_size;
   std::vector<float> out(size_t(B * S * V));
+  // The chunk sizes in order: one pass without --chunks; after the listed ones, one token at a time.
+  auto chunk_sizes = [&]() {
+    std::vector<int64_t> sizes;
+    for (int64_t done = 0, next = 0; done < S;) {
+      int64_t n = chunks.empty() ? S : next < int64_t(chunks.size()) ? chunks[size_t(next++)] : 1;
+      n = std::min(n, S - done);
+      sizes.push_back(n);
+      done += n;
+    }
+    return sizes;
+  };
+#if defined(DSV4_WITH_CUDA)
+  if (gpu) {
+    (void)parse_kernel_mode(a.get("mode", "fast"));  // the GPU runs one numerics: fp32 over stored weights
+    cuda::DeviceOptions o;
+    o.max_context = std::max<int64_t>(S, 1);
+    cuda::DeviceModel gm(m, o);
+    std::vector<cuda::DeviceCache> caches;
+    for (int64_t b = 0; b < B; ++b) caches.push_back(gm.new_cache());
+    std::vector<float> logits;
+    int64_t done = 0;
+    for (int64_t n : chunk_sizes()) {
+      std::vector<cuda::DeviceSequenceInput> batch;
+      for (int64_t b = 0; b < B; ++b)
+        batch.push_back({&caches[size_t(b)], std::span<const int32_t>(rows[size_t(b)]).subspan(size_t(done), size_t(n))});
+      gm.forward(batch, logits, LogitRows::All);
+      for (int64_t b = 0; b < B; ++b)
+        std::copy_n(&logits[size_t(b * n * V)], n * V, &out[size_t((b * S + done) * V)]);
+      done += n;
+    }
+    write_safetensors(out_path, {out_tensor_f32("logits", batched ? Shape{B, S, V} : Shape{S, V}, out)});
+    return 0;
+  }
+#endif
+  (void)gpu;
   with_mode(a, [&]<class Bundle>() {
     std::vector<SequenceCache> caches;
     for (int64_t b = 0; b < B; ++b) caches.push_back(m.new_cache());
     int64_t done = 0;
-    size_t next_chunk = 0;
     std::vector<float> logits;
-    while (done < S) {
-      int64_t n = S - done;                       // no --chunks: one pass
-      if (!chunks.empty()) n = next_chunk < chunks.size() ? chunks[next_chunk++] : 1;  // then one at a time
-      n = std::min(n, S - done);
+    for (int64_t n : chunk_sizes()) {
       std::vector<SequenceInput> batch;
       for (int64_t b = 0; b < B; ++b)
         batch.push_back({&caches[size_t(b)], std::span<const int32_t>(rows[size_t(b)]).subspan(size_t(done), size_t(n))});

@@ -6,6 +6,9 @@
 #include <vector>
 
 #include "dsv4/dsv4.hpp"
+#if defined(DSV4_WITH_CUDA)
+#include "dsv4/cuda/device_model.hpp"
+#endif
 
 namespace dsv4::cli {
 
@@ -96,6 +99,16 @@ void with_mode(const Args& a, Fn&& fn) {
   if (mode == "reference") fn.template operator()<Fp32Reference>();
   else if (mode == "fast") fn.template operator()<FastCpu>();
   else fail("--mode: unknown mode '", mode, "' (reference or fast)");
+}
+
+// --backend cpu (default) or cuda; cuda only where this tool was built with the CUDA backend.
+inline bool cuda_backend(const Args& a) {
+  const std::string b = a.get("backend", "cpu");
+  if (b != "cpu" && b != "cuda") fail("--backend: unknown backend '", b, "' (cpu or cuda)");
+#if !defined(DSV4_WITH_CUDA)
+  if (b == "cuda") fail("--backend cuda: this dsv4 was built without the CUDA backend (configure with nvcc present, -DDSV4_WITH_CUDA=ON)");
+#endif
+  return b == "cuda";
 }
 
 // Commands: each returns the exit code; errors are thrown as dsv4::Error.

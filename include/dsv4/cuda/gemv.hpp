@@ -22,6 +22,11 @@ struct MatrixView {
   int64_t n = 0, k = 0, bm = 128, bn = 128, group = 32, data_bytes = 0, scale_bytes = 0;
 };
 
+// The device's ceilings, measured now (src/cuda/ceilings.cu): device-to-device copy bandwidth in
+// bytes/s counting read + write, and the cuBLAS BF16 GEMM rate (fp32 accumulation) in FLOP/s.
+double measure_copy_bandwidth(int64_t bytes = int64_t(1) << 30);
+double measure_bf16_gemm_flops(int64_t m, int64_t n, int64_t k);
+
 // True when a CUDA device can be used (false without a GPU or driver; never throws).
 bool device_available();
 
@@ -34,6 +39,7 @@ class DeviceMatrix {
   DeviceMatrix& operator=(const DeviceMatrix&) = delete;
   int64_t rows() const { return view_.n; }
   int64_t cols() const { return view_.k; }
+  const MatrixView& view() const { return view_; }  // points at device memory
   // y = W x for `batch` rows: x [batch, K] host f32, y [batch, N] host f32 (copies in and out; the
   // device-resident path is matvec_device).
   void matvec(std::span<const float> x, std::span<float> y, int64_t batch = 1) const;
@@ -43,6 +49,11 @@ class DeviceMatrix {
  private:
   MatrixView view_;  // data/scale point at device memory after construction
 };
+
+// y [batch, rows row0..row1) = W x on device pointers: x [batch, K] with row stride ldx, y with row
+// stride ldy; enqueued on `stream` (a cudaStream_t). w describes device memory.
+void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float* y, int64_t ldy, int64_t row0,
+          int64_t row1, void* stream);
 
 // Describes a loaded dsv4 weight matrix for upload.
 inline MatrixView view_of(const Matrix& m) {

@@ -1,0 +1,84 @@
+#pragma once
+// The CUDA backend's model: a loaded dsv4::Model's weights uploaded once to the GPU in their stored
+// formats, and the whole forward pass on the device (embedding, mHC, the three V4 attention kinds
+// with their compressors and Lightning Indexer, routing, experts, head). Only the token ids go in
+// and the wanted logits come out; nothing else crosses to the host during a forward.
+//
+//   const dsv4::Model model = dsv4::Model::load(dir);              // mmapped checkpoint
+//   dsv4::cuda::DeviceModel gpu(model);                             // uploads the weights
+//   dsv4::cuda::DeviceCache cache = gpu.new_cache();
+//   std::vector<float> logits;
+//   dsv4::cuda::DeviceSequenceInput in{&cache, prompt_ids};
+//   gpu.forward({&in, 1}, logits, dsv4::LogitRows::Last);          // [1, vocab]
+//
+// This header includes no CUDA header; link dsv4::cuda (src/cuda/) to use it.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "dsv4/cuda/gemv.hpp"
+#include "dsv4/model/model.hpp"
+
+namespace dsv4::cuda {
+
+struct DeviceOptions {
+  // The most tokens one sequence may reach: sizes each cache's compressed entries. A forward
+  // that would go past it fails with a message naming it.
+  int64_t max_context = 8192;
+};
+
+class DeviceModel;
+
+// One sequence's attention state on the device (sliding-window ring, compressor state and entries
+// of every layer). Made by DeviceModel::new_cache; movable, not copyable.
+class DeviceCache {
+ public:
+  DeviceCache(DeviceCache&&) noexcept;
+  DeviceCache& operator=(DeviceCache&&) noexcept;
+  ~DeviceCache();
+  int64_t position() const;
+  int64_t device_bytes() const;
+
+ private:
+  friend class DeviceModel;
+  struct Impl;
+  explicit DeviceCache(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct DeviceSequenceInput {
+  DeviceCache* cache;
+  std::span<const int32_t> tokens;
+};
+
+class DeviceModel {
+ public:
+  // Uploads every weight of `model` (which must outlive nothing: the device copy is independent).
+  // Fails with a clear message for what the backend does not run (MLA layers, a split model).
+  explicit DeviceModel(const Model& model, DeviceOptions options = {});
+  ~DeviceModel();
+  DeviceModel(const DeviceModel&) = delete;
+  DeviceModel& operator=(const DeviceModel&) = delete;
+
+  const ModelConfig& config() const;
+  const DeviceOptions& options() const;
+  DeviceCache new_cache() const;
+
+  // Runs a batch of sequences, each continuing its own cache; logits [sum of tokens, V] (All) or
+  // [sequences, V] (Last), as Model::forward. Bad input is rejected before any cache changes.
+  void forward(std::span<const DeviceSequenceInput> batch, std::vector<float>& logits, LogitRows rows = LogitRows::All);
+
+  int64_t weight_bytes() const;         // weight bytes resident on the device
+  // Stored bytes of the weights one decoded token reads: dense + shared + k experts of each MoE
+  // layer + head (the same count dsv4 bench reports for the CPU).
+  int64_t active_bytes_per_token() const;
+  std::string device_name() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,55 @@
+#pragma once
+// Device-side decoding of the stored weight formats, bit for bit what numeric/*.hpp do on the host.
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "dsv4/core/error.hpp"
+#include "dsv4/cuda/gemv.hpp"
+
+namespace dsv4::cuda {
+
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string("cuda: ") + what + ": " + cudaGetErrorString(e));
+}
+
+// 2^(b-127); b = 0 is the subnormal 2^-127, b = 255 NaN.
+__device__ __forceinline__ float e8m0(uint8_t b) {
+  return b == 255 ? __int_as_float(0x7fc00000) : __uint_as_float(b == 0 ? 0x00400000u : uint32_t(b) << 23);
+}
+
+// E4M3 (finite, NaN for S.1111.111), through the hardware conversion to half.
+__device__ __forceinline__ float e4m3(uint8_t b) {
+  const __half_raw h = __nv_cvt_fp8_to_halfraw(__nv_fp8_storage_t(b), __NV_E4M3);
+  return __half2float(__half(h));
+}
+
+// E2M1 nibble: bits built directly (no table): e = 0 gives 0 or 0.5, else 2^(e-1) (1 + m/2).
+__device__ __forceinline__ float e2m1(uint32_t nib) {
+  const uint32_t e = (nib >> 1) & 3u, m = nib & 1u;
+  const uint32_t mag = e ? ((e + 126u) << 23) | (m << 22) : (m ? (126u << 23) : 0u);
+  return __uint_as_float(mag | ((nib & 8u) << 28));
+}
+
+__device__ __forceinline__ float bf16(uint16_t h) { return __uint_as_float(uint32_t(h) << 16); }
+
+// Element (i, j) of a stored matrix, decoded.
+__device__ __forceinline__ float weight_at(const MatrixView& w, int64_t i, int64_t j) {
+  switch (w.kind) {
+    case MatrixView::F32: return reinterpret_cast<const float*>(w.data)[i * w.k + j];
+    case MatrixView::Bf16: return bf16(reinterpret_cast<const uint16_t*>(w.data)[i * w.k + j]);
+    case MatrixView::Fp8Block: {
+      const int64_t sc = (w.k + w.bn - 1) / w.bn, idx = (i / w.bm) * sc + j / w.bn;
+      const float s = w.scale_is_f32 ? reinterpret_cast<const float*>(w.scale)[idx] : e8m0(w.scale[idx]);
+      return e4m3(w.data[i * w.k + j]) * s;
+    }
+    default: {
+      const uint8_t b = w.data[i * (w.k / 2) + j / 2];
+      const int64_t sc = (w.k + w.group - 1) / w.group;
+      return e2m1((j & 1) ? (b >> 4) : (b & 0xF)) * e8m0(w.scale[i * sc + j / w.group]);
+    }
+  }
+}
+
+}  // namespace dsv4::cuda

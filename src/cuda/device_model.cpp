@@ -1,0 +1,565 @@
+// DeviceModel: the weights uploaded once, per-sequence device caches, and the forward pass as a
+// sequence of kernel launches on one stream (kernels.hpp). The order of operations is
+// Model::forward's; the host only prepares the row metadata of a batch (one upload) and reads back
+// the wanted logits (one download).
+#include "dsv4/cuda/device_model.hpp"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "dsv4/model/active_bytes.hpp"
+#include "kernels.hpp"
+
+namespace dsv4::cuda {
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string("cuda: ") + what + ": " + cudaGetErrorString(e));
+}
+
+// A device allocation of n T's (uninitialized), movable.
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t n) : n_(n) {
+    if (n) check(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)), "device allocation");
+  }
+  DeviceBuffer(const T* host, size_t n) : DeviceBuffer(n) {
+    if (n) check(cudaMemcpy(p_, host, n * sizeof(T), cudaMemcpyHostToDevice), "upload");
+  }
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.data(), host.size()) {}
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(p_, o.p_), std::swap(n_, o.n_);
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (p_) cudaFree(p_);
+  }
+  T* get() const { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+using Floats = DeviceBuffer<float>;
+using Mat = std::unique_ptr<DeviceMatrix>;
+
+Mat upload(const Matrix& m) { return std::make_unique<DeviceMatrix>(view_of(m)); }
+
+struct DevLatent {
+  Mat wq_a, wq_b, wkv, wo_a, wo_b;
+  Floats q_norm, kv_norm, sink;
+};
+
+struct DevCompressor {
+  int64_t ratio = 0, width = 0;
+  bool overlap = false;
+  Mat wkv, wgate;
+  Floats ape, norm;
+  int64_t proj_width() const { return overlap ? 2 * width : width; }
+};
+
+struct DevHc {
+  Mat fn;
+  Floats base, scale;
+};
+
+struct DevExpertSet {
+  std::vector<Mat> w1, w2, w3;
+  DeviceBuffer<MatrixView> v1, v2, v3;  // [E] views of the device matrices, indexed by expert id
+  int kind1 = 0, kind2 = 0, kind3 = 0;
+};
+
+struct DevLayer {
+  AttentionKind kind = AttentionKind::Sliding;
+  DevHc hc_attn, hc_ffn;
+  Floats attn_norm, ffn_norm;
+  DevLatent lat;
+  DevCompressor comp;                 // CSA, HCA
+  Mat iwq_b, iweights_proj;           // CSA indexer
+  DevCompressor icomp;
+  // MoE
+  Mat gate;
+  DeviceBuffer<int32_t> hash;         // [vocab, k] for hash-routed layers
+  Floats bias;                        // [E] top-k layers
+  DevExpertSet experts;
+  Mat sw1, sw2, sw3;                  // shared expert (null if none)
+};
+
+DevLatent upload_latent(const LatentWeights& w) {
+  return {upload(w.wq_a), upload(w.wq_b), upload(w.wkv), upload(w.wo_a), upload(w.wo_b),
+          Floats(w.q_norm), Floats(w.kv_norm), Floats(w.sink)};
+}
+
+DevCompressor upload_compressor(const CompressorWeights& w) {
+  DevCompressor c;
+  c.ratio = w.ratio, c.width = w.width, c.overlap = w.overlap;
+  c.wkv = upload(w.wkv), c.wgate = upload(w.wgate);
+  c.ape = Floats(w.ape), c.norm = Floats(w.norm);
+  return c;
+}
+
+DevHc upload_hc(const ResidualVariant& r) {
+  const auto& hc = std::get<HyperConnection>(r);
+  return {upload(hc.fn), Floats(hc.base), Floats(hc.scale)};
+}
+
+int expert_kind(const std::vector<Mat>& ms, const char* what) {
+  const int kind = ms.empty() ? 0 : ms[0]->view().kind;
+  for (auto& m : ms)
+    if (m->view().kind != kind) fail("cuda: routed experts' ", what, " matrices mix storage formats");
+  return kind;
+}
+
+DeviceBuffer<MatrixView> views(const std::vector<Mat>& ms) {
+  std::vector<MatrixView> v;
+  for (auto& m : ms) v.push_back(m->view());
+  return DeviceBuffer<MatrixView>(v);
+}
+
+// What a layer's compressor state needs, per sequence (floats).
+struct StateSizes {
+  int64_t ring = 0, entries = 0, pend = 0, prev = 0, ientries = 0, ipend = 0, iprev = 0;
+  int64_t total() const { return ring + entries + 2 * pend + 2 * prev + ientries + 2 * ipend + 2 * iprev; }
+};
+
+}  // namespace
+
+struct DeviceCache::Impl {
+  const DeviceModel* owner = nullptr;
+  int64_t pos = 0;
+  Floats storage;
+  std::vector<k::SeqLayerState> layers;  // pointers into storage
+};
+
+DeviceCache::DeviceCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+DeviceCache::DeviceCache(DeviceCache&&) noexcept = default;
+DeviceCache& DeviceCache::operator=(DeviceCache&&) noexcept = default;
+DeviceCache::~DeviceCache() = default;
+int64_t DeviceCache::position() const { return impl_->pos; }
+int64_t DeviceCache::device_bytes() const { return int64_t(impl_->storage.size() * sizeof(float)); }
+
+struct DeviceModel::Impl {
+  ModelConfig config;
+  DeviceOptions options;
+  cudaStream_t stream = nullptr;
+  Mat embed, head;
+  Floats norm;
+  DevHc hc_head;
+  Floats rope_main, rope_compress;  // inv_freq [r/2]
+  std::vector<DevLayer> layers;
+  std::vector<StateSizes> state_sizes;
+  int64_t weight_bytes = 0, active_bytes = 0;
+  int64_t max_indexer_entries = 0;
+
+  // Workspace, grown to the largest batch seen.
+  int64_t cap_rows = 0;
+  std::map<std::string, Floats> ws;
+  DeviceBuffer<int32_t> tokens, chosen, nchosen, experts;
+  DeviceBuffer<k::RowInfo> rows, segs;
+  DeviceBuffer<k::SeqLayerState> seq_states;  // [L, B]
+  DeviceBuffer<k::CompressJob> jobs;          // per ratio, concatenated
+  float* buf(const std::string& name, int64_t n) {
+    Floats& b = ws[name];
+    if (int64_t(b.size()) < n) b = Floats(size_t(n));
+    return b.get();
+  }
+
+  k::Rope rope_of(AttentionKind kind) const {
+    return {kind == AttentionKind::Sliding ? rope_main.get() : rope_compress.get(), int32_t(config.rope_dim)};
+  }
+
+  void lin(const DeviceMatrix& w, const float* x, int64_t t, float* y) const {
+    gemv(w.view(), x, w.cols(), t, y, w.rows(), 0, w.rows(), stream);
+  }
+};
+
+namespace {
+
+std::string unsupported(const Model& m) {
+  const ModelConfig& c = m.config();
+  if (m.distribution().split()) return "a model split over ranks (load it in one process for the GPU)";
+  if (c.residual != ResidualKind::HyperConnections) return "the plain residual (DeepSeek-V3)";
+  for (size_t l = 0; l < c.layers.size(); ++l) {
+    if (c.layers[l].attention == AttentionKind::MLA) return "MLA attention (layer " + std::to_string(l) + ")";
+    if (c.layers[l].ffn != FfnKind::Moe) return "a dense MLP (layer " + std::to_string(l) + ")";
+    if (c.layers[l].router == RouterKind::GroupLimited) return "the group-limited router (layer " + std::to_string(l) + ")";
+  }
+  if (c.hc_mult > 16) return "hc_mult > 16";
+  return "";
+}
+
+}  // namespace
+
+DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std::make_unique<Impl>()) {
+  Impl& I = *impl_;
+  I.config = model.config();
+  I.options = options;
+  const ModelConfig& c = I.config;
+  if (std::string why = unsupported(model); !why.empty()) fail("cuda backend: does not run ", why, " yet");
+  if (options.max_context < 1) fail("cuda backend: max_context must be >= 1");
+  if (!device_available()) fail("cuda backend: no CUDA device is available");
+  check(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking), "stream");
+  I.embed = upload(model.embedding());
+  I.head = upload(model.head());
+  I.active_bytes = dsv4::active_bytes_per_token(model);
+  I.rope_main = Floats(model.rope(AttentionKind::Sliding).inv_freq());
+  I.rope_compress = Floats(model.rope(AttentionKind::CSA).inv_freq());
+  for (size_t l = 0; l < model.layers().size(); ++l) {
+    const DecoderLayer& L = model.layers()[l];
+    DevLayer d;
+    d.kind = c.layers[l].attention;
+    d.hc_attn = upload_hc(L.attn_residual);
+    d.hc_ffn = upload_hc(L.ffn_residual);
+    d.attn_norm = Floats(L.attn_norm);
+    d.ffn_norm = Floats(L.ffn_norm);
+    StateSizes ss;
+    ss.ring = std::max<int64_t>(c.sliding_window - 1, 0) * c.head_dim;
+    std::visit(
+        [&](auto& at) {
+          using A = std::decay_t<decltype(at)>;
+          if constexpr (std::is_same_v<A, MlaAttention>) {
+            fail("cuda backend: MLA attention");
+          } else {
+            d.lat = upload_latent(at.latent);
+            if constexpr (!std::is_same_v<A, SlidingAttention>) {
+              d.comp = upload_compressor(at.compressor);
+              ss.entries = (options.max_context / at.compressor.ratio + 1) * at.compressor.width;
+              ss.pend = at.compressor.ratio * at.compressor.proj_width();
+              ss.prev = at.compressor.overlap ? at.compressor.ratio * at.compressor.width : 0;
+            }
+            if constexpr (std::is_same_v<A, CsaAttention>) {
+              d.iwq_b = upload(at.indexer.wq_b);
+              d.iweights_proj = upload(at.indexer.weights_proj);
+              d.icomp = upload_compressor(at.indexer.compressor);
+              const auto& ic = at.indexer.compressor;
+              ss.ientries = (options.max_context / ic.ratio + 1) * ic.width;
+              ss.ipend = ic.ratio * ic.proj_width();
+              ss.iprev = ic.ratio * ic.width;
+              I.max_indexer_entries = std::max(I.max_indexer_entries, options.max_context / ic.ratio);
+            }
+          }
+        },
+        L.attn);
+    const auto& moe = std::get<MoeWeights>(L.ffn);
+    d.gate = upload(moe.gate);
+    if (auto* h = std::get_if<HashRouter>(&moe.router)) d.hash = DeviceBuffer<int32_t>(h->table);
+    else d.bias = Floats(std::get<TopKRouter>(moe.router).bias);
+    for (auto& e : moe.experts)
+      d.experts.w1.push_back(upload(e.w1)), d.experts.w2.push_back(upload(e.w2)), d.experts.w3.push_back(upload(e.w3));
+    d.experts.kind1 = expert_kind(d.experts.w1, "w1");
+    d.experts.kind2 = expert_kind(d.experts.w2, "w2");
+    d.experts.kind3 = expert_kind(d.experts.w3, "w3");
+    d.experts.v1 = views(d.experts.w1), d.experts.v2 = views(d.experts.w2), d.experts.v3 = views(d.experts.w3);
+    if (!moe.shared.empty()) d.sw1 = upload(moe.shared[0].w1), d.sw2 = upload(moe.shared[0].w2), d.sw3 = upload(moe.shared[0].w3);
+    I.layers.push_back(std::move(d));
+    I.state_sizes.push_back(ss);
+  }
+  // Final norm and hyper head (read again from the mapped checkpoint: Model keeps them private).
+  {
+    WeightSource ws(model.checkpoint(), c);
+    I.norm = Floats(ws.floats("norm.weight", {c.hidden_size}));
+    const HyperHead hh = HyperHead::load(ws, c);
+    I.hc_head = DevHc{upload(hh.fn), Floats(hh.base), Floats(hh.scale)};
+  }
+  // The indexer sorts one row's visible entries in shared memory: check the context fits.
+  if (I.max_indexer_entries > 0) {
+    int dev = 0, optin = 0;
+    check(cudaGetDevice(&dev), "device");
+    check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "device attribute");
+    int64_t pow2 = 1;
+    while (pow2 < I.max_indexer_entries) pow2 *= 2;
+    const int64_t need = (c.index_n_heads * (c.index_head_dim + 1) + c.index_n_heads + pow2) * 4 + pow2 * 4;
+    if (need > optin)
+      fail("cuda backend: max_context ", options.max_context, " needs ", need,
+           " bytes of shared memory per block for the Lightning Indexer's sort; this device has ", optin,
+           " (lower max_context)");
+  }
+  size_t free_b = 0, total_b = 0;
+  check(cudaMemGetInfo(&free_b, &total_b), "memory info");
+  I.weight_bytes = 0;
+  auto count = [&](const Mat& m) {
+    if (m) I.weight_bytes += m->view().data_bytes + m->view().scale_bytes;
+  };
+  count(I.embed), count(I.head), count(I.hc_head.fn);
+  for (auto& d : I.layers) {
+    for (auto* m : {&d.hc_attn.fn, &d.hc_ffn.fn, &d.lat.wq_a, &d.lat.wq_b, &d.lat.wkv, &d.lat.wo_a, &d.lat.wo_b,
+                    &d.comp.wkv, &d.comp.wgate, &d.iwq_b, &d.iweights_proj, &d.icomp.wkv, &d.icomp.wgate, &d.gate,
+                    &d.sw1, &d.sw2, &d.sw3})
+      count(*m);
+    for (auto* v : {&d.experts.w1, &d.experts.w2, &d.experts.w3})
+      for (auto& m : *v) count(m);
+  }
+}
+
+DeviceModel::~DeviceModel() {
+  if (impl_ && impl_->stream) cudaStreamDestroy(impl_->stream);
+}
+
+const ModelConfig& DeviceModel::config() const { return impl_->config; }
+const DeviceOptions& DeviceModel::options() const { return impl_->options; }
+int64_t DeviceModel::weight_bytes() const { return impl_->weight_bytes; }
+int64_t DeviceModel::active_bytes_per_token() const { return impl_->active_bytes; }
+
+std::string DeviceModel::device_name() const {
+  int dev = 0;
+  cudaDeviceProp p{};
+  check(cudaGetDevice(&dev), "device");
+  check(cudaGetDeviceProperties(&p, dev), "device properties");
+  return p.name;
+}
+
+DeviceCache DeviceModel::new_cache() const {
+  auto impl = std::make_unique<DeviceCache::Impl>();
+  impl->owner = this;
+  int64_t total = 0;
+  for (auto& s : impl_->state_sizes) total += s.total();
+  impl->storage = Floats(size_t(std::max<int64_t>(total, 1)));
+  check(cudaMemsetAsync(impl->storage.get(), 0, impl->storage.size() * sizeof(float), impl_->stream), "cache clear");
+  float* p = impl->storage.get();
+  auto take = [&](int64_t n) {
+    float* r = n ? p : nullptr;
+    p += n;
+    return r;
+  };
+  for (auto& s : impl_->state_sizes) {
+    k::SeqLayerState st{};
+    st.ring = take(s.ring);
+    st.entries = take(s.entries);
+    st.pend_a = take(s.pend), st.pend_z = take(s.pend);
+    st.prev_a = take(s.prev), st.prev_z = take(s.prev);
+    st.ientries = take(s.ientries);
+    st.ipend_a = take(s.ipend), st.ipend_z = take(s.ipend);
+    st.iprev_a = take(s.iprev), st.iprev_z = take(s.iprev);
+    impl->layers.push_back(st);
+  }
+  check(cudaStreamSynchronize(impl_->stream), "cache clear");
+  return DeviceCache(std::move(impl));
+}
+
+void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vector<float>& logits, LogitRows rows) {
+  Impl& I = *impl_;
+  const ModelConfig& c = I.config;
+  const int64_t n = c.hc_mult, D = c.hidden_size, V = c.vocab_size, H = c.num_heads, d = c.head_dim;
+  const float eps = float(c.rms_norm_eps);
+  if (batch.empty()) fail("forward: empty batch");
+  // Validation first: nothing changes on bad input.
+  std::vector<int32_t> tokens;
+  std::vector<k::RowInfo> row_info, seg_info;
+  int64_t max_end = 0;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const DeviceSequenceInput& in = batch[b];
+    if (!in.cache || !in.cache->impl_ || in.cache->impl_->owner != this)
+      fail("forward: sequence ", b, " has a cache that was not made by this device model");
+    for (size_t o = 0; o < b; ++o)
+      if (batch[o].cache == in.cache) fail("forward: sequences ", o, " and ", b, " share one cache");
+    if (in.tokens.empty()) fail("forward: sequence ", b, " has no tokens (empty prompt)");
+    for (size_t i = 0; i < in.tokens.size(); ++i)
+      if (in.tokens[i] < 0 || in.tokens[i] >= V)
+        fail("forward: sequence ", b, " token ", i, " has id ", in.tokens[i], ", outside the vocabulary [0, ", V, ")");
+    const int64_t pos0 = in.cache->impl_->pos, count = int64_t(in.tokens.size());
+    if (pos0 + count > I.options.max_context)
+      fail("forward: sequence ", b, " would reach ", pos0 + count, " tokens, past the device cache's max_context ",
+           I.options.max_context);
+    const k::RowInfo first{int32_t(b), int32_t(pos0), int32_t(tokens.size()), int32_t(pos0), int32_t(count)};
+    seg_info.push_back(first);
+    for (int64_t i = 0; i < count; ++i) {
+      k::RowInfo r = first;
+      r.pos = int32_t(pos0 + i);
+      row_info.push_back(r);
+    }
+    tokens.insert(tokens.end(), in.tokens.begin(), in.tokens.end());
+    max_end = std::max(max_end, pos0 + count);
+  }
+  const int64_t T = int64_t(tokens.size()), B = int64_t(batch.size()), L = int64_t(I.layers.size());
+  cudaStream_t s = I.stream;
+
+  // Per-layer, per-sequence state pointers and the compress jobs of each ratio in use.
+  std::vector<k::SeqLayerState> states(size_t(L * B));
+  for (int64_t l = 0; l < L; ++l)
+    for (int64_t b = 0; b < B; ++b) states[size_t(l * B + b)] = batch[size_t(b)].cache->impl_->layers[size_t(l)];
+  std::map<int64_t, std::pair<int64_t, int64_t>> job_range;  // ratio -> [first, count) in jobs
+  std::vector<k::CompressJob> jobs;
+  for (auto& lay : I.layers)
+    for (int64_t m : {lay.comp.ratio, lay.icomp.ratio}) {
+      if (m == 0 || job_range.count(m)) continue;
+      const int64_t first = int64_t(jobs.size());
+      for (auto& sg : seg_info)
+        for (int64_t w = sg.pos0 / m; w <= (sg.pos0 + sg.count) / m - 1; ++w)
+          jobs.push_back({sg.seq, int32_t(w), sg.row0, sg.pos0});
+      job_range[m] = {first, int64_t(jobs.size()) - first};
+    }
+  auto upload_async = [&](auto& buf, const auto& host) {
+    using T2 = typename std::decay_t<decltype(host)>::value_type;
+    if (buf.size() < host.size()) buf = std::decay_t<decltype(buf)>(host.size());
+    if (!host.empty())
+      check(cudaMemcpyAsync(buf.get(), host.data(), host.size() * sizeof(T2), cudaMemcpyHostToDevice, s), "upload batch");
+  };
+  upload_async(I.tokens, tokens);
+  upload_async(I.rows, row_info);
+  upload_async(I.segs, seg_info);
+  upload_async(I.seq_states, states);
+  upload_async(I.jobs, jobs);
+
+  // Activations.
+  const int64_t hd = H * d, nm = (2 + n) * n, R = c.q_lora_rank, G = c.o_groups, OR = c.o_lora_rank;
+  const int64_t E = c.n_routed_experts, K = c.n_experts_per_tok, Iw = c.moe_intermediate_size;
+  const int64_t nh = c.index_n_heads, ci = c.index_head_dim;
+  float* x = I.buf("x", T * n * D);
+  float* u = I.buf("u", T * D);
+  float* y = I.buf("y", T * D);
+  float* f = I.buf("f", T * n * D);
+  float* mix = I.buf("mix", T * nm);
+  float* pre = I.buf("pre", T * n);
+  float* post = I.buf("post", T * n);
+  float* comb = I.buf("comb", T * n * n);
+  float* qr = I.buf("qr", T * R);
+  float* q = I.buf("q", T * hd);
+  float* kv = I.buf("kv", T * d);
+  float* o = I.buf("o", T * hd);
+  float* zo = I.buf("zo", T * G * OR);
+  float* glog = I.buf("gate", T * E);
+  float* wts = I.buf("weights", T * K);
+  if (int64_t(I.experts.size()) < T * K) I.experts = DeviceBuffer<int32_t>(size_t(T * K));
+  const int64_t sI = c.moe_intermediate_size * c.n_shared_experts;
+  float* h1 = I.buf("h1", T * std::max(K * Iw, sI));
+  float* h3 = I.buf("h3", T * std::max(K * Iw, sI));
+  float* ye = I.buf("ye", T * K * D);
+
+  k::embed(I.embed->view(), I.tokens.get(), T, n, x, s);
+
+  auto hc_pre = [&](const DevHc& hc) {
+    k::rms_norm_rows(x, nullptr, T, n * D, n * D, eps, f, s);
+    I.lin(*hc.fn, f, T, mix);
+    k::hc_pre_mix(mix, hc.base.get(), hc.scale.get(), x, T, n, D, c.hc_sinkhorn_iters, float(c.hc_eps), pre, post,
+                  comb, u, s);
+  };
+  auto hc_post = [&]() { k::hc_post(post, comb, y, T, n, D, x, s); };
+
+  for (int64_t l = 0; l < L; ++l) {
+    const DevLayer& Ly = I.layers[size_t(l)];
+    const k::SeqLayerState* seqs = I.seq_states.get() + l * B;
+    const k::Rope rope = I.rope_of(Ly.kind);
+    // Attention.
+    hc_pre(Ly.hc_attn);
+    k::rms_norm_rows(u, Ly.attn_norm.get(), T, D, D, eps, u, s);
+    I.lin(*Ly.lat.wq_a, u, T, qr);
+    k::rms_norm_rows(qr, Ly.lat.q_norm.get(), T, R, R, eps, qr, s);
+    I.lin(*Ly.lat.wq_b, qr, T, q);
+    I.lin(*Ly.lat.wkv, u, T, kv);
+    k::norm_rope_heads(q, I.rows.get(), T, H, d, true, eps, rope, s);
+    k::rms_norm_rows(kv, Ly.lat.kv_norm.get(), T, d, d, eps, kv, s);
+    k::norm_rope_heads(kv, I.rows.get(), T, 1, d, false, eps, rope, s);
+
+    k::AttendArgs aa{};
+    aa.q = q, aa.kv = kv, aa.rows = I.rows.get(), aa.seqs = seqs, aa.sink = Ly.lat.sink.get();
+    aa.t = T, aa.heads = H, aa.d = d, aa.window = c.sliding_window;
+    aa.scale = 1.0f / std::sqrt(float(d));
+    aa.rope = rope, aa.o = o;
+    aa.max_keys = std::min<int64_t>(c.sliding_window, max_end);
+    auto run_compressor = [&](const DevCompressor& cp, bool indexer) {
+      const int64_t pw = cp.proj_width();
+      float* a = I.buf(indexer ? "ia" : "ca", T * pw);
+      float* z = I.buf(indexer ? "iz" : "cz", T * pw);
+      I.lin(*cp.wkv, u, T, a);
+      I.lin(*cp.wgate, u, T, z);
+      k::add_ape(z, cp.ape.get(), I.rows.get(), T, pw, cp.ratio, s);
+      k::CompressArgs ca{a, z, seqs, indexer, cp.overlap, cp.ratio, cp.width, cp.norm.get(), eps, rope};
+      const auto [first, njobs] = job_range.at(cp.ratio);
+      k::compress_entries(ca, I.jobs.get() + first, njobs, s);
+      k::compress_update_state(ca, I.segs.get(), B, s);
+    };
+    if (Ly.kind == AttentionKind::HCA) {
+      run_compressor(Ly.comp, false);
+      aa.hca_m = Ly.comp.ratio;
+      aa.max_keys += max_end / Ly.comp.ratio;
+    } else if (Ly.kind == AttentionKind::CSA) {
+      run_compressor(Ly.comp, false);
+      // Indexer: queries from the normed low-rank query, head weights from the layer input.
+      float* iq = I.buf("iq", T * nh * ci);
+      float* ig = I.buf("ig", T * nh);
+      I.lin(*Ly.iwq_b, qr, T, iq);
+      I.lin(*Ly.iweights_proj, u, T, ig);
+      k::scale(ig, T * nh, 1.0f / std::sqrt(float(nh)), s);
+      k::norm_rope_heads(iq, I.rows.get(), T, nh, ci, false, eps, rope, s);
+      run_compressor(Ly.icomp, true);
+      const int64_t topk = c.index_topk;
+      if (int64_t(I.chosen.size()) < T * topk) I.chosen = DeviceBuffer<int32_t>(size_t(T * topk));
+      if (int64_t(I.nchosen.size()) < T) I.nchosen = DeviceBuffer<int32_t>(size_t(T));
+      k::indexer_topk(iq, ig, I.rows.get(), seqs, T, nh, ci, Ly.icomp.ratio, topk, max_end / Ly.icomp.ratio,
+                      I.chosen.get(), I.nchosen.get(), s);
+      aa.chosen = I.chosen.get(), aa.nchosen = I.nchosen.get(), aa.topk = topk;
+      aa.max_keys += std::min(topk, max_end / Ly.comp.ratio);
+    }
+    k::attend(aa, s);
+    k::window_store(kv, I.rows.get(), seqs, T, d, c.sliding_window, s);
+    // Grouped low-rank output.
+    const int64_t gw = hd / G;
+    for (int64_t g = 0; g < G; ++g)
+      gemv(Ly.lat.wo_a->view(), o + g * gw, hd, T, zo + g * OR, G * OR, g * OR, (g + 1) * OR, s);
+    I.lin(*Ly.lat.wo_b, zo, T, y);
+    hc_post();
+
+    // Feed-forward: the routed experts and the shared one.
+    hc_pre(Ly.hc_ffn);
+    k::rms_norm_rows(u, Ly.ffn_norm.get(), T, D, D, eps, u, s);
+    I.lin(*Ly.gate, u, T, glog);
+    k::route(glog, I.tokens.get(), Ly.hash.size() ? Ly.hash.get() : nullptr, Ly.bias.get(), T, E, K,
+             float(c.routed_scaling_factor), I.experts.get(), wts, s);
+    const float limit = float(c.swiglu_limit);
+    if (Ly.sw1) {
+      I.lin(*Ly.sw1, u, T, h1);
+      I.lin(*Ly.sw3, u, T, h3);
+      k::swiglu(h1, h3, T * sI, limit, h1, s);
+      I.lin(*Ly.sw2, h1, T, y);
+    } else {
+      check(cudaMemsetAsync(y, 0, size_t(T * D) * sizeof(float), s), "clear");
+    }
+    const DevExpertSet& ex = Ly.experts;
+    k::expert_gemv(ex.v1.get(), ex.kind1, Iw, D, I.experts.get(), T * K, u, K, h1, s);
+    k::expert_gemv(ex.v3.get(), ex.kind3, Iw, D, I.experts.get(), T * K, u, K, h3, s);
+    k::swiglu(h1, h3, T * K * Iw, limit, h1, s);
+    k::expert_gemv(ex.v2.get(), ex.kind2, D, Iw, I.experts.get(), T * K, h1, 1, ye, s);
+    k::combine(ye, wts, T, K, D, y, s);
+    hc_post();
+  }
+
+  // Head over the wanted rows.
+  std::vector<int64_t> want;
+  if (rows == LogitRows::All)
+    for (int64_t i = 0; i < T; ++i) want.push_back(i);
+  else
+    for (auto& sg : seg_info) want.push_back(sg.row0 + sg.count - 1);
+  const int64_t NR = int64_t(want.size());
+  float* xs = x;
+  if (rows == LogitRows::Last) xs = I.buf("xs", NR * n * D);
+  for (int64_t r = 0; rows == LogitRows::Last && r < NR; ++r)
+    check(cudaMemcpyAsync(xs + r * n * D, x + want[size_t(r)] * n * D, size_t(n * D) * sizeof(float),
+                          cudaMemcpyDeviceToDevice, s),
+          "gather rows");
+  float* hf = I.buf("hf", NR * n * D);
+  float* hm = I.buf("hm", NR * n);
+  float* h = I.buf("h", NR * D);
+  k::rms_norm_rows(xs, nullptr, NR, n * D, n * D, eps, hf, s);
+  I.lin(*I.hc_head.fn, hf, NR, hm);
+  k::hc_head(hm, I.hc_head.base.get(), I.hc_head.scale.get(), xs, NR, n, D, float(c.hc_eps), h, s);
+  k::rms_norm_rows(h, I.norm.get(), NR, D, D, eps, h, s);
+  float* lg = I.buf("logits", NR * V);
+  I.lin(*I.head, h, NR, lg);
+  logits.resize(size_t(NR * V));
+  check(cudaMemcpyAsync(logits.data(), lg, logits.size() * sizeof(float), cudaMemcpyDeviceToHost, s), "logits");
+  check(cudaStreamSynchronize(s), "forward");
+  for (auto& in : batch) in.cache->impl_->pos += int64_t(in.tokens.size());
+}
+
+}  // namespace dsv4::cuda

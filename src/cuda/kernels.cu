@@ -1,0 +1,579 @@
+// The CUDA backend's kernels other than the GEMVs: norms, mHC, rope, attention, compressors, the
+// Lightning Indexer, routing. Each mirrors the fp32 CPU oracle (include/dsv4/...) operation for
+// operation; only summation order differs.
+#include <cfloat>
+
+#include "decode.cuh"
+#include "kernels.hpp"
+
+namespace dsv4::cuda::k {
+namespace {
+
+constexpr int kBlock = 256;
+
+unsigned blocks_for(int64_t n, int per = kBlock) { return unsigned((n + per - 1) / per); }
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+__device__ float block_sum(float v) {
+  __shared__ float part[32];
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+  __syncthreads();
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  float t = lane < nw ? part[lane] : 0.f;
+  for (int o = 16; o > 0; o /= 2) t += __shfl_xor_sync(0xffffffffu, t, o);
+  return t;
+}
+
+__device__ float block_max(float v) {
+  __shared__ float part[32];
+  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+  __syncthreads();
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  float t = lane < nw ? part[lane] : -FLT_MAX;
+  for (int o = 16; o > 0; o /= 2) t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, o));
+  return t;
+}
+
+__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// Rotates the last r dims of v [n] by +pos (sign 1) or -pos (sign -1), pairs interleaved; the angle
+// in fp32 as the oracle forms it, cos/sin in double (the oracle evaluates them accurately).
+// Called by every thread of a block; v in shared or global memory, synchronized by the caller.
+__device__ void rope_block(float* v, int64_t n, int64_t pos, Rope rope, int sign) {
+  float* x = v + (n - rope.r);
+  for (int i = threadIdx.x; i < rope.r / 2; i += blockDim.x) {
+    const float angle = float(pos) * rope.inv_freq[i];
+    double sd, cd;
+    sincos(double(angle), &sd, &cd);
+    const float c = float(cd), s = float(sign) * float(sd);
+    const float a = x[2 * i], b = x[2 * i + 1];
+    x[2 * i] = a * c - b * s;
+    x[2 * i + 1] = a * s + b * c;
+  }
+}
+
+__global__ void embed_kernel(MatrixView e, const int32_t* tokens, int64_t n, float* x) {
+  const int64_t t = blockIdx.x, D = e.k;
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+    const float v = weight_at(e, tokens[t], j);
+    for (int64_t s = 0; s < n; ++s) x[(t * n + s) * D + j] = v;
+  }
+}
+
+__global__ void rms_norm_kernel(const float* x, const float* w, int64_t width, int64_t ld, float eps, float* y) {
+  const float* xr = x + blockIdx.x * ld;
+  float* yr = y + blockIdx.x * ld;
+  float ss = 0.f;
+  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) ss += xr[j] * xr[j];
+  const float inv = 1.0f / sqrtf(block_sum(ss) / float(width) + eps);
+  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) yr[j] = w ? xr[j] * inv * w[j] : xr[j] * inv;
+}
+
+// One block per token: the mixes (thread 0; n is small), then u.
+__global__ void hc_pre_kernel(const float* m, const float* base, const float* scale, const float* x, int64_t n,
+                              int64_t D, int64_t iters, float eps, float* pre, float* post, float* comb, float* u) {
+  const int64_t t = blockIdx.x, nm = (2 + n) * n;
+  const float* mi = m + t * nm;
+  __shared__ float sp[16];
+  if (threadIdx.x == 0) {
+    for (int64_t j = 0; j < n; ++j) {
+      sp[j] = pre[t * n + j] = sigmoidf(mi[j] * scale[0] + base[j]) + eps;
+      post[t * n + j] = 2.0f * sigmoidf(mi[n + j] * scale[1] + base[n + j]);
+    }
+    float* C = comb + t * n * n;
+    for (int64_t j = 0; j < n * n; ++j) C[j] = mi[2 * n + j] * scale[2] + base[2 * n + j];
+    for (int64_t i = 0; i < n; ++i) {  // softmax rows + eps
+      float* row = C + i * n;
+      float mx = row[0];
+      for (int64_t j = 1; j < n; ++j) mx = fmaxf(mx, row[j]);
+      float sum = 0.f;
+      for (int64_t j = 0; j < n; ++j) sum += (row[j] = expf(row[j] - mx));
+      for (int64_t j = 0; j < n; ++j) row[j] = row[j] / sum + eps;
+    }
+    for (int64_t it = 0; it < iters; ++it) {
+      if (it > 0)
+        for (int64_t i = 0; i < n; ++i) {
+          float sum = 0.f;
+          for (int64_t j = 0; j < n; ++j) sum += C[i * n + j];
+          for (int64_t j = 0; j < n; ++j) C[i * n + j] /= (sum + eps);
+        }
+      for (int64_t j = 0; j < n; ++j) {
+        float sum = 0.f;
+        for (int64_t i = 0; i < n; ++i) sum += C[i * n + j];
+        for (int64_t i = 0; i < n; ++i) C[i * n + j] /= (sum + eps);
+      }
+    }
+  }
+  __syncthreads();
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+    float acc = 0.f;
+    for (int64_t s = 0; s < n; ++s) acc += sp[s] * x[(t * n + s) * D + j];
+    u[t * D + j] = acc;
+  }
+}
+
+__global__ void hc_post_kernel(const float* post, const float* comb, const float* y, int64_t n, int64_t D, float* x) {
+  const int64_t t = blockIdx.x;
+  const float* C = comb + t * n * n;
+  float* xt = x + t * n * D;
+  for (int64_t k = threadIdx.x; k < D; k += blockDim.x) {
+    float old[16];
+    for (int64_t s = 0; s < n; ++s) old[s] = xt[s * D + k];
+    for (int64_t j = 0; j < n; ++j) {
+      float o = post[t * n + j] * y[t * D + k];
+      for (int64_t s = 0; s < n; ++s) o += C[s * n + j] * old[s];
+      xt[j * D + k] = o;
+    }
+  }
+}
+
+__global__ void hc_head_kernel(const float* m, const float* base, const float* scale, const float* x, int64_t n,
+                               int64_t D, float eps, float* h) {
+  const int64_t t = blockIdx.x;
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+    float acc = 0.f;
+    for (int64_t s = 0; s < n; ++s) acc += (sigmoidf(m[t * n + s] * scale[0] + base[s]) + eps) * x[(t * n + s) * D + j];
+    h[t * D + j] = acc;
+  }
+}
+
+// One block per (row, head).
+__global__ void norm_rope_kernel(float* v, const RowInfo* rows, int64_t heads, int64_t width, bool norm, float eps,
+                                 Rope rope) {
+  const int64_t row = blockIdx.x / heads;
+  float* vh = v + int64_t(blockIdx.x) * width;
+  if (norm) {
+    float ss = 0.f;
+    for (int64_t j = threadIdx.x; j < width; j += blockDim.x) ss += vh[j] * vh[j];
+    const float inv = 1.0f / sqrtf(block_sum(ss) / float(width) + eps);
+    for (int64_t j = threadIdx.x; j < width; j += blockDim.x) vh[j] *= inv;
+    __syncthreads();
+  }
+  rope_block(vh, width, rows[row].pos, rope, 1);
+}
+
+__global__ void add_ape_kernel(float* z, const float* ape, const RowInfo* rows, int64_t w, int64_t m) {
+  const int64_t row = blockIdx.x;
+  const float* a = ape + (rows[row].pos % m) * w;
+  for (int64_t j = threadIdx.x; j < w; j += blockDim.x) z[row * w + j] += a[j];
+}
+
+__global__ void scale_kernel(float* v, int64_t n, float f) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) v[i] *= f;
+}
+
+// Key p of a row's sliding window: the current rows from the segment start, the ring before it.
+__device__ __forceinline__ const float* window_key(const AttendArgs& a, const RowInfo& ri, int64_t p) {
+  if (p >= ri.pos0) return a.kv + (ri.row0 + (p - ri.pos0)) * a.d;
+  return a.seqs[ri.seq].ring + (p % (a.window - 1)) * a.d;
+}
+
+// One block per (row, head): logits over window + extra keys in shared memory, softmax with the
+// sink, weighted sum, de-rotation.
+__global__ void attend_kernel(AttendArgs a) {
+  extern __shared__ float sh[];
+  const int64_t row = blockIdx.x / a.heads, h = blockIdx.x % a.heads, d = a.d;
+  const RowInfo ri = a.rows[row];
+  float* qs = sh;              // [d]
+  float* logit = sh + d;       // [max_keys]
+  const float* q = a.q + (row * a.heads + h) * d;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) qs[j] = q[j];
+  __syncthreads();
+  const int64_t p_first = max(int64_t(0), int64_t(ri.pos) - a.window + 1);
+  const int64_t nwin = ri.pos - p_first + 1;
+  int64_t nextra = 0;
+  const float* entries = a.seqs[ri.seq].entries;
+  if (a.hca_m > 0) nextra = (ri.pos + 1) / a.hca_m;
+  else if (a.chosen) nextra = a.nchosen[row];
+  const int64_t nk = nwin + nextra;
+  auto key = [&](int64_t i) -> const float* {
+    if (i < nwin) return window_key(a, ri, p_first + i);
+    const int64_t e = a.hca_m > 0 ? i - nwin : a.chosen[row * a.topk + (i - nwin)];
+    return entries + e * d;
+  };
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+  for (int64_t i = warp; i < nk; i += nw) {
+    const float* kp = key(i);
+    float dot = 0.f;
+    for (int64_t j = lane; j < d; j += 32) dot += qs[j] * kp[j];
+    for (int o = 16; o > 0; o /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    if (lane == 0) logit[i] = dot * a.scale;
+  }
+  __syncthreads();
+  float mx = a.sink[h];
+  for (int64_t i = threadIdx.x; i < nk; i += blockDim.x) mx = fmaxf(mx, logit[i]);
+  mx = block_max(mx);
+  float den = 0.f;
+  for (int64_t i = threadIdx.x; i < nk; i += blockDim.x) den += (logit[i] = expf(logit[i] - mx));
+  den = block_sum(den) + expf(a.sink[h] - mx);  // the sink takes mass, gives no value
+  __syncthreads();
+  const float inv = 1.0f / den;
+  float* os = qs;  // reuse: q is no longer needed
+  __syncthreads();
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+    float acc = 0.f;
+    for (int64_t i = 0; i < nk; ++i) acc += logit[i] * key(i)[j];
+    os[j] = acc * inv;
+  }
+  __syncthreads();
+  rope_block(os, d, ri.pos, a.rope, -1);
+  __syncthreads();
+  float* o = a.o + (row * a.heads + h) * d;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) o[j] = os[j];
+}
+
+__global__ void window_store_kernel(const float* kv, const RowInfo* rows, const SeqLayerState* seqs, int64_t d,
+                                    int64_t ring) {
+  const int64_t row = blockIdx.x;
+  const RowInfo ri = rows[row];
+  if (ri.pos - ri.pos0 < ri.count - ring) return;  // not among the segment's last W-1 rows
+  float* dst = seqs[ri.seq].ring + (ri.pos % ring) * d;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) dst[j] = kv[row * d + j];
+}
+
+struct CompressorView {
+  float *entries, *pend_a, *pend_z, *prev_a, *prev_z;
+};
+__device__ __forceinline__ CompressorView compressor_of(const SeqLayerState& s, bool indexer) {
+  if (indexer) return {s.ientries, s.ipend_a, s.ipend_z, s.iprev_a, s.iprev_z};
+  return {s.entries, s.pend_a, s.pend_z, s.prev_a, s.prev_z};
+}
+
+// One block per completed window; threads over channels. Slot sources: rows of this forward for
+// positions at or after the segment start, else the state as it was before this forward.
+__global__ void compress_kernel(CompressArgs a, const CompressJob* jobs) {
+  extern __shared__ float entry[];  // [c]
+  const CompressJob jb = jobs[blockIdx.x];
+  const CompressorView st = compressor_of(a.seqs[jb.seq], a.indexer);
+  const int64_t m = a.m, c = a.c, pw = a.overlap ? 2 * c : c, w = jb.window;
+  const int64_t b_off = a.overlap ? c : 0;
+  const int64_t prev_window_start = (jb.pos0 / m) * m;  // the window pending when the segment began
+  for (int64_t ch = threadIdx.x; ch < c; ch += blockDim.x) {
+    // Current window w: B halves (or the whole projection when not overlapping).
+    auto cur = [&](int64_t s, float& av, float& zv) {
+      const int64_t p = w * m + s;
+      if (p >= jb.pos0) {
+        const int64_t r = jb.row0 + (p - jb.pos0);
+        av = a.a[r * pw + b_off + ch], zv = a.z[r * pw + b_off + ch];
+      } else {
+        av = st.pend_a[s * pw + b_off + ch], zv = st.pend_z[s * pw + b_off + ch];
+      }
+    };
+    // Previous window w-1: A halves.
+    auto prv = [&](int64_t s, float& av, float& zv) {
+      const int64_t p = (w - 1) * m + s;
+      if (p >= jb.pos0) {
+        const int64_t r = jb.row0 + (p - jb.pos0);
+        av = a.a[r * pw + ch], zv = a.z[r * pw + ch];
+      } else if (p >= prev_window_start) {
+        av = st.pend_a[s * pw + ch], zv = st.pend_z[s * pw + ch];
+      } else {
+        av = st.prev_a[s * c + ch], zv = st.prev_z[s * c + ch];
+      }
+    };
+    const bool has_prev = a.overlap && w >= 1;
+    float mx = -INFINITY, av, zv;
+    for (int64_t s = 0; s < m; ++s) cur(s, av, zv), mx = fmaxf(mx, zv);
+    if (has_prev)
+      for (int64_t s = 0; s < m; ++s) prv(s, av, zv), mx = fmaxf(mx, zv);
+    float den = 0.f, num = 0.f;
+    for (int64_t s = 0; s < m; ++s) {
+      cur(s, av, zv);
+      const float e = expf(zv - mx);
+      den += e, num += e * av;
+    }
+    if (has_prev)
+      for (int64_t s = 0; s < m; ++s) {
+        prv(s, av, zv);
+        const float e = expf(zv - mx);
+        den += e, num += e * av;
+      }
+    entry[ch] = num / den;
+  }
+  __syncthreads();
+  float ss = 0.f;
+  for (int64_t ch = threadIdx.x; ch < c; ch += blockDim.x) ss += entry[ch] * entry[ch];
+  const float inv = 1.0f / sqrtf(block_sum(ss) / float(c) + a.eps);
+  for (int64_t ch = threadIdx.x; ch < c; ch += blockDim.x) entry[ch] = entry[ch] * inv * a.norm[ch];
+  __syncthreads();
+  rope_block(entry, c, w * m, a.rope, 1);
+  __syncthreads();
+  for (int64_t ch = threadIdx.x; ch < c; ch += blockDim.x) st.entries[w * c + ch] = entry[ch];
+}
+
+// grid (segments, m): prev halves of the segment's last completed window (reads the old pend).
+__global__ void compress_prev_kernel(CompressArgs a, const RowInfo* segs) {
+  const RowInfo sg = segs[blockIdx.x];
+  const CompressorView st = compressor_of(a.seqs[sg.seq], a.indexer);
+  const int64_t m = a.m, c = a.c, pw = 2 * c, s = blockIdx.y;
+  const int64_t end = sg.pos0 + sg.count;    // positions [pos0, end)
+  const int64_t last = end / m - 1;          // last completed window
+  if (last < 0 || (last + 1) * m - 1 < sg.pos0) return;  // none completed in this segment
+  const int64_t p = last * m + s;
+  for (int64_t ch = threadIdx.x; ch < c; ch += blockDim.x) {
+    float av, zv;
+    if (p >= sg.pos0) {
+      const int64_t r = sg.row0 + (p - sg.pos0);
+      av = a.a[r * pw + ch], zv = a.z[r * pw + ch];
+    } else {
+      av = st.pend_a[s * pw + ch], zv = st.pend_z[s * pw + ch];
+    }
+    st.prev_a[s * c + ch] = av, st.prev_z[s * c + ch] = zv;
+  }
+}
+
+// grid (segments, m): pend slot s = the segment's latest row with position mod m == s.
+__global__ void compress_pend_kernel(CompressArgs a, const RowInfo* segs) {
+  const RowInfo sg = segs[blockIdx.x];
+  const CompressorView st = compressor_of(a.seqs[sg.seq], a.indexer);
+  const int64_t m = a.m, pw = a.overlap ? 2 * a.c : a.c, s = blockIdx.y;
+  const int64_t end = sg.pos0 + sg.count;
+  // The latest position p < end with p mod m == s, if it lies in this segment.
+  int64_t p = end - 1 - ((end - 1 - s) % m + m) % m;
+  if (p < sg.pos0 || p < 0) return;
+  const int64_t r = sg.row0 + (p - sg.pos0);
+  for (int64_t j = threadIdx.x; j < pw; j += blockDim.x) {
+    st.pend_a[s * pw + j] = a.a[r * pw + j];
+    st.pend_z[s * pw + j] = a.z[r * pw + j];
+  }
+}
+
+// One block per row: scores of the visible entries into shared memory, then a bitonic sort of
+// (score, index) pairs (descending score, ascending index) and the first top-k kept.
+__global__ void indexer_kernel(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs,
+                               int64_t nh, int64_t ci, int64_t m, int64_t topk, int64_t pow2, int32_t* chosen,
+                               int32_t* nchosen) {
+  extern __shared__ float sh[];
+  const int64_t row = blockIdx.x;
+  const RowInfo ri = rows[row];
+  const int64_t visible = (int64_t(ri.pos) + 1) / m;
+  const int64_t qstride = ci + 1;  // padded: lanes reading different heads avoid bank conflicts
+  float* qs = sh;                           // [nh, ci + 1]
+  float* gs = qs + nh * qstride;            // [nh]
+  float* score = gs + nh;                   // [pow2]
+  int32_t* idx = reinterpret_cast<int32_t*>(score + pow2);  // [pow2]
+  for (int64_t i = threadIdx.x; i < nh * ci; i += blockDim.x) qs[(i / ci) * qstride + i % ci] = q[row * nh * ci + i];
+  for (int64_t i = threadIdx.x; i < nh; i += blockDim.x) gs[i] = g[row * nh + i];
+  __syncthreads();
+  const float kscale = 1.0f / sqrtf(float(ci));
+  const float* keys = seqs[ri.seq].ientries;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+  // A warp per entry: lanes take heads, each a full dot product over the key (read via shared? no:
+  // the key row is small and cached), then the relu-weighted sum over heads.
+  for (int64_t e = warp; e < visible; e += nw) {
+    const float* kp = keys + e * ci;
+    float sc = 0.f;
+    for (int64_t h = lane; h < nh; h += 32) {
+      const float* qh = qs + h * qstride;
+      float dot = 0.f;
+      for (int64_t j = 0; j < ci; ++j) dot += qh[j] * __ldg(kp + j);
+      sc += gs[h] * fmaxf(dot, 0.f);
+    }
+    for (int o = 16; o > 0; o /= 2) sc += __shfl_xor_sync(0xffffffffu, sc, o);
+    if (lane == 0) score[e] = sc * kscale;
+  }
+  for (int64_t e = threadIdx.x; e < pow2; e += blockDim.x) {
+    if (e >= visible) score[e] = -INFINITY;
+    idx[e] = int32_t(e);
+  }
+  __syncthreads();
+  const int64_t keep = min(visible, topk);
+  if (visible > topk) {
+    // before(i, j): entry i ranks ahead of entry j.
+    auto before = [&](int64_t i, int64_t j) {
+      return score[i] > score[j] || (score[i] == score[j] && idx[i] < idx[j]);
+    };
+    for (int64_t size = 2; size <= pow2; size *= 2)
+      for (int64_t stride = size / 2; stride > 0; stride /= 2) {
+        for (int64_t i = threadIdx.x; i < pow2; i += blockDim.x) {
+          const int64_t j = i ^ stride;
+          if (j <= i) continue;
+          const bool ascending = (i & size) == 0;  // "ascending" = best first
+          if (ascending ? before(j, i) : before(i, j)) {
+            const float ts = score[i];
+            score[i] = score[j], score[j] = ts;
+            const int32_t ti = idx[i];
+            idx[i] = idx[j], idx[j] = ti;
+          }
+        }
+        __syncthreads();
+      }
+  }
+  for (int64_t i = threadIdx.x; i < keep; i += blockDim.x) chosen[row * topk + i] = idx[i];
+  if (threadIdx.x == 0) nchosen[row] = int32_t(keep);
+}
+
+// One block (one warp) per token.
+__global__ void route_kernel(const float* logits, const int32_t* tokens, const int32_t* hash_table, const float* bias,
+                             int64_t E, int64_t k, float scaling, int32_t* experts, float* weights) {
+  const int64_t t = blockIdx.x;
+  const float* l = logits + t * E;
+  auto score = [&](int64_t e) {
+    const float x = l[e];
+    return sqrtf(x > 20.f ? x : log1pf(expf(x)));
+  };
+  if (threadIdx.x != 0) return;
+  int32_t* ex = experts + t * k;
+  if (hash_table) {
+    for (int64_t j = 0; j < k; ++j) ex[j] = hash_table[int64_t(tokens[t]) * k + j];
+  } else {
+    // k passes of argmax over score + bias, excluding those taken; ties to the lower index.
+    for (int64_t j = 0; j < k; ++j) {
+      int64_t best = -1;
+      float bv = -INFINITY;
+      for (int64_t e = 0; e < E; ++e) {
+        bool taken = false;
+        for (int64_t q = 0; q < j; ++q) taken |= ex[q] == e;
+        if (taken) continue;
+        const float v = score(e) + bias[e];
+        if (best < 0 || v > bv) best = e, bv = v;
+      }
+      ex[j] = int32_t(best);
+    }
+  }
+  float sum = 0.f;
+  for (int64_t j = 0; j < k; ++j) sum += score(ex[j]);
+  for (int64_t j = 0; j < k; ++j) weights[t * k + j] = score(ex[j]) / (sum + 1e-20f) * scaling;
+}
+
+__global__ void swiglu_kernel(const float* g, const float* u, int64_t n, float limit, float* act) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float gi = g[i], ui = u[i];
+  if (limit > 0) gi = fminf(gi, limit), ui = fminf(fmaxf(ui, -limit), limit);
+  act[i] = gi / (1.0f + expf(-gi)) * ui;
+}
+
+__global__ void combine_kernel(const float* y, const float* weights, int64_t k, int64_t D, float* out) {
+  const int64_t t = blockIdx.x;
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+    float acc = out[t * D + j];
+    for (int64_t s = 0; s < k; ++s) acc += weights[t * k + s] * y[(t * k + s) * D + j];
+    out[t * D + j] = acc;
+  }
+}
+
+cudaStream_t st(void* s) { return static_cast<cudaStream_t>(s); }
+void launched(const char* what) { check(cudaGetLastError(), what); }
+
+}  // namespace
+
+void embed(const MatrixView& e, const int32_t* tokens, int64_t t, int64_t n, float* x, void* s) {
+  if (t == 0) return;
+  embed_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(e, tokens, n, x);
+  launched("embed");
+}
+
+void rms_norm_rows(const float* x, const float* w, int64_t t, int64_t width, int64_t ld, float eps, float* y, void* s) {
+  if (t == 0) return;
+  rms_norm_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(x, w, width, ld, eps, y);
+  launched("rms_norm");
+}
+
+void hc_pre_mix(const float* m, const float* base, const float* scale, const float* x, int64_t t, int64_t n,
+                int64_t D, int64_t iters, float eps, float* pre, float* post, float* comb, float* u, void* s) {
+  if (n > 16) throw Error("cuda: hc_mult > 16 is not supported");
+  hc_pre_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(m, base, scale, x, n, D, iters, eps, pre, post, comb, u);
+  launched("hc_pre");
+}
+
+void hc_post(const float* post, const float* comb, const float* y, int64_t t, int64_t n, int64_t D, float* x, void* s) {
+  hc_post_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(post, comb, y, n, D, x);
+  launched("hc_post");
+}
+
+void hc_head(const float* m, const float* base, const float* scale, const float* x, int64_t t, int64_t n, int64_t D,
+             float eps, float* h, void* s) {
+  hc_head_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(m, base, scale, x, n, D, eps, h);
+  launched("hc_head");
+}
+
+void norm_rope_heads(float* v, const RowInfo* rows, int64_t t, int64_t heads, int64_t width, bool norm, float eps,
+                     Rope rope, void* s) {
+  if (t * heads == 0) return;
+  norm_rope_kernel<<<unsigned(t * heads), 128, 0, st(s)>>>(v, rows, heads, width, norm, eps, rope);
+  launched("norm_rope");
+}
+
+void add_ape(float* z, const float* ape, const RowInfo* rows, int64_t t, int64_t w, int64_t m, void* s) {
+  add_ape_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(z, ape, rows, w, m);
+  launched("add_ape");
+}
+
+void scale(float* v, int64_t n, float f, void* s) {
+  if (n == 0) return;
+  scale_kernel<<<blocks_for(n), kBlock, 0, st(s)>>>(v, n, f);
+  launched("scale");
+}
+
+void attend(const AttendArgs& a, void* s) {
+  if (a.t == 0) return;
+  const size_t bytes = size_t(a.d + a.max_keys) * sizeof(float);
+  check(cudaFuncSetAttribute(attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+        "attention shared memory (too many keys for one block)");
+  attend_kernel<<<unsigned(a.t * a.heads), 256, bytes, st(s)>>>(a);
+  launched("attend");
+}
+
+void window_store(const float* kv, const RowInfo* rows, const SeqLayerState* seqs, int64_t t, int64_t d,
+                  int64_t window, void* s) {
+  if (window - 1 <= 0 || t == 0) return;
+  window_store_kernel<<<unsigned(t), 128, 0, st(s)>>>(kv, rows, seqs, d, window - 1);
+  launched("window_store");
+}
+
+void compress_entries(const CompressArgs& a, const CompressJob* jobs, int64_t njobs, void* s) {
+  if (njobs == 0) return;
+  compress_kernel<<<unsigned(njobs), kBlock, size_t(a.c) * sizeof(float), st(s)>>>(a, jobs);
+  launched("compress");
+}
+
+void compress_update_state(const CompressArgs& a, const RowInfo* segs, int64_t nsegs, void* s) {
+  if (nsegs == 0) return;
+  const dim3 grid(unsigned(nsegs), unsigned(a.m));
+  if (a.overlap) compress_prev_kernel<<<grid, 128, 0, st(s)>>>(a, segs);
+  launched("compress_prev");
+  compress_pend_kernel<<<grid, 128, 0, st(s)>>>(a, segs);
+  launched("compress_pend");
+}
+
+size_t indexer_shared_bytes(int64_t nh, int64_t ci, int64_t pow2) {
+  return size_t(nh * (ci + 1) + nh + pow2) * sizeof(float) + size_t(pow2) * sizeof(int32_t);
+}
+
+void indexer_topk(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs, int64_t t,
+                  int64_t nh, int64_t ci, int64_t m, int64_t topk, int64_t max_visible, int32_t* chosen,
+                  int32_t* nchosen, void* s) {
+  if (t == 0) return;
+  int64_t pow2 = 1;
+  while (pow2 < max_visible) pow2 *= 2;
+  const size_t bytes = indexer_shared_bytes(nh, ci, pow2);
+  check(cudaFuncSetAttribute(indexer_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+        "indexer shared memory (too many compressed entries for one block)");
+  indexer_kernel<<<unsigned(t), 512, bytes, st(s)>>>(q, g, rows, seqs, nh, ci, m, topk, pow2, chosen, nchosen);
+  launched("indexer");
+}
+
+void route(const float* logits, const int32_t* tokens, const int32_t* hash_table, const float* bias, int64_t t,
+           int64_t E, int64_t k, float scaling, int32_t* experts, float* weights, void* s) {
+  route_kernel<<<unsigned(t), 32, 0, st(s)>>>(logits, tokens, hash_table, bias, E, k, scaling, experts, weights);
+  launched("route");
+}
+
+void swiglu(const float* g, const float* u, int64_t n, float limit, float* act, void* s) {
+  if (n == 0) return;
+  swiglu_kernel<<<blocks_for(n), kBlock, 0, st(s)>>>(g, u, n, limit, act);
+  launched("swiglu");
+}
+
+void combine(const float* y, const float* weights, int64_t t, int64_t k, int64_t D, float* out, void* s) {
+  combine_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(y, weights, k, D, out);
+  launched("combine");
+}
+
+}  // namespace dsv4::cuda::k

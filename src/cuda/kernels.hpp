@@ -1,0 +1,124 @@
+#pragma once
+// Launchers of the CUDA backend's kernels (src/cuda/kernels.cu), callable from plain C++: raw
+// device pointers, sizes, and the stream as void* (a cudaStream_t). Every launcher enqueues work on
+// the stream and returns; none synchronizes. Row metadata (RowInfo) lives on the device, so one
+// launch covers a whole batch of sequences.
+#include <cstdint>
+
+#include "dsv4/cuda/gemv.hpp"
+
+namespace dsv4::cuda::k {
+
+// Per token row of a forward: which sequence it continues and where.
+struct RowInfo {
+  int32_t seq;    // index into the batch's per-sequence tables
+  int32_t pos;    // absolute position
+  int32_t row0;   // first row of its segment
+  int32_t pos0;   // position of that first row
+  int32_t count;  // rows in the segment
+};
+
+// Per sequence device state of one attention layer (pointers into a DeviceCache).
+struct SeqLayerState {
+  float* ring;       // [W-1, d]
+  float* entries;    // [capacity / m, d] compressed kv entries
+  float* pend_a;     // [m, pw]
+  float* pend_z;     // [m, pw]
+  float* prev_a;     // [m, c] (overlapping compressors)
+  float* prev_z;     // [m, c]
+  float* ientries;   // CSA indexer keys [capacity / m, c_I]
+  float* ipend_a;
+  float* ipend_z;
+  float* iprev_a;
+  float* iprev_z;
+};
+
+// One window that completes in this forward: (sequence, window index, row of its segment start).
+struct CompressJob {
+  int32_t seq, window, row0, pos0;
+};
+
+struct Rope {
+  const float* inv_freq;  // [r/2]
+  int32_t r;
+};
+
+// x [T, n, D]: every stream = decoded embedding row tokens[t].
+void embed(const MatrixView& e, const int32_t* tokens, int64_t t, int64_t n, float* x, void* s);
+// y[t] = x[t] * rsqrt(mean(x[t]^2) + eps) (* w), rows of width `width` with stride ld; in place ok.
+void rms_norm_rows(const float* x, const float* w, int64_t t, int64_t width, int64_t ld, float eps, float* y, void* s);
+// mHC: m [T, (2+n)n] mixes -> pre/post [T, n], comb [T, n, n] (Sinkhorn), u [T, D] = sum pre_i X_i.
+void hc_pre_mix(const float* m, const float* base, const float* scale, const float* x, int64_t t, int64_t n,
+                int64_t D, int64_t iters, float eps, float* pre, float* post, float* comb, float* u, void* s);
+// x [T, n, D] <- post_j y + sum_i comb[i][j] X_i.
+void hc_post(const float* post, const float* comb, const float* y, int64_t t, int64_t n, int64_t D, float* x, void* s);
+// h [T, D] = sum_i (sigmoid(m_i scale + base_i) + eps) X_i.
+void hc_head(const float* m, const float* base, const float* scale, const float* x, int64_t t, int64_t n, int64_t D,
+             float eps, float* h, void* s);
+// Per row r and head h of v [T, heads, width]: optional unweighted RMS norm, then rope at rows[r].pos.
+void norm_rope_heads(float* v, const RowInfo* rows, int64_t t, int64_t heads, int64_t width, bool norm, float eps,
+                     Rope rope, void* s);
+// z [T, w] += ape[pos mod m].
+void add_ape(float* z, const float* ape, const RowInfo* rows, int64_t t, int64_t w, int64_t m, void* s);
+void scale(float* v, int64_t n, float f, void* s);
+
+// Attention of every row over its sliding window + extra keys, with sinks, de-rotated.
+// q [T, H, d], kv [T, d]; extra keys per row: hca_m > 0: entries [0, (pos+1)/m) of the sequence;
+// chosen != null: chosen[row, 0..nchosen[row]) entry indices. o [T, H, d].
+struct AttendArgs {
+  const float* q;
+  const float* kv;
+  const RowInfo* rows;
+  const SeqLayerState* seqs;
+  const float* sink;
+  int64_t t, heads, d, window;
+  int64_t hca_m;            // HCA ratio, else 0
+  const int32_t* chosen;    // CSA: [T, topk]
+  const int32_t* nchosen;   // CSA: [T]
+  int64_t topk;
+  int64_t max_keys;         // most keys any row sees (sizes shared memory)
+  float scale;
+  Rope rope;
+  float* o;                 // [T, H, d]
+};
+void attend(const AttendArgs& a, void* s);
+// ring[(pos) mod (W-1)] = kv[row] for each segment's last W-1 rows.
+void window_store(const float* kv, const RowInfo* rows, const SeqLayerState* seqs, int64_t t, int64_t d,
+                  int64_t window, void* s);
+
+// Compressor, after the projections a, z [T, pw] (z with ape): one entry per job, then the state.
+struct CompressArgs {
+  const float* a;
+  const float* z;
+  const SeqLayerState* seqs;
+  bool indexer;   // use the i* fields of SeqLayerState
+  bool overlap;
+  int64_t m, c;   // ratio, entry width (pw = overlap ? 2c : c)
+  const float* norm;  // [c]
+  float eps;
+  Rope rope;
+};
+void compress_entries(const CompressArgs& a, const CompressJob* jobs, int64_t njobs, void* s);
+// After compress_entries: prev halves (of each segment's last completed window), then pend rows.
+// segs [nsegs]: the RowInfo of each segment's first row.
+void compress_update_state(const CompressArgs& a, const RowInfo* segs, int64_t nsegs, void* s);
+
+// Lightning Indexer: scores of the visible entries for each row, top-k (ties to the lower index).
+// q [T, nh, ci] roped, g [T, nh] (already / sqrt(nh)).
+void indexer_topk(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs, int64_t t,
+                  int64_t nh, int64_t ci, int64_t m, int64_t topk, int64_t max_visible, int32_t* chosen,
+                  int32_t* nchosen, void* s);
+
+// MoE routing: logits [T, E] -> experts [T, k], weights [T, k] (sqrt-softplus scores; hash table
+// [vocab, k] when given, else top-k of score + bias).
+void route(const float* logits, const int32_t* tokens, const int32_t* hash_table, const float* bias, int64_t t,
+           int64_t E, int64_t k, float scaling, int32_t* experts, float* weights, void* s);
+// act [T, I] = silu(min(g, L)) * clamp(u, -L, L) (L <= 0: no clamp).
+void swiglu(const float* g, const float* u, int64_t n, float limit, float* act, void* s);
+// Expert GEMV for slots: y[slot] = W_{experts[slot]} x[slot / x_div]; mats [E] on the device.
+void expert_gemv(const MatrixView* mats, int kind, int64_t n, int64_t k, const int32_t* experts, int64_t slots,
+                 const float* x, int64_t x_div, float* y, void* s);
+// out [T, D] += sum_j weights[t, j] y[t*k + j].
+void combine(const float* y, const float* weights, int64_t t, int64_t k, int64_t D, float* out, void* s);
+
+}  // namespace dsv4::cuda::k
