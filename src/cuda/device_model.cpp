@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -175,6 +177,32 @@ struct DeviceModel::Impl {
     return b.get();
   }
 
+  // DSV4_CUDA_PROFILE=1: device time per part of the forward (events between marks), summed over
+  // forwards and printed to stderr when the model is destroyed.
+  bool profile = false;
+  std::vector<cudaEvent_t> event_pool;
+  std::vector<std::pair<const char*, cudaEvent_t>> marks;
+  std::map<std::string, double> profile_ms;
+  void mark(const char* part) {
+    if (!profile) return;
+    if (marks.size() >= event_pool.size()) {
+      cudaEvent_t e;
+      check(cudaEventCreate(&e), "profile event");
+      event_pool.push_back(e);
+    }
+    cudaEvent_t e = event_pool[marks.size()];
+    check(cudaEventRecord(e, stream), "profile event");
+    marks.push_back({part, e});
+  }
+  void collect_marks() {  // after the stream synchronized: time from each mark to the next
+    for (size_t i = 0; i + 1 < marks.size(); ++i) {
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, marks[i].second, marks[i + 1].second), "profile event");
+      profile_ms[marks[i].first] += ms;
+    }
+    marks.clear();
+  }
+
   k::Rope rope_of(AttentionKind kind) const {
     return {kind == AttentionKind::Sliding ? rope_main.get() : rope_compress.get(), int32_t(config.rope_dim)};
   }
@@ -210,6 +238,7 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
   if (options.max_context < 1) fail("cuda backend: max_context must be >= 1");
   if (!device_available()) fail("cuda backend: no CUDA device is available");
   check(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking), "stream");
+  if (const char* p = std::getenv("DSV4_CUDA_PROFILE")) I.profile = std::string(p) == "1";
   I.embed = upload(model.embedding());
   I.head = upload(model.head());
   I.active_bytes = dsv4::active_bytes_per_token(model);
@@ -303,7 +332,22 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
 }
 
 DeviceModel::~DeviceModel() {
-  if (impl_ && impl_->stream) cudaStreamDestroy(impl_->stream);
+  if (!impl_) return;
+  if (!impl_->profile_ms.empty()) {
+    double total = 0;
+    for (auto& [part, ms] : impl_->profile_ms) total += ms;
+    std::fprintf(stderr, "[dsv4 cuda profile: device ms per part, all forwards]\n");
+    for (auto& [part, ms] : impl_->profile_ms)
+      std::fprintf(stderr, "  %-16s %10.3f ms  %5.1f%%\n", part.c_str(), ms, 100.0 * ms / total);
+  }
+  for (cudaEvent_t e : impl_->event_pool) cudaEventDestroy(e);
+  if (impl_->stream) cudaStreamDestroy(impl_->stream);
+}
+
+std::vector<std::pair<std::string, double>> DeviceModel::take_profile() {
+  std::vector<std::pair<std::string, double>> out(impl_->profile_ms.begin(), impl_->profile_ms.end());
+  impl_->profile_ms.clear();
+  return out;
 }
 
 const ModelConfig& DeviceModel::config() const { return impl_->config; }
@@ -436,6 +480,7 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
   float* h3 = I.buf("h3", T * std::max(K * Iw, sI));
   float* ye = I.buf("ye", T * K * D);
 
+  I.mark("embed");
   k::embed(I.embed->view(), I.tokens.get(), T, n, x, s);
 
   auto hc_pre = [&](const DevHc& hc) {
@@ -451,7 +496,9 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     const k::SeqLayerState* seqs = I.seq_states.get() + l * B;
     const k::Rope rope = I.rope_of(Ly.kind);
     // Attention.
+    I.mark("mhc");
     hc_pre(Ly.hc_attn);
+    I.mark("attn.project");
     k::rms_norm_rows(u, Ly.attn_norm.get(), T, D, D, eps, u, s);
     I.lin(*Ly.lat.wq_a, u, T, qr);
     k::rms_norm_rows(qr, Ly.lat.q_norm.get(), T, R, R, eps, qr, s);
@@ -468,6 +515,7 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     aa.rope = rope, aa.o = o;
     aa.max_keys = std::min<int64_t>(c.sliding_window, max_end);
     auto run_compressor = [&](const DevCompressor& cp, bool indexer) {
+      I.mark("attn.compress");
       const int64_t pw = cp.proj_width();
       float* a = I.buf(indexer ? "ia" : "ca", T * pw);
       float* z = I.buf(indexer ? "iz" : "cz", T * pw);
@@ -486,6 +534,7 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     } else if (Ly.kind == AttentionKind::CSA) {
       run_compressor(Ly.comp, false);
       // Indexer: queries from the normed low-rank query, head weights from the layer input.
+      I.mark("attn.indexer");
       float* iq = I.buf("iq", T * nh * ci);
       float* ig = I.buf("ig", T * nh);
       I.lin(*Ly.iwq_b, qr, T, iq);
@@ -493,6 +542,7 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
       k::scale(ig, T * nh, 1.0f / std::sqrt(float(nh)), s);
       k::norm_rope_heads(iq, I.rows.get(), T, nh, ci, false, eps, rope, s);
       run_compressor(Ly.icomp, true);
+      I.mark("attn.indexer");
       const int64_t topk = c.index_topk;
       if (int64_t(I.chosen.size()) < T * topk) I.chosen = DeviceBuffer<int32_t>(size_t(T * topk));
       if (int64_t(I.nchosen.size()) < T) I.nchosen = DeviceBuffer<int32_t>(size_t(T));
@@ -501,22 +551,27 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
       aa.chosen = I.chosen.get(), aa.nchosen = I.nchosen.get(), aa.topk = topk;
       aa.max_keys += std::min(topk, max_end / Ly.comp.ratio);
     }
+    I.mark("attn.core");
     k::attend(aa, s);
     k::window_store(kv, I.rows.get(), seqs, T, d, c.sliding_window, s);
+    I.mark("attn.output");
     // Grouped low-rank output.
     const int64_t gw = hd / G;
     for (int64_t g = 0; g < G; ++g)
       gemv(Ly.lat.wo_a->view(), o + g * gw, hd, T, zo + g * OR, G * OR, g * OR, (g + 1) * OR, s);
     I.lin(*Ly.lat.wo_b, zo, T, y);
+    I.mark("mhc");
     hc_post();
 
     // Feed-forward: the routed experts and the shared one.
     hc_pre(Ly.hc_ffn);
+    I.mark("moe.route");
     k::rms_norm_rows(u, Ly.ffn_norm.get(), T, D, D, eps, u, s);
     I.lin(*Ly.gate, u, T, glog);
     k::route(glog, I.tokens.get(), Ly.hash.size() ? Ly.hash.get() : nullptr, Ly.bias.get(), T, E, K,
              float(c.routed_scaling_factor), I.experts.get(), wts, s);
     const float limit = float(c.swiglu_limit);
+    I.mark("moe.shared");
     if (Ly.sw1) {
       I.lin(*Ly.sw1, u, T, h1);
       I.lin(*Ly.sw3, u, T, h3);
@@ -525,14 +580,17 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     } else {
       check(cudaMemsetAsync(y, 0, size_t(T * D) * sizeof(float), s), "clear");
     }
+    I.mark("moe.experts");
     const DevExpertSet& ex = Ly.experts;
     k::expert_gemv(ex.v1.get(), ex.kind1, Iw, D, I.experts.get(), T * K, u, K, h1, s);
     k::expert_gemv(ex.v3.get(), ex.kind3, Iw, D, I.experts.get(), T * K, u, K, h3, s);
     k::swiglu(h1, h3, T * K * Iw, limit, h1, s);
     k::expert_gemv(ex.v2.get(), ex.kind2, D, Iw, I.experts.get(), T * K, h1, 1, ye, s);
     k::combine(ye, wts, T, K, D, y, s);
+    I.mark("mhc");
     hc_post();
   }
+  I.mark("head");
 
   // Head over the wanted rows.
   std::vector<int64_t> want;
@@ -558,7 +616,9 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
   I.lin(*I.head, h, NR, lg);
   logits.resize(size_t(NR * V));
   check(cudaMemcpyAsync(logits.data(), lg, logits.size() * sizeof(float), cudaMemcpyDeviceToHost, s), "logits");
+  I.mark("end");
   check(cudaStreamSynchronize(s), "forward");
+  I.collect_marks();
   for (auto& in : batch) in.cache->impl_->pos += int64_t(in.tokens.size());
 }
 

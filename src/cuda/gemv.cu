@@ -3,6 +3,8 @@
 #include "decode.cuh"
 #include "kernels.hpp"
 
+#include <algorithm>
+
 namespace dsv4::cuda {
 namespace {
 
@@ -129,6 +131,12 @@ void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float
           int64_t row1, void* stream) {
   const int64_t nrows = row1 - row0;
   if (nrows <= 0 || batch <= 0) return;
+  constexpr int64_t kMaxBatch = 65535;  // grid.y limit (rows of x per launch on the scalar path)
+  if (batch > kMaxBatch) {
+    for (int64_t b0 = 0; b0 < batch; b0 += kMaxBatch)
+      gemv(w, x + b0 * ldx, ldx, std::min(kMaxBatch, batch - b0), y + b0 * ldy, ldy, row0, row1, stream);
+    return;
+  }
   const auto st = static_cast<cudaStream_t>(stream);
   // The vector path needs 16-byte aligned rows of weights and of x, whole scale groups per 16 bytes.
   const bool x_ok = (reinterpret_cast<uintptr_t>(x) % 16 == 0) && ldx % 4 == 0 && w.k % 32 == 0;
@@ -147,13 +155,13 @@ void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float
 }
 
 namespace {
-// grid (ceil(n/8), slots): slot s multiplies expert experts[s]'s matrix with x row s / x_div.
+// grid (slots, ceil(n/8)): slot s multiplies expert experts[s]'s matrix with x row s / x_div.
 template <int Kind>
 __global__ void expert_gemv_kernel(const MatrixView* __restrict__ mats, const int32_t* __restrict__ experts,
                                    const float* __restrict__ x, int64_t x_div, float* __restrict__ y) {
-  const int64_t slot = blockIdx.y;
+  const int64_t slot = blockIdx.x;
   const MatrixView& w = mats[experts[slot]];
-  const int64_t r = int64_t(blockIdx.x) * 8 + threadIdx.x / 32;
+  const int64_t r = int64_t(blockIdx.y) * 8 + threadIdx.x / 32;
   if (r >= w.n) return;
   const float* xs = x + (slot / x_div) * w.k;
   if constexpr (Kind < 0) {  // any layout
@@ -175,7 +183,8 @@ void expert_gemv(const MatrixView* mats, int kind, int64_t n, int64_t kk, const 
                     const float* x, int64_t x_div, float* y, void* stream) {
   if (slots <= 0) return;
   const auto st = static_cast<cudaStream_t>(stream);
-  const dim3 grid(unsigned((n + 7) / 8), unsigned(slots));
+  const dim3 grid(unsigned(slots), unsigned((n + 7) / 8));
+  if ((n + 7) / 8 > 65535) throw Error("cuda: expert matrix with more than 524280 rows");
   const bool vec = kk % 32 == 0;
   if (vec && kind == MatrixView::Fp4Group) expert_gemv_kernel<MatrixView::Fp4Group><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
   else if (vec && kind == MatrixView::Fp8Block) expert_gemv_kernel<MatrixView::Fp8Block><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);

@@ -46,6 +46,15 @@ int bench_cuda(const Args& a, const Model& m, const std::vector<int32_t>& prompt
   cuda::DeviceSequenceInput in{&cache, prompt};
   gm.forward({&in, 1}, logits, LogitRows::Last);
   const double prefill_s = seconds_since(t0);
+  // DSV4_CUDA_PROFILE=1: where the device time of the prefill and of batch-1 decode goes.
+  auto print_profile = [&](const char* what) {
+    const auto parts = gm.take_profile();
+    double total = 0;
+    for (auto& p : parts) total += p.second;
+    for (auto& [part, ms] : parts)
+      std::printf("profile %-8s %-14s %9.3f ms %5.1f%%\n", what, part.c_str(), ms, 100.0 * ms / total);
+  };
+  print_profile("prefill");
   std::printf("model           %s (%lld layers) on %s, weights %.2f GB on the device\n", a.get("model").c_str(),
               (long long)c.num_layers, gm.device_name().c_str(), double(gm.weight_bytes()) / 1e9);
   std::printf("device copy     %.1f GB/s (read + write, measured in this run)\n", copy_bw / 1e9);
@@ -62,6 +71,7 @@ int bench_cuda(const Args& a, const Model& m, const std::vector<int32_t>& prompt
     for (int64_t b = 0; b < B; ++b) caches.push_back(gm.new_cache());
     for (int64_t b = 0; b < B; ++b) batch.push_back({&caches[size_t(b)], prompt});
     gm.forward(batch, logits, LogitRows::Last);
+    gm.take_profile();
     std::vector<std::vector<int32_t>> next(static_cast<size_t>(B));
     t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < N; ++i) {
@@ -72,6 +82,8 @@ int bench_cuda(const Args& a, const Model& m, const std::vector<int32_t>& prompt
       gm.forward(batch, logits, LogitRows::Last);
     }
     const double s = seconds_since(t0);
+    if (B == 1) print_profile("decode");
+    else gm.take_profile();
     const double steps = double(N) / s, achieved = double(active) * steps;
     std::printf("decode batch %-3lld %lld steps in %.3f s: %.1f tokens/s (%.2f ms/step)", (long long)B, (long long)N, s,
                 steps * double(B), 1e3 / steps);

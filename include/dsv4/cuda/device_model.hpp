@@ -16,6 +16,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dsv4/cuda/gemv.hpp"
@@ -75,6 +76,11 @@ class DeviceModel {
   // layer + head (the same count dsv4 bench reports for the CPU).
   int64_t active_bytes_per_token() const;
   std::string device_name() const;
+
+  // With DSV4_CUDA_PROFILE=1 in the environment: device milliseconds per part of the forward
+  // (embed, mhc, attn.*, moe.*, head) since the last call, summed over forwards; then cleared.
+  // Parts left over at destruction are printed to stderr. Empty without the variable.
+  std::vector<std::pair<std::string, double>> take_profile();
 
  private:
   struct Impl;
