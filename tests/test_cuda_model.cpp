@@ -20,6 +20,13 @@ using dsv4::testing::max_abs_diff;
 namespace {
 
 constexpr double kFp32Bound = 1e-3;
+constexpr double kFastBound = 5e-2;  // the fast-mode bound of the speed issue (README)
+
+cuda::DeviceOptions with_mode(KernelMode mode) {
+  cuda::DeviceOptions o;
+  o.mode = mode;
+  return o;
+}
 
 // Logits [S, V] of ids fed to one device cache in chunks (empty: one pass; after the listed chunks,
 // one token at a time).
@@ -87,7 +94,7 @@ TEST_CASE("golden logits on the GPU: one pass, chunked, one token at a time", "[
     for (auto [dir, expected] : kLayouts) {
       INFO("case " << c.name << dir);
       const Model m = Model::load(c.dir + dir);
-      cuda::DeviceModel gm(m);
+      cuda::DeviceModel gm(m, with_mode(KernelMode::Reference));
       const Golden g(c.dir + expected);
       const auto ids = g.ids("input_ids");
       const double full = max_abs_diff(run_gpu(gm, ids, {}), g.floats("logits"));
@@ -112,12 +119,48 @@ TEST_CASE("golden logits on the GPU: one pass, chunked, one token at a time", "[
     }
 }
 
+TEST_CASE("fast mode on the GPU stays within the fast-mode bounds of the golden logits", "[cuda][golden][fast]") {
+  for (const GoldenCase& c : dsv4::testing::golden_cases("DeepseekV4ForCausalLM"))
+    for (auto [dir, expected] : kLayouts) {
+      INFO("case " << c.name << dir);
+      const Model m = Model::load(c.dir + dir);
+      cuda::DeviceModel gm(m, with_mode(KernelMode::Fast));
+      const Golden g(c.dir + expected);
+      const auto ids = g.ids("input_ids");
+      const auto want = g.floats("logits");
+      REQUIRE(int64_t(ids.size()) >= 32);  // so that the one-pass prefill takes the GEMM path
+      for (const auto& chunks : {std::vector<int64_t>{}, c.chunks()}) {
+        const auto got = run_gpu(gm, ids, chunks);
+        const int64_t V = m.config().vocab_size, S = int64_t(ids.size());
+        int64_t agree = 0;
+        for (int64_t t = 0; t < S; ++t)
+          agree += argmax(std::span<const float>(&got[size_t(t * V)], size_t(V))) ==
+                   argmax(std::span<const float>(&want[size_t(t * V)], size_t(V)));
+        const double err = max_abs_diff(got, want);
+        INFO("chunks " << chunks.size() << ": max abs error " << err << ", top-1 agreement " << agree << "/" << S);
+        CHECK(err < kFastBound);
+        CHECK(double(agree) >= 0.99 * double(S));
+      }
+      const auto want_tokens = g.ids("greedy_tokens");
+      cuda::DeviceCache cache = gm.new_cache();
+      std::vector<int32_t> feed = g.ids("greedy_prompt"), got;
+      std::vector<float> logits;
+      while (got.size() < 8) {
+        cuda::DeviceSequenceInput in{&cache, feed};
+        gm.forward({&in, 1}, logits, LogitRows::Last);
+        got.push_back(argmax(logits));
+        feed = {got.back()};
+      }
+      CHECK(got == std::vector<int32_t>(want_tokens.begin(), want_tokens.begin() + 8));
+    }
+}
+
 TEST_CASE("a batch of sequences of different lengths on the GPU", "[cuda][golden]") {
   for (const GoldenCase& c : dsv4::testing::golden_cases("DeepseekV4ForCausalLM")) {
     const Model m = Model::load(c.dir + "/hf");
     const Golden g(c.dir + "/expected.safetensors");
     if (!g.has("batch2_input_ids")) continue;
-    cuda::DeviceModel gm(m);
+    cuda::DeviceModel gm(m, with_mode(KernelMode::Reference));
     const auto ids = g.ids("batch2_input_ids");
     const auto want = g.floats("batch2_logits");
     const size_t S = ids.size() / 2;
@@ -154,7 +197,8 @@ TEST_CASE("GPU and CPU oracle agree on synthetic FP8/FP4 checkpoints of other sh
     opt.seed = 7;
     write_synthetic_checkpoint(dir, json, opt);
     const Model m = Model::load(dir);
-    cuda::DeviceModel gm(m);
+    cuda::DeviceModel gm(m, with_mode(KernelMode::Reference));
+    cuda::DeviceModel fast(m, with_mode(KernelMode::Fast));
     std::mt19937 rng(11);
     std::vector<int32_t> ids(200);
     for (auto& t : ids) t = int32_t(rng() % uint32_t(m.config().vocab_size));
@@ -165,6 +209,12 @@ TEST_CASE("GPU and CPU oracle agree on synthetic FP8/FP4 checkpoints of other sh
     INFO("GPU vs CPU max abs error: one pass " << one << ", chunked then one at a time " << chunked);
     CHECK(one < kFp32Bound);
     CHECK(chunked < kFp32Bound);
+    // Fast mode: BF16 GEMMs for the 200-row and 64-row chunks, fp32 GEMVs for the small ones.
+    const double fast_one = max_abs_diff(run_gpu(fast, ids, {}), cpu);
+    const double fast_chunked = max_abs_diff(run_gpu(fast, ids, {64, 5, 40, 33}), cpu);
+    INFO("fast mode vs CPU oracle: one pass " << fast_one << ", chunked " << fast_chunked);
+    CHECK(fast_one < kFastBound);
+    CHECK(fast_chunked < kFastBound);
     std::filesystem::remove_all(dir);
   }
 }

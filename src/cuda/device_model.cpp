@@ -4,6 +4,7 @@
 // the wanted logits (one download).
 #include "dsv4/cuda/device_model.hpp"
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -207,9 +208,40 @@ struct DeviceModel::Impl {
     return {kind == AttentionKind::Sliding ? rope_main.get() : rope_compress.get(), int32_t(config.rope_dim)};
   }
 
-  void lin(const DeviceMatrix& w, const float* x, int64_t t, float* y) const {
-    gemv(w.view(), x, w.cols(), t, y, w.rows(), 0, w.rows(), stream);
+  // Fast mode runs forwards of this many rows or more as BF16 tensor-core GEMMs.
+  static constexpr int64_t kGemmRows = 32;
+  cublasHandle_t blas = nullptr;
+  DeviceBuffer<uint16_t> wbf, xbf, actbf;
+  DeviceBuffer<int32_t> counts, offsets, slot_at, pos_of, which;
+  bool use_gemm(const DeviceMatrix& w, int64_t t) const {
+    return options.mode == KernelMode::Fast && t >= kGemmRows && w.view().kind != MatrixView::F32;
   }
+  static uint16_t* grow(DeviceBuffer<uint16_t>& b, int64_t n) {
+    if (int64_t(b.size()) < n) b = DeviceBuffer<uint16_t>(size_t(n));
+    return b.get();
+  }
+  // y [t, n] (row stride ldy) = W [n, K] x [t, K]^T, both BF16, fp32 accumulation.
+  void gemm_bf16(const uint16_t* w, int64_t n, int64_t K, const uint16_t* x, int64_t t, float* y, int64_t ldy) const {
+    const float one = 1.f, zero = 0.f;
+    const cublasStatus_t st = cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(t), int(K), &one, w, CUDA_R_16BF,
+                                           int(K), x, CUDA_R_16BF, int(K), &zero, y, CUDA_R_32F, int(ldy),
+                                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS BF16 GEMM ", n, "x", t, "x", K, " failed (status ", int(st), ")");
+  }
+
+  // y [t, rows row0..row1) (stride ldy) = W x (x rows of stride ldx).
+  void lin_rows(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy, int64_t row0,
+                int64_t row1) {
+    if (!use_gemm(w, t)) return gemv(w.view(), x, ldx, t, y, ldy, row0, row1, stream);
+    const int64_t n = row1 - row0, K = w.cols();
+    uint16_t* wb = grow(wbf, n * K);
+    k::dequant_bf16(nullptr, nullptr, 1, w.view(), row0, n, K, wb, stream);
+    uint16_t* xb = grow(xbf, t * K);
+    k::to_bf16(x, t, K, ldx, xb, stream);
+    gemm_bf16(wb, n, K, xb, t, y, ldy);
+  }
+  void grouped_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float* y);
+  void lin(const DeviceMatrix& w, const float* x, int64_t t, float* y) { lin_rows(w, x, w.cols(), t, y, w.rows(), 0, w.rows()); }
 };
 
 namespace {
@@ -229,6 +261,60 @@ std::string unsupported(const Model& m) {
 
 }  // namespace
 
+// Fast-mode prefill of the routed experts: the T*k slots grouped by expert (one small download of
+// the counts: the only host round trip of a forward, and only on this path), the active experts'
+// weights decoded to BF16 a chunk at a time, one cuBLAS GEMM per expert and matrix.
+void DeviceModel::Impl::grouped_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float* y) {
+  Impl& I = *this;
+  const ModelConfig& c = I.config;
+  const int64_t E = c.n_routed_experts, K = c.n_experts_per_tok, D = c.hidden_size, Iw = c.moe_intermediate_size;
+  const int64_t slots = T * K;
+  cudaStream_t s = I.stream;
+  auto ints = [&](DeviceBuffer<int32_t>& b, int64_t n) {
+    if (int64_t(b.size()) < n) b = DeviceBuffer<int32_t>(size_t(n));
+    return b.get();
+  };
+  int32_t* counts = ints(I.counts, E);
+  int32_t* offsets = ints(I.offsets, E + 1);
+  int32_t* slot_at = ints(I.slot_at, slots);
+  int32_t* pos_of = ints(I.pos_of, slots);
+  k::group_slots(I.experts.get(), slots, E, counts, offsets, slot_at, pos_of, s);
+  std::vector<int32_t> off(size_t(E + 1));
+  check(cudaMemcpyAsync(off.data(), offsets, off.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, s), "expert counts");
+  check(cudaStreamSynchronize(s), "expert counts");
+  std::vector<int32_t> active;
+  for (int64_t e = 0; e < E; ++e)
+    if (off[size_t(e + 1)] > off[size_t(e)]) active.push_back(int32_t(e));
+  int32_t* which = ints(I.which, std::max<int64_t>(int64_t(active.size()), 1));
+  check(cudaMemcpyAsync(which, active.data(), active.size() * sizeof(int32_t), cudaMemcpyHostToDevice, s), "experts");
+
+  uint16_t* xg = DeviceModel::Impl::grow(I.xbf, slots * D);
+  k::gather_bf16(u, slot_at, slots, K, D, xg, s);
+  float* h1 = I.buf("g_h1", slots * Iw);
+  float* h3 = I.buf("g_h3", slots * Iw);
+  float* yg = I.buf("g_y", slots * D);
+  const DevExpertSet& ex = Ly.experts;
+  constexpr int64_t kChunk = 32;  // experts decoded to BF16 at once (32 x 16 MB at V4-Flash sizes)
+  auto run = [&](const DeviceBuffer<MatrixView>& mats, int64_t n, int64_t kk, const uint16_t* x, float* out) {
+    for (size_t c0 = 0; c0 < active.size(); c0 += kChunk) {
+      const int64_t cnt = std::min<int64_t>(kChunk, int64_t(active.size() - c0));
+      uint16_t* wb = DeviceModel::Impl::grow(I.wbf, cnt * n * kk);
+      k::dequant_bf16(mats.get(), which + c0, cnt, MatrixView{}, 0, n, kk, wb, s);
+      for (int64_t i = 0; i < cnt; ++i) {
+        const int64_t e = active[c0 + size_t(i)], first = off[size_t(e)], rows = off[size_t(e + 1)] - first;
+        I.gemm_bf16(wb + i * n * kk, n, kk, x + first * kk, rows, out + first * n, n);
+      }
+    }
+  };
+  run(ex.v1, Iw, D, xg, h1);
+  run(ex.v3, Iw, D, xg, h3);
+  k::swiglu(h1, h3, slots * Iw, float(c.swiglu_limit), h1, s);
+  uint16_t* act = DeviceModel::Impl::grow(I.actbf, slots * Iw);
+  k::to_bf16(h1, slots, Iw, Iw, act, s);
+  run(ex.v2, D, Iw, act, yg);
+  k::combine_grouped(yg, pos_of, wts, T, K, D, y, s);
+}
+
 DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std::make_unique<Impl>()) {
   Impl& I = *impl_;
   I.config = model.config();
@@ -238,6 +324,8 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
   if (options.max_context < 1) fail("cuda backend: max_context must be >= 1");
   if (!device_available()) fail("cuda backend: no CUDA device is available");
   check(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking), "stream");
+  if (cublasCreate(&I.blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(I.blas, I.stream) != CUBLAS_STATUS_SUCCESS)
+    fail("cuda backend: cuBLAS could not be initialized");
   if (const char* p = std::getenv("DSV4_CUDA_PROFILE")) I.profile = std::string(p) == "1";
   I.embed = upload(model.embedding());
   I.head = upload(model.head());
@@ -341,6 +429,7 @@ DeviceModel::~DeviceModel() {
       std::fprintf(stderr, "  %-16s %10.3f ms  %5.1f%%\n", part.c_str(), ms, 100.0 * ms / total);
   }
   for (cudaEvent_t e : impl_->event_pool) cudaEventDestroy(e);
+  if (impl_->blas) cublasDestroy(impl_->blas);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
@@ -558,7 +647,7 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     // Grouped low-rank output.
     const int64_t gw = hd / G;
     for (int64_t g = 0; g < G; ++g)
-      gemv(Ly.lat.wo_a->view(), o + g * gw, hd, T, zo + g * OR, G * OR, g * OR, (g + 1) * OR, s);
+      I.lin_rows(*Ly.lat.wo_a, o + g * gw, hd, T, zo + g * OR, G * OR, g * OR, (g + 1) * OR);
     I.lin(*Ly.lat.wo_b, zo, T, y);
     I.mark("mhc");
     hc_post();
@@ -582,11 +671,15 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     }
     I.mark("moe.experts");
     const DevExpertSet& ex = Ly.experts;
-    k::expert_gemv(ex.v1.get(), ex.kind1, Iw, D, I.experts.get(), T * K, u, K, h1, s);
-    k::expert_gemv(ex.v3.get(), ex.kind3, Iw, D, I.experts.get(), T * K, u, K, h3, s);
-    k::swiglu(h1, h3, T * K * Iw, limit, h1, s);
-    k::expert_gemv(ex.v2.get(), ex.kind2, D, Iw, I.experts.get(), T * K, h1, 1, ye, s);
-    k::combine(ye, wts, T, K, D, y, s);
+    if (!ex.w1.empty() && I.use_gemm(*ex.w1[0], T)) {
+      I.grouped_experts(Ly, T, u, wts, y);
+    } else {
+      k::expert_gemv(ex.v1.get(), ex.kind1, Iw, D, I.experts.get(), T * K, u, K, h1, s);
+      k::expert_gemv(ex.v3.get(), ex.kind3, Iw, D, I.experts.get(), T * K, u, K, h3, s);
+      k::swiglu(h1, h3, T * K * Iw, limit, h1, s);
+      k::expert_gemv(ex.v2.get(), ex.kind2, D, Iw, I.experts.get(), T * K, h1, 1, ye, s);
+      k::combine(ye, wts, T, K, D, y, s);
+    }
     I.mark("mhc");
     hc_post();
   }

@@ -3,6 +3,8 @@
 // operation; only summation order differs.
 #include <cfloat>
 
+#include <cuda_bf16.h>
+
 #include "decode.cuh"
 #include "kernels.hpp"
 
@@ -458,6 +460,55 @@ __global__ void combine_kernel(const float* y, const float* weights, int64_t k, 
   }
 }
 
+__global__ void to_bf16_kernel(const float* x, int64_t cols, int64_t ldx, __nv_bfloat16* out) {
+  const int64_t r = blockIdx.x;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) out[r * cols + j] = __float2bfloat16_rn(x[r * ldx + j]);
+}
+
+// grid (rows of all matrices): one row per block.
+__global__ void dequant_kernel(const MatrixView* mats, const int32_t* which, MatrixView one, int64_t row0, int64_t n,
+                               int64_t k, __nv_bfloat16* out) {
+  const int64_t i = blockIdx.x / n, r = blockIdx.x % n;
+  const MatrixView& w = mats ? mats[which[i]] : one;
+  __nv_bfloat16* o = out + (i * n + r) * k;
+  for (int64_t j = threadIdx.x; j < k; j += blockDim.x) o[j] = __float2bfloat16_rn(weight_at(w, row0 + r, j));
+}
+
+// One block: counts by atomics, a serial scan, then each expert's thread places its slots in order.
+__global__ void group_slots_kernel(const int32_t* experts, int64_t slots, int64_t E, int32_t* counts, int32_t* offsets,
+                                   int32_t* slot_at, int32_t* pos_of) {
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) counts[e] = 0;
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < slots; i += blockDim.x) atomicAdd(&counts[experts[i]], 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    offsets[0] = 0;
+    for (int64_t e = 0; e < E; ++e) offsets[e + 1] = offsets[e] + counts[e];
+  }
+  __syncthreads();
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
+    int32_t p = offsets[e];
+    for (int64_t i = 0; i < slots; ++i)
+      if (experts[i] == e) slot_at[p] = int32_t(i), pos_of[i] = p, ++p;
+  }
+}
+
+__global__ void gather_bf16_kernel(const float* x, const int32_t* slot_at, int64_t div, int64_t D, __nv_bfloat16* out) {
+  const int64_t p = blockIdx.x;
+  const float* xr = x + (slot_at[p] / div) * D;
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) out[p * D + j] = __float2bfloat16_rn(xr[j]);
+}
+
+__global__ void combine_grouped_kernel(const float* yg, const int32_t* pos_of, const float* weights, int64_t k,
+                                       int64_t D, float* out) {
+  const int64_t t = blockIdx.x;
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+    float acc = out[t * D + j];
+    for (int64_t s = 0; s < k; ++s) acc += weights[t * k + s] * yg[int64_t(pos_of[t * k + s]) * D + j];
+    out[t * D + j] = acc;
+  }
+}
+
 cudaStream_t st(void* s) { return static_cast<cudaStream_t>(s); }
 void launched(const char* what) { check(cudaGetLastError(), what); }
 
@@ -574,6 +625,38 @@ void swiglu(const float* g, const float* u, int64_t n, float limit, float* act, 
 void combine(const float* y, const float* weights, int64_t t, int64_t k, int64_t D, float* out, void* s) {
   combine_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(y, weights, k, D, out);
   launched("combine");
+}
+
+void to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ldx, uint16_t* out, void* s) {
+  if (rows == 0) return;
+  to_bf16_kernel<<<unsigned(rows), kBlock, 0, st(s)>>>(x, cols, ldx, reinterpret_cast<__nv_bfloat16*>(out));
+  launched("to_bf16");
+}
+
+void dequant_bf16(const MatrixView* mats, const int32_t* which, int64_t count, const MatrixView& one, int64_t row0,
+                  int64_t n, int64_t k, uint16_t* out, void* s) {
+  if (count * n == 0) return;
+  dequant_kernel<<<unsigned(count * n), kBlock, 0, st(s)>>>(mats, which, one, row0, n, k,
+                                                             reinterpret_cast<__nv_bfloat16*>(out));
+  launched("dequant_bf16");
+}
+
+void group_slots(const int32_t* experts, int64_t slots, int64_t E, int32_t* counts, int32_t* offsets,
+                 int32_t* slot_at, int32_t* pos_of, void* s) {
+  group_slots_kernel<<<1, 1024, 0, st(s)>>>(experts, slots, E, counts, offsets, slot_at, pos_of);
+  launched("group_slots");
+}
+
+void gather_bf16(const float* x, const int32_t* slot_at, int64_t slots, int64_t div, int64_t D, uint16_t* out, void* s) {
+  if (slots == 0) return;
+  gather_bf16_kernel<<<unsigned(slots), kBlock, 0, st(s)>>>(x, slot_at, div, D, reinterpret_cast<__nv_bfloat16*>(out));
+  launched("gather_bf16");
+}
+
+void combine_grouped(const float* yg, const int32_t* pos_of, const float* weights, int64_t t, int64_t k, int64_t D,
+                     float* out, void* s) {
+  combine_grouped_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(yg, pos_of, weights, k, D, out);
+  launched("combine_grouped");
 }
 
 }  // namespace dsv4::cuda::k

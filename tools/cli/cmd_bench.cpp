@@ -29,6 +29,7 @@ int bench_cuda(const Args& a, const Model& m, const std::vector<int32_t>& prompt
   for (int64_t b : batches)
     if (b < 1 || b > 4096) fail("--batch: sizes must be in [1, 4096]");
   cuda::DeviceOptions o;
+  o.mode = parse_kernel_mode(a.get("mode", "fast"));
   o.max_context = P + N + 8;
   cuda::DeviceModel gm(m, o);
   const double copy_bw = cuda::measure_copy_bandwidth();
@@ -55,8 +56,8 @@ int bench_cuda(const Args& a, const Model& m, const std::vector<int32_t>& prompt
       std::printf("profile %-8s %-14s %9.3f ms %5.1f%%\n", what, part.c_str(), ms, 100.0 * ms / total);
   };
   print_profile("prefill");
-  std::printf("model           %s (%lld layers) on %s, weights %.2f GB on the device\n", a.get("model").c_str(),
-              (long long)c.num_layers, gm.device_name().c_str(), double(gm.weight_bytes()) / 1e9);
+  std::printf("model           %s (%lld layers, mode %s) on %s, weights %.2f GB on the device\n", a.get("model").c_str(),
+              (long long)c.num_layers, kernel_mode_name(o.mode), gm.device_name().c_str(), double(gm.weight_bytes()) / 1e9);
   std::printf("device copy     %.1f GB/s (read + write, measured in this run)\n", copy_bw / 1e9);
   std::printf("cuBLAS BF16     %.1f TFLOP/s (GEMM %lld x %lld x %lld, measured in this run)\n", gemm / 1e12,
               (long long)P, (long long)c.num_heads * c.head_dim, (long long)c.q_lora_rank);

@@ -13,9 +13,11 @@ namespace dsv4::cli {
 #if defined(DSV4_WITH_CUDA)
 // The GPU's generation loop: prefill, then sample and run one token at a time; text and stops as
 // Session::generate releases them (OutputStream). Prints the timing line itself.
-static GenerationResult generate_cuda(const Model& m, const text::Tokenizer* tok, const std::vector<int32_t>& prompt,
-                                      Sampler& sampler, const GenerationOptions& g, const StreamCallback& emit) {
+static GenerationResult generate_cuda(const Model& m, KernelMode mode, const text::Tokenizer* tok,
+                                      const std::vector<int32_t>& prompt, Sampler& sampler, const GenerationOptions& g,
+                                      const StreamCallback& emit) {
   cuda::DeviceOptions o;
+  o.mode = mode;
   o.max_context = int64_t(prompt.size()) + g.max_new_tokens + 1;
   cuda::DeviceModel gm(m, o);
   cuda::DeviceCache cache = gm.new_cache();
@@ -85,7 +87,7 @@ int cmd_generate(const Args& a) {
     const Model m = load_model(a);
 #if defined(DSV4_WITH_CUDA)
     if (gpu) {
-      const GenerationResult r = generate_cuda(m, nullptr, prompt, sampler, g, {});
+      const GenerationResult r = generate_cuda(m, mode, nullptr, prompt, sampler, g, {});
       for (size_t i = 0; i < r.tokens.size(); ++i) std::printf("%s%d", i ? " " : "", r.tokens[i]);
       std::printf("\n");
       return 0;
@@ -109,7 +111,7 @@ int cmd_generate(const Args& a) {
   const Model m = load_model(a);
 #if defined(DSV4_WITH_CUDA)
   if (gpu) {
-    generate_cuda(m, &tok, prompt, sampler, g, [](int32_t, std::string_view text) {
+    generate_cuda(m, mode, &tok, prompt, sampler, g, [](int32_t, std::string_view text) {
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
       return true;

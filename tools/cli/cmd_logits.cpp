@@ -58,8 +58,8 @@ int cmd_logits(const Args& a) {
   };
 #if defined(DSV4_WITH_CUDA)
   if (gpu) {
-    (void)parse_kernel_mode(a.get("mode", "fast"));  // the GPU runs one numerics: fp32 over stored weights
     cuda::DeviceOptions o;
+    o.mode = parse_kernel_mode(a.get("mode", "fast"));
     o.max_context = std::max<int64_t>(S, 1);
     cuda::DeviceModel gm(m, o);
     std::vector<cuda::DeviceCache> caches;

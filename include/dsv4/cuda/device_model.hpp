@@ -20,11 +20,16 @@
 #include <vector>
 
 #include "dsv4/cuda/gemv.hpp"
+#include "dsv4/kernels/kernel_mode.hpp"
 #include "dsv4/model/model.hpp"
 
 namespace dsv4::cuda {
 
 struct DeviceOptions {
+  // Reference: fp32 everywhere (GEMVs over the stored weights, any batch). Fast: the same for
+  // decode; a forward of 32 rows or more runs its projections and experts as cuBLAS BF16 GEMMs
+  // (weights decoded to BF16 exactly, activations rounded to BF16, fp32 accumulation).
+  KernelMode mode = KernelMode::Fast;
   // The most tokens one sequence may reach: sizes each cache's compressed entries. A forward
   // that would go past it fails with a message naming it.
   int64_t max_context = 8192;

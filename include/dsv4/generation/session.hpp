@@ -33,22 +33,12 @@
 #include "dsv4/generation/output_stream.hpp"
 #include "dsv4/kernels/bundle.hpp"
 #include "dsv4/kernels/cpu/fast_bundle.hpp"
+#include "dsv4/kernels/kernel_mode.hpp"
 #include "dsv4/model/model.hpp"
 #include "dsv4/sampling/sampler.hpp"
 #include "dsv4/text/tokenizer.hpp"
 
 namespace dsv4 {
-
-// Which kernel bundle a session runs: Model::forward<FastCpu> or Model::forward<Fp32Reference>.
-enum class KernelMode { Fast, Reference };
-
-inline KernelMode parse_kernel_mode(std::string_view s) {
-  if (s == "fast") return KernelMode::Fast;
-  if (s == "reference") return KernelMode::Reference;
-  fail("unknown kernel mode '", s, "' (reference or fast)");
-}
-
-inline const char* kernel_mode_name(KernelMode m) { return m == KernelMode::Fast ? "fast" : "reference"; }
 
 struct GenerationResult {
   std::vector<int32_t> tokens;  // every sampled token, a final stop token included
@@ -65,6 +55,7 @@ struct GenerationResult {
 using StreamCallback = std::function<bool(int32_t token, std::string_view text)>;
 inline constexpr int32_t kNoToken = -1;
 
+// A session runs KernelMode::Fast as Model::forward<FastCpu>, Reference as forward<Fp32Reference>.
 class Session {
  public:
   explicit Session(const Model& model, KernelMode mode = KernelMode::Fast)
