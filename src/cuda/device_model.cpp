@@ -396,7 +396,7 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
     check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "device attribute");
     int64_t pow2 = 1;
     while (pow2 < I.max_indexer_entries) pow2 *= 2;
-    const int64_t need = (c.index_n_heads * (c.index_head_dim + 1) + c.index_n_heads + pow2) * 4 + pow2 * 4;
+    const int64_t need = std::max<int64_t>((c.index_n_heads * (c.index_head_dim + 1) + c.index_n_heads) * 4, pow2 * 8);
     if (need > optin)
       fail("cuda backend: max_context ", options.max_context, " needs ", need,
            " bytes of shared memory per block for the Lightning Indexer's sort; this device has ", optin,
@@ -635,8 +635,10 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
       const int64_t topk = c.index_topk;
       if (int64_t(I.chosen.size()) < T * topk) I.chosen = DeviceBuffer<int32_t>(size_t(T * topk));
       if (int64_t(I.nchosen.size()) < T) I.nchosen = DeviceBuffer<int32_t>(size_t(T));
-      k::indexer_topk(iq, ig, I.rows.get(), seqs, T, nh, ci, Ly.icomp.ratio, topk, max_end / Ly.icomp.ratio,
-                      I.chosen.get(), I.nchosen.get(), s);
+      const int64_t max_visible = max_end / Ly.icomp.ratio;
+      float* scores = I.buf("iscores", std::max<int64_t>(T * max_visible, 1));
+      k::indexer_topk(iq, ig, I.rows.get(), seqs, T, nh, ci, Ly.icomp.ratio, topk, max_visible, scores, I.chosen.get(),
+                      I.nchosen.get(), s);
       aa.chosen = I.chosen.get(), aa.nchosen = I.nchosen.get(), aa.topk = topk;
       aa.max_keys += std::min(topk, max_end / Ly.comp.ratio);
     }

@@ -21,6 +21,25 @@ __global__ void gemv_kernel(MatrixView w, const float* __restrict__ x, int64_t l
   if (lane == 0) y[int64_t(blockIdx.y) * ldy + r] = acc;
 }
 
+// Few rows (mHC mixes, router gates, head weights): a block per (row, batch row), the threads
+// splitting K, so that a 24-row matrix still spreads over the GPU. grid (nrows, batch).
+__global__ void gemv_splitk_kernel(MatrixView w, const float* __restrict__ x, int64_t ldx, float* __restrict__ y,
+                                   int64_t ldy, int64_t row0) {
+  __shared__ float part[8];
+  const int64_t r = blockIdx.x, b = blockIdx.y;
+  const float* xb = x + b * ldx;
+  float acc = 0.f;
+  for (int64_t j = threadIdx.x; j < w.k; j += blockDim.x) acc += weight_at(w, row0 + r, j) * xb[j];
+  for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float t = 0.f;
+    for (int i = 0; i < int(blockDim.x / 32); ++i) t += part[i];
+    y[b * ldy + r] = t;
+  }
+}
+
 }  // namespace
 
 // One warp's dot products of weight row `row` with nb <= 8 rows of x (stride ldx): each lane reads
@@ -36,28 +55,43 @@ __device__ __forceinline__ void warp_row_dots(const MatrixView& w, int64_t row, 
   const int64_t chunks = row_bytes / 16;
 #pragma unroll
   for (int b = 0; b < 8; ++b) acc[b] = 0.f;
-  for (int64_t c = lane; c < chunks; c += 32) {
-    const uint4 q = __ldg(wr + c);
+  // Two 16-byte chunks in flight per lane: the loads of the second are issued before the first
+  // is decoded.
+  for (int64_t c0 = lane; c0 < chunks; c0 += 64) {
+    const bool two = c0 + 32 < chunks;
+    const uint4 qa = __ldg(wr + c0);
+    const uint4 qb = two ? __ldg(wr + c0 + 32) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+    if (half == 1 && !two) break;
+    const int64_t c = c0 + 32 * half;
+    const uint4 q = half ? qb : qa;
     const uint32_t words[4] = {q.x, q.y, q.z, q.w};
     float v[per];
+    float s = 1.f;
     const int64_t j0 = c * per;
     if constexpr (Kind == MatrixView::Fp4Group) {
-      const float s = e8m0(w.scale[row * ((w.k + 31) / 32) + j0 / 32]);
+      // E2M1 as float bits: the nibble's 3 magnitude bits at 22..24 make 2^-126 times the value
+      // (e = 0 a subnormal: m/2); times 2^126 it is exact. The group scale multiplies the sum.
+      s = e8m0(w.scale[row * ((w.k + 31) / 32) + j0 / 32]);
 #pragma unroll
-      for (int t = 0; t < 16; ++t) {
-        const uint32_t b = (words[t / 4] >> (8 * (t % 4))) & 0xFF;
-        v[2 * t] = e2m1(b & 0xF) * s;
-        v[2 * t + 1] = e2m1(b >> 4) * s;
+      for (int t = 0; t < 8; ++t) {
+        const uint32_t wd = words[t / 2] >> (16 * (t % 2));
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const uint32_t nib = wd >> (4 * u);
+          v[4 * t + u] = __uint_as_float(((nib & 7u) << 22) | ((nib & 8u) << 28)) * 0x1p126f;
+        }
       }
     } else if constexpr (Kind == MatrixView::Fp8Block) {
       const int64_t idx = (row / w.bm) * ((w.k + w.bn - 1) / w.bn) + j0 / w.bn;
-      const float s = w.scale_is_f32 ? reinterpret_cast<const float*>(w.scale)[idx] : e8m0(w.scale[idx]);
+      s = w.scale_is_f32 ? reinterpret_cast<const float*>(w.scale)[idx] : e8m0(w.scale[idx]);
 #pragma unroll
       for (int t = 0; t < 8; ++t) {
         const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(words[t / 2] >> (16 * (t % 2))), __NV_E4M3);
         const float2 f = __half22float2(__half2(h));
-        v[2 * t] = f.x * s;
-        v[2 * t + 1] = f.y * s;
+        v[2 * t] = f.x;
+        v[2 * t + 1] = f.y;
       }
     } else {
 #pragma unroll
@@ -73,7 +107,8 @@ __device__ __forceinline__ void warp_row_dots(const MatrixView& w, int64_t row, 
         const float4 xx = __ldg(xv + t);
         a += v[4 * t] * xx.x + v[4 * t + 1] * xx.y + v[4 * t + 2] * xx.z + v[4 * t + 3] * xx.w;
       }
-      acc[b] += a;
+      acc[b] += a * s;  // the chunk's values share one scale
+    }
     }
   }
 #pragma unroll
@@ -138,6 +173,11 @@ void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float
     return;
   }
   const auto st = static_cast<cudaStream_t>(stream);
+  if (nrows <= 256 && batch <= 64 && w.k >= 1024) {
+    gemv_splitk_kernel<<<dim3(unsigned(nrows), unsigned(batch)), 256, 0, st>>>(w, x, ldx, y, ldy, row0);
+    check(cudaGetLastError(), "gemv launch");
+    return;
+  }
   // The vector path needs 16-byte aligned rows of weights and of x, whole scale groups per 16 bytes.
   const bool x_ok = (reinterpret_cast<uintptr_t>(x) % 16 == 0) && ldx % 4 == 0 && w.k % 32 == 0;
   const dim3 vgrid(unsigned((nrows + 7) / 8), unsigned((batch + 7) / 8));

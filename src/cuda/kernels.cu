@@ -75,40 +75,52 @@ __global__ void rms_norm_kernel(const float* x, const float* w, int64_t width, i
   for (int64_t j = threadIdx.x; j < width; j += blockDim.x) yr[j] = w ? xr[j] * inv * w[j] : xr[j] * inv;
 }
 
-// One block per token: the mixes (thread 0; n is small), then u.
+// One block per token: warp 0 forms the mixes and runs Sinkhorn on the n x n matrix in shared
+// memory (lane i < n owns row/column i's sums), then every thread forms u.
 __global__ void hc_pre_kernel(const float* m, const float* base, const float* scale, const float* x, int64_t n,
                               int64_t D, int64_t iters, float eps, float* pre, float* post, float* comb, float* u) {
-  const int64_t t = blockIdx.x, nm = (2 + n) * n;
+  const int64_t t = blockIdx.x, nm = (2 + n) * n, nn = n * n;
   const float* mi = m + t * nm;
-  __shared__ float sp[16];
-  if (threadIdx.x == 0) {
-    for (int64_t j = 0; j < n; ++j) {
-      sp[j] = pre[t * n + j] = sigmoidf(mi[j] * scale[0] + base[j]) + eps;
-      post[t * n + j] = 2.0f * sigmoidf(mi[n + j] * scale[1] + base[n + j]);
+  __shared__ float sp[16], C[256], stat[16], stat2[16];
+  const int lane = threadIdx.x;
+  if (threadIdx.x < 32) {
+    if (lane < n) {
+      sp[lane] = pre[t * n + lane] = sigmoidf(mi[lane] * scale[0] + base[lane]) + eps;
+      post[t * n + lane] = 2.0f * sigmoidf(mi[n + lane] * scale[1] + base[n + lane]);
     }
-    float* C = comb + t * n * n;
-    for (int64_t j = 0; j < n * n; ++j) C[j] = mi[2 * n + j] * scale[2] + base[2 * n + j];
-    for (int64_t i = 0; i < n; ++i) {  // softmax rows + eps
-      float* row = C + i * n;
-      float mx = row[0];
-      for (int64_t j = 1; j < n; ++j) mx = fmaxf(mx, row[j]);
+    for (int64_t e = lane; e < nn; e += 32) C[e] = mi[2 * n + e] * scale[2] + base[2 * n + e];
+    __syncwarp();
+    if (lane < n) {  // softmax of row `lane`: its max and sum
+      float mx = C[lane * n];
+      for (int64_t j = 1; j < n; ++j) mx = fmaxf(mx, C[lane * n + j]);
       float sum = 0.f;
-      for (int64_t j = 0; j < n; ++j) sum += (row[j] = expf(row[j] - mx));
-      for (int64_t j = 0; j < n; ++j) row[j] = row[j] / sum + eps;
+      for (int64_t j = 0; j < n; ++j) sum += expf(C[lane * n + j] - mx);
+      stat[lane] = mx, stat2[lane] = sum;
     }
+    __syncwarp();
+    for (int64_t e = lane; e < nn; e += 32) C[e] = expf(C[e] - stat[e / n]) / stat2[e / n] + eps;
+    __syncwarp();
     for (int64_t it = 0; it < iters; ++it) {
-      if (it > 0)
-        for (int64_t i = 0; i < n; ++i) {
+      if (it > 0) {
+        if (lane < n) {
           float sum = 0.f;
-          for (int64_t j = 0; j < n; ++j) sum += C[i * n + j];
-          for (int64_t j = 0; j < n; ++j) C[i * n + j] /= (sum + eps);
+          for (int64_t j = 0; j < n; ++j) sum += C[lane * n + j];
+          stat[lane] = sum;
         }
-      for (int64_t j = 0; j < n; ++j) {
-        float sum = 0.f;
-        for (int64_t i = 0; i < n; ++i) sum += C[i * n + j];
-        for (int64_t i = 0; i < n; ++i) C[i * n + j] /= (sum + eps);
+        __syncwarp();
+        for (int64_t e = lane; e < nn; e += 32) C[e] /= (stat[e / n] + eps);
+        __syncwarp();
       }
+      if (lane < n) {
+        float sum = 0.f;
+        for (int64_t i = 0; i < n; ++i) sum += C[i * n + lane];
+        stat[lane] = sum;
+      }
+      __syncwarp();
+      for (int64_t e = lane; e < nn; e += 32) C[e] /= (stat[e % n] + eps);
+      __syncwarp();
     }
+    for (int64_t e = lane; e < nn; e += 32) comb[t * nn + e] = C[e];
   }
   __syncthreads();
   for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
@@ -216,10 +228,26 @@ __global__ void attend_kernel(AttendArgs a) {
   __syncthreads();
   const float inv = 1.0f / den;
   float* os = qs;  // reuse: q is no longer needed
+  float* part = logit + a.max_keys;  // [warps, d]: each warp's sum over its share of the keys
+  for (int64_t j0 = 0; j0 < d; j0 += 32 * 16) {
+    float acc[16];
+#pragma unroll
+    for (int u = 0; u < 16; ++u) acc[u] = 0.f;
+    for (int64_t i = warp; i < nk; i += nw) {
+      const float p = logit[i];
+      const float* kp = key(i) + j0;
+#pragma unroll
+      for (int u = 0; u < 16; ++u)
+        if (j0 + lane + 32 * u < d) acc[u] += p * kp[lane + 32 * u];
+    }
+#pragma unroll
+    for (int u = 0; u < 16; ++u)
+      if (j0 + lane + 32 * u < d) part[warp * d + j0 + lane + 32 * u] = acc[u];
+  }
   __syncthreads();
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
     float acc = 0.f;
-    for (int64_t i = 0; i < nk; ++i) acc += logit[i] * key(i)[j];
+    for (int w = 0; w < nw; ++w) acc += part[w * d + j];
     os[j] = acc * inv;
   }
   __syncthreads();
@@ -345,29 +373,26 @@ __global__ void compress_pend_kernel(CompressArgs a, const RowInfo* segs) {
   }
 }
 
-// One block per row: scores of the visible entries into shared memory, then a bitonic sort of
-// (score, index) pairs (descending score, ascending index) and the first top-k kept.
-__global__ void indexer_kernel(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs,
-                               int64_t nh, int64_t ci, int64_t m, int64_t topk, int64_t pow2, int32_t* chosen,
-                               int32_t* nchosen) {
+// grid (rows, entry blocks of 64): scores[row, e] of the visible entries; the row's query in
+// shared memory (rows padded against bank conflicts), a warp per entry, lanes over heads.
+__global__ void indexer_scores_kernel(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs,
+                                      int64_t nh, int64_t ci, int64_t m, int64_t ld, float* scores) {
   extern __shared__ float sh[];
   const int64_t row = blockIdx.x;
   const RowInfo ri = rows[row];
-  const int64_t visible = (int64_t(ri.pos) + 1) / m;
-  const int64_t qstride = ci + 1;  // padded: lanes reading different heads avoid bank conflicts
-  float* qs = sh;                           // [nh, ci + 1]
-  float* gs = qs + nh * qstride;            // [nh]
-  float* score = gs + nh;                   // [pow2]
-  int32_t* idx = reinterpret_cast<int32_t*>(score + pow2);  // [pow2]
+  const int64_t visible = (int64_t(ri.pos) + 1) / m, e0 = int64_t(blockIdx.y) * 64;
+  if (e0 >= visible) return;
+  const int64_t qstride = ci + 1;
+  float* qs = sh;                 // [nh, ci + 1]
+  float* gs = qs + nh * qstride;  // [nh]
   for (int64_t i = threadIdx.x; i < nh * ci; i += blockDim.x) qs[(i / ci) * qstride + i % ci] = q[row * nh * ci + i];
   for (int64_t i = threadIdx.x; i < nh; i += blockDim.x) gs[i] = g[row * nh + i];
   __syncthreads();
   const float kscale = 1.0f / sqrtf(float(ci));
   const float* keys = seqs[ri.seq].ientries;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
-  // A warp per entry: lanes take heads, each a full dot product over the key (read via shared? no:
-  // the key row is small and cached), then the relu-weighted sum over heads.
-  for (int64_t e = warp; e < visible; e += nw) {
+  const int64_t e1 = min(visible, e0 + 64);
+  for (int64_t e = e0 + warp; e < e1; e += nw) {
     const float* kp = keys + e * ci;
     float sc = 0.f;
     for (int64_t h = lane; h < nh; h += 32) {
@@ -377,70 +402,103 @@ __global__ void indexer_kernel(const float* q, const float* g, const RowInfo* ro
       sc += gs[h] * fmaxf(dot, 0.f);
     }
     for (int o = 16; o > 0; o /= 2) sc += __shfl_xor_sync(0xffffffffu, sc, o);
-    if (lane == 0) score[e] = sc * kscale;
+    if (lane == 0) scores[row * ld + e] = sc * kscale;
+  }
+}
+
+// One block per row: the row's scores into shared memory, a bitonic sort of (score, index) pairs
+// (descending score, ascending index) and the first top-k kept.
+__global__ void indexer_topk_kernel(const float* scores, int64_t ld, const RowInfo* rows, int64_t m, int64_t topk,
+                                    int64_t pow2, int32_t* chosen, int32_t* nchosen) {
+  extern __shared__ float sh[];
+  const int64_t row = blockIdx.x;
+  const RowInfo ri = rows[row];
+  const int64_t visible = (int64_t(ri.pos) + 1) / m;
+  float* score = sh;                                        // [pow2]
+  int32_t* idx = reinterpret_cast<int32_t*>(score + pow2);  // [pow2]
+  const int64_t keep = min(visible, topk);
+  if (visible <= topk) {  // all of them
+    for (int64_t i = threadIdx.x; i < keep; i += blockDim.x) chosen[row * topk + i] = int32_t(i);
+    if (threadIdx.x == 0) nchosen[row] = int32_t(keep);
+    return;
   }
   for (int64_t e = threadIdx.x; e < pow2; e += blockDim.x) {
-    if (e >= visible) score[e] = -INFINITY;
+    score[e] = e < visible ? scores[row * ld + e] : -INFINITY;
     idx[e] = int32_t(e);
   }
   __syncthreads();
-  const int64_t keep = min(visible, topk);
-  if (visible > topk) {
-    // before(i, j): entry i ranks ahead of entry j.
-    auto before = [&](int64_t i, int64_t j) {
-      return score[i] > score[j] || (score[i] == score[j] && idx[i] < idx[j]);
-    };
-    for (int64_t size = 2; size <= pow2; size *= 2)
-      for (int64_t stride = size / 2; stride > 0; stride /= 2) {
-        for (int64_t i = threadIdx.x; i < pow2; i += blockDim.x) {
-          const int64_t j = i ^ stride;
-          if (j <= i) continue;
-          const bool ascending = (i & size) == 0;  // "ascending" = best first
-          if (ascending ? before(j, i) : before(i, j)) {
-            const float ts = score[i];
-            score[i] = score[j], score[j] = ts;
-            const int32_t ti = idx[i];
-            idx[i] = idx[j], idx[j] = ti;
-          }
+  // before(i, j): entry i ranks ahead of entry j.
+  auto before = [&](int64_t i, int64_t j) { return score[i] > score[j] || (score[i] == score[j] && idx[i] < idx[j]); };
+  for (int64_t size = 2; size <= pow2; size *= 2)
+    for (int64_t stride = size / 2; stride > 0; stride /= 2) {
+      for (int64_t i = threadIdx.x; i < pow2; i += blockDim.x) {
+        const int64_t j = i ^ stride;
+        if (j <= i) continue;
+        const bool best_first = (i & size) == 0;
+        if (best_first ? before(j, i) : before(i, j)) {
+          const float ts = score[i];
+          score[i] = score[j], score[j] = ts;
+          const int32_t ti = idx[i];
+          idx[i] = idx[j], idx[j] = ti;
         }
-        __syncthreads();
       }
-  }
+      __syncthreads();
+    }
   for (int64_t i = threadIdx.x; i < keep; i += blockDim.x) chosen[row * topk + i] = idx[i];
   if (threadIdx.x == 0) nchosen[row] = int32_t(keep);
 }
 
-// One block (one warp) per token.
+// One block per token: scores in shared memory, then k rounds of a block argmax over score + bias
+// (ties to the lower index), each taking its expert out of the running.
 __global__ void route_kernel(const float* logits, const int32_t* tokens, const int32_t* hash_table, const float* bias,
                              int64_t E, int64_t k, float scaling, int32_t* experts, float* weights) {
+  extern __shared__ float rs[];  // [E] scores, [E] biased scores
+  __shared__ float best_v[32];
+  __shared__ int32_t best_i[32], picked[64];
   const int64_t t = blockIdx.x;
   const float* l = logits + t * E;
-  auto score = [&](int64_t e) {
+  float* sc = rs;
+  float* biased = rs + E;
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
     const float x = l[e];
-    return sqrtf(x > 20.f ? x : log1pf(expf(x)));
-  };
-  if (threadIdx.x != 0) return;
-  int32_t* ex = experts + t * k;
-  if (hash_table) {
-    for (int64_t j = 0; j < k; ++j) ex[j] = hash_table[int64_t(tokens[t]) * k + j];
-  } else {
-    // k passes of argmax over score + bias, excluding those taken; ties to the lower index.
+    sc[e] = sqrtf(x > 20.f ? x : log1pf(expf(x)));
+    biased[e] = sc[e] + (bias ? bias[e] : 0.f);
+  }
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+  for (int64_t j = 0; j < k; ++j) {
+    if (hash_table) {
+      if (threadIdx.x == 0) picked[j] = hash_table[int64_t(tokens[t]) * k + j];
+      continue;
+    }
+    float bv = -INFINITY;
+    int32_t bi = int32_t(E);
+    for (int64_t e = threadIdx.x; e < E; e += blockDim.x)
+      if (biased[e] > bv || (biased[e] == bv && e < bi)) bv = biased[e], bi = int32_t(e);
+    for (int o = 16; o > 0; o /= 2) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+    }
+    if (lane == 0) best_v[warp] = bv, best_i[warp] = bi;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int w = 1; w < nw; ++w)
+        if (best_v[w] > best_v[0] || (best_v[w] == best_v[0] && best_i[w] < best_i[0])) best_v[0] = best_v[w], best_i[0] = best_i[w];
+      picked[j] = best_i[0];
+      biased[best_i[0]] = -INFINITY;
+    }
+    __syncthreads();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float sum = 0.f;
+    for (int64_t j = 0; j < k; ++j) sum += sc[picked[j]];
     for (int64_t j = 0; j < k; ++j) {
-      int64_t best = -1;
-      float bv = -INFINITY;
-      for (int64_t e = 0; e < E; ++e) {
-        bool taken = false;
-        for (int64_t q = 0; q < j; ++q) taken |= ex[q] == e;
-        if (taken) continue;
-        const float v = score(e) + bias[e];
-        if (best < 0 || v > bv) best = e, bv = v;
-      }
-      ex[j] = int32_t(best);
+      experts[t * k + j] = picked[j];
+      weights[t * k + j] = sc[picked[j]] / (sum + 1e-20f) * scaling;
     }
   }
-  float sum = 0.f;
-  for (int64_t j = 0; j < k; ++j) sum += score(ex[j]);
-  for (int64_t j = 0; j < k; ++j) weights[t * k + j] = score(ex[j]) / (sum + 1e-20f) * scaling;
 }
 
 __global__ void swiglu_kernel(const float* g, const float* u, int64_t n, float limit, float* act) {
@@ -564,7 +622,7 @@ void scale(float* v, int64_t n, float f, void* s) {
 
 void attend(const AttendArgs& a, void* s) {
   if (a.t == 0) return;
-  const size_t bytes = size_t(a.d + a.max_keys) * sizeof(float);
+  const size_t bytes = size_t(a.d + a.max_keys + 8 * a.d) * sizeof(float);  // q/o, logits, 8 warps' partial sums
   check(cudaFuncSetAttribute(attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
         "attention shared memory (too many keys for one block)");
   attend_kernel<<<unsigned(a.t * a.heads), 256, bytes, st(s)>>>(a);
@@ -593,26 +651,32 @@ void compress_update_state(const CompressArgs& a, const RowInfo* segs, int64_t n
   launched("compress_pend");
 }
 
-size_t indexer_shared_bytes(int64_t nh, int64_t ci, int64_t pow2) {
-  return size_t(nh * (ci + 1) + nh + pow2) * sizeof(float) + size_t(pow2) * sizeof(int32_t);
-}
-
 void indexer_topk(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs, int64_t t,
-                  int64_t nh, int64_t ci, int64_t m, int64_t topk, int64_t max_visible, int32_t* chosen,
+                  int64_t nh, int64_t ci, int64_t m, int64_t topk, int64_t max_visible, float* scores, int32_t* chosen,
                   int32_t* nchosen, void* s) {
   if (t == 0) return;
+  if (max_visible > 0) {
+    const size_t qbytes = size_t(nh * (ci + 1) + nh) * sizeof(float);
+    check(cudaFuncSetAttribute(indexer_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(qbytes)),
+          "indexer shared memory");
+    const dim3 grid(unsigned(t), unsigned((max_visible + 63) / 64));
+    indexer_scores_kernel<<<grid, 256, qbytes, st(s)>>>(q, g, rows, seqs, nh, ci, m, max_visible, scores);
+    launched("indexer scores");
+  }
   int64_t pow2 = 1;
   while (pow2 < max_visible) pow2 *= 2;
-  const size_t bytes = indexer_shared_bytes(nh, ci, pow2);
-  check(cudaFuncSetAttribute(indexer_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+  const size_t bytes = size_t(pow2) * (sizeof(float) + sizeof(int32_t));
+  check(cudaFuncSetAttribute(indexer_topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
         "indexer shared memory (too many compressed entries for one block)");
-  indexer_kernel<<<unsigned(t), 512, bytes, st(s)>>>(q, g, rows, seqs, nh, ci, m, topk, pow2, chosen, nchosen);
-  launched("indexer");
+  indexer_topk_kernel<<<unsigned(t), 512, bytes, st(s)>>>(scores, max_visible, rows, m, topk, pow2, chosen, nchosen);
+  launched("indexer top-k");
 }
 
 void route(const float* logits, const int32_t* tokens, const int32_t* hash_table, const float* bias, int64_t t,
            int64_t E, int64_t k, float scaling, int32_t* experts, float* weights, void* s) {
-  route_kernel<<<unsigned(t), 32, 0, st(s)>>>(logits, tokens, hash_table, bias, E, k, scaling, experts, weights);
+  if (k > 64) throw Error("cuda: more than 64 experts per token");
+  route_kernel<<<unsigned(t), 256, size_t(2 * E) * sizeof(float), st(s)>>>(logits, tokens, hash_table, bias, E, k,
+                                                                              scaling, experts, weights);
   launched("route");
 }
 
