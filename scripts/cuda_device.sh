@@ -48,9 +48,10 @@ status=0
 if [[ $what == test || $what == all ]]; then
   echo "== tests"
   "$b/test_cuda_gemv" 2>&1 | tail -5 | tee "$OUT/test_cuda_gemv.log" || status=1
-  timeout 400 "$b/test_cuda_model" -s 2>&1 | grep -E "with expansion|max abs|FAILED|passed|failed|SKIP|error" \
-    | tail -60 | tee "$OUT/test_cuda_model.log"
-  timeout 400 "$b/test_cuda_model" >/dev/null 2>&1 || status=1
+  timeout 400 "$b/test_cuda_model" >"$OUT/test_cuda_model.log" 2>&1 || status=1
+  tail -40 "$OUT/test_cuda_model.log"
+  timeout 400 "$b/test_cuda_model" -s 2>&1 | grep -A1 "with expansion" | grep -E "error|agreement" | sort -u \
+    | tee "$OUT/test_cuda_model_errors.log"
   echo "tests status $status"
 fi
 

@@ -211,8 +211,9 @@ struct DeviceModel::Impl {
   // Fast mode runs forwards of this many rows or more as BF16 tensor-core GEMMs.
   static constexpr int64_t kGemmRows = 32;
   cublasHandle_t blas = nullptr;
-  DeviceBuffer<uint16_t> wbf, xbf, actbf;
-  DeviceBuffer<int32_t> counts, offsets, slot_at, pos_of, which;
+  DeviceBuffer<uint16_t> wbf, xbf, xlo, actbf, actlo;
+  DeviceBuffer<int32_t> counts, offsets, slot_at, pos_of, which, pidx;
+  DeviceBuffer<const void*> ptrs;
   bool use_gemm(const DeviceMatrix& w, int64_t t) const {
     return options.mode == KernelMode::Fast && t >= kGemmRows && w.view().kind != MatrixView::F32;
   }
@@ -220,13 +221,17 @@ struct DeviceModel::Impl {
     if (int64_t(b.size()) < n) b = DeviceBuffer<uint16_t>(size_t(n));
     return b.get();
   }
-  // y [t, n] (row stride ldy) = W [n, K] x [t, K]^T, both BF16, fp32 accumulation.
-  void gemm_bf16(const uint16_t* w, int64_t n, int64_t K, const uint16_t* x, int64_t t, float* y, int64_t ldy) const {
+  // y [t, n] (row stride ldy) = W [n, K] (x + xlo) [t, K]^T: BF16 operands, fp32 accumulation; the
+  // activations as the sum of two BF16 parts (two GEMMs into one result) keep ~16 significant bits.
+  void gemm_bf16(const uint16_t* w, int64_t n, int64_t K, const uint16_t* x, const uint16_t* xlo, int64_t t, float* y,
+                 int64_t ldy) const {
     const float one = 1.f, zero = 0.f;
-    const cublasStatus_t st = cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(t), int(K), &one, w, CUDA_R_16BF,
-                                           int(K), x, CUDA_R_16BF, int(K), &zero, y, CUDA_R_32F, int(ldy),
-                                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    if (st != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS BF16 GEMM ", n, "x", t, "x", K, " failed (status ", int(st), ")");
+    for (int part = 0; part < 2; ++part) {
+      const cublasStatus_t st = cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(t), int(K), &one, w, CUDA_R_16BF,
+                                             int(K), part ? xlo : x, CUDA_R_16BF, int(K), part ? &one : &zero, y,
+                                             CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      if (st != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS BF16 GEMM ", n, "x", t, "x", K, " failed (status ", int(st), ")");
+    }
   }
 
   // y [t, rows row0..row1) (stride ldy) = W x (x rows of stride ldx).
@@ -237,8 +242,9 @@ struct DeviceModel::Impl {
     uint16_t* wb = grow(wbf, n * K);
     k::dequant_bf16(nullptr, nullptr, 1, w.view(), row0, n, K, wb, stream);
     uint16_t* xb = grow(xbf, t * K);
-    k::to_bf16(x, t, K, ldx, xb, stream);
-    gemm_bf16(wb, n, K, xb, t, y, ldy);
+    uint16_t* xl = grow(xlo, t * K);
+    k::to_bf16(x, t, K, ldx, xb, xl, stream);
+    gemm_bf16(wb, n, K, xb, xl, t, y, ldy);
   }
   void grouped_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float* y);
   void lin(const DeviceMatrix& w, const float* x, int64_t t, float* y) { lin_rows(w, x, w.cols(), t, y, w.rows(), 0, w.rows()); }
@@ -283,36 +289,68 @@ void DeviceModel::Impl::grouped_experts(const DevLayer& Ly, int64_t T, const flo
   check(cudaMemcpyAsync(off.data(), offsets, off.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, s), "expert counts");
   check(cudaStreamSynchronize(s), "expert counts");
   std::vector<int32_t> active;
+  int64_t most = 1;  // every expert's rows padded to the busiest expert's count: one batched GEMM per chunk
   for (int64_t e = 0; e < E; ++e)
-    if (off[size_t(e + 1)] > off[size_t(e)]) active.push_back(int32_t(e));
-  int32_t* which = ints(I.which, std::max<int64_t>(int64_t(active.size()), 1));
-  check(cudaMemcpyAsync(which, active.data(), active.size() * sizeof(int32_t), cudaMemcpyHostToDevice, s), "experts");
-
-  uint16_t* xg = DeviceModel::Impl::grow(I.xbf, slots * D);
-  k::gather_bf16(u, slot_at, slots, K, D, xg, s);
-  float* h1 = I.buf("g_h1", slots * Iw);
-  float* h3 = I.buf("g_h3", slots * Iw);
-  float* yg = I.buf("g_y", slots * D);
+    if (off[size_t(e + 1)] > off[size_t(e)]) active.push_back(int32_t(e)), most = std::max<int64_t>(most, off[size_t(e + 1)] - off[size_t(e)]);
+  const int64_t na = int64_t(active.size());
+  int32_t* which = ints(I.which, std::max<int64_t>(na, 1));
+  check(cudaMemcpyAsync(which, active.data(), size_t(na) * sizeof(int32_t), cudaMemcpyHostToDevice, s), "experts");
+  // Padded rows: slot s goes to row experts[s] * most + (its rank within its expert).
+  int32_t* pidx = ints(I.pidx, slots);
+  k::pad_index(I.experts.get(), offsets, pos_of, slots, most, pidx, s);
+  const int64_t prow = E * most;
+  uint16_t* xg = DeviceModel::Impl::grow(I.xbf, prow * D);
+  uint16_t* xgl = DeviceModel::Impl::grow(I.xlo, prow * D);
+  k::scatter_bf16(u, pidx, slots, K, D, xg, xgl, s);
+  float* h1 = I.buf("g_h1", prow * Iw);
+  float* h3 = I.buf("g_h3", prow * Iw);
+  float* yg = I.buf("g_y", prow * D);
+  uint16_t* act = DeviceModel::Impl::grow(I.actbf, prow * Iw);
+  uint16_t* actl = DeviceModel::Impl::grow(I.actlo, prow * Iw);
   const DevExpertSet& ex = Ly.experts;
   constexpr int64_t kChunk = 32;  // experts decoded to BF16 at once (32 x 16 MB at V4-Flash sizes)
-  auto run = [&](const DeviceBuffer<MatrixView>& mats, int64_t n, int64_t kk, const uint16_t* x, float* out) {
-    for (size_t c0 = 0; c0 < active.size(); c0 += kChunk) {
-      const int64_t cnt = std::min<int64_t>(kChunk, int64_t(active.size() - c0));
-      uint16_t* wb = DeviceModel::Impl::grow(I.wbf, cnt * n * kk);
-      k::dequant_bf16(mats.get(), which + c0, cnt, MatrixView{}, 0, n, kk, wb, s);
-      for (int64_t i = 0; i < cnt; ++i) {
-        const int64_t e = active[c0 + size_t(i)], first = off[size_t(e)], rows = off[size_t(e + 1)] - first;
-        I.gemm_bf16(wb + i * n * kk, n, kk, x + first * kk, rows, out + first * n, n);
+  const int64_t wmax = std::max(Iw * D, D * Iw);
+  uint16_t* wb = DeviceModel::Impl::grow(I.wbf, kChunk * wmax);
+  // Pointer arrays of every batched GEMM of this layer, uploaded at once: per matrix and chunk,
+  // A (decoded weights), B (activations, high part), Blo, C.
+  struct Gemm { const DeviceBuffer<MatrixView>* mats; int64_t n, kk; const uint16_t *x, *xl; float* out; };
+  const Gemm gemms[3] = {{&ex.v1, Iw, D, xg, xgl, h1}, {&ex.v3, Iw, D, xg, xgl, h3}, {&ex.v2, D, Iw, act, actl, yg}};
+  std::vector<const void*> ptrs;
+  for (const Gemm& g : gemms)
+    for (int64_t c0 = 0; c0 < na; c0 += kChunk)
+      for (int part = 0; part < 4; ++part)
+        for (int64_t i = c0; i < std::min(na, c0 + kChunk); ++i) {
+          const int64_t e = active[size_t(i)];
+          ptrs.push_back(part == 0   ? static_cast<const void*>(wb + (i - c0) * g.n * g.kk)
+                         : part == 1 ? static_cast<const void*>(g.x + e * most * g.kk)
+                         : part == 2 ? static_cast<const void*>(g.xl + e * most * g.kk)
+                                     : static_cast<const void*>(g.out + e * most * g.n));
+        }
+  if (int64_t(I.ptrs.size()) < int64_t(ptrs.size())) I.ptrs = DeviceBuffer<const void*>(ptrs.size());
+  check(cudaMemcpyAsync(I.ptrs.get(), ptrs.data(), ptrs.size() * sizeof(void*), cudaMemcpyHostToDevice, s), "pointers");
+  const void* const* dp = I.ptrs.get();
+  auto run = [&](const Gemm& g) {
+    for (int64_t c0 = 0; c0 < na; c0 += kChunk) {
+      const int64_t cnt = std::min(kChunk, na - c0);
+      k::dequant_bf16(g.mats->get(), which + c0, cnt, MatrixView{}, 0, g.n, g.kk, wb, s);
+      const float one = 1.f, zero = 0.f;
+      for (int part = 0; part < 2; ++part) {
+        const cublasStatus_t st = cublasGemmBatchedEx(
+            I.blas, CUBLAS_OP_T, CUBLAS_OP_N, int(g.n), int(most), int(g.kk), &one, dp, CUDA_R_16BF, int(g.kk),
+            dp + (1 + part) * cnt, CUDA_R_16BF, int(g.kk), part ? &one : &zero,
+            const_cast<void* const*>(dp + 3 * cnt), CUDA_R_32F, int(g.n), int(cnt), CUBLAS_COMPUTE_32F,
+            CUBLAS_GEMM_DEFAULT);
+        if (st != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS batched BF16 GEMM failed (status ", int(st), ")");
       }
+      dp += 4 * cnt;
     }
   };
-  run(ex.v1, Iw, D, xg, h1);
-  run(ex.v3, Iw, D, xg, h3);
-  k::swiglu(h1, h3, slots * Iw, float(c.swiglu_limit), h1, s);
-  uint16_t* act = DeviceModel::Impl::grow(I.actbf, slots * Iw);
-  k::to_bf16(h1, slots, Iw, Iw, act, s);
-  run(ex.v2, D, Iw, act, yg);
-  k::combine_grouped(yg, pos_of, wts, T, K, D, y, s);
+  run(gemms[0]);
+  run(gemms[1]);
+  k::swiglu(h1, h3, prow * Iw, float(c.swiglu_limit), h1, s);
+  k::to_bf16(h1, prow, Iw, Iw, act, actl, s);
+  run(gemms[2]);
+  k::combine_grouped(yg, pidx, wts, T, K, D, y, s);
 }
 
 DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std::make_unique<Impl>()) {

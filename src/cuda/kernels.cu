@@ -518,9 +518,16 @@ __global__ void combine_kernel(const float* y, const float* weights, int64_t k, 
   }
 }
 
-__global__ void to_bf16_kernel(const float* x, int64_t cols, int64_t ldx, __nv_bfloat16* out) {
+// hi = bf16(v), lo = bf16(v - hi): v to about 16 significant bits as the sum of two BF16 numbers.
+__device__ __forceinline__ void split_bf16(float v, __nv_bfloat16* hi, __nv_bfloat16* lo, int64_t i) {
+  const __nv_bfloat16 h = __float2bfloat16_rn(v);
+  hi[i] = h;
+  if (lo) lo[i] = __float2bfloat16_rn(v - __bfloat162float(h));
+}
+
+__global__ void to_bf16_kernel(const float* x, int64_t cols, int64_t ldx, __nv_bfloat16* out, __nv_bfloat16* lo) {
   const int64_t r = blockIdx.x;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) out[r * cols + j] = __float2bfloat16_rn(x[r * ldx + j]);
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) split_bf16(x[r * ldx + j], out, lo, r * cols + j);
 }
 
 // grid (rows of all matrices): one row per block.
@@ -551,10 +558,27 @@ __global__ void group_slots_kernel(const int32_t* experts, int64_t slots, int64_
   }
 }
 
-__global__ void gather_bf16_kernel(const float* x, const int32_t* slot_at, int64_t div, int64_t D, __nv_bfloat16* out) {
+__global__ void gather_bf16_kernel(const float* x, const int32_t* slot_at, int64_t div, int64_t D, __nv_bfloat16* out,
+                                   __nv_bfloat16* lo) {
   const int64_t p = blockIdx.x;
   const float* xr = x + (slot_at[p] / div) * D;
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) out[p * D + j] = __float2bfloat16_rn(xr[j]);
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) split_bf16(xr[j], out, lo, p * D + j);
+}
+
+__global__ void pad_index_kernel(const int32_t* experts, const int32_t* offsets, const int32_t* pos_of, int64_t slots,
+                                 int64_t most, int32_t* pidx) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= slots) return;
+  const int32_t e = experts[i];
+  pidx[i] = int32_t(e * most + (pos_of[i] - offsets[e]));
+}
+
+__global__ void scatter_bf16_kernel(const float* x, const int32_t* pidx, int64_t div, int64_t D, __nv_bfloat16* out,
+                                    __nv_bfloat16* lo) {
+  const int64_t sl = blockIdx.x;
+  const float* xr = x + (sl / div) * D;
+  const int64_t o = int64_t(pidx[sl]) * D;
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) split_bf16(xr[j], out, lo, o + j);
 }
 
 __global__ void combine_grouped_kernel(const float* yg, const int32_t* pos_of, const float* weights, int64_t k,
@@ -691,9 +715,10 @@ void combine(const float* y, const float* weights, int64_t t, int64_t k, int64_t
   launched("combine");
 }
 
-void to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ldx, uint16_t* out, void* s) {
+void to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ldx, uint16_t* out, uint16_t* lo, void* s) {
   if (rows == 0) return;
-  to_bf16_kernel<<<unsigned(rows), kBlock, 0, st(s)>>>(x, cols, ldx, reinterpret_cast<__nv_bfloat16*>(out));
+  to_bf16_kernel<<<unsigned(rows), kBlock, 0, st(s)>>>(x, cols, ldx, reinterpret_cast<__nv_bfloat16*>(out),
+                                                       reinterpret_cast<__nv_bfloat16*>(lo));
   launched("to_bf16");
 }
 
@@ -711,10 +736,27 @@ void group_slots(const int32_t* experts, int64_t slots, int64_t E, int32_t* coun
   launched("group_slots");
 }
 
-void gather_bf16(const float* x, const int32_t* slot_at, int64_t slots, int64_t div, int64_t D, uint16_t* out, void* s) {
+void gather_bf16(const float* x, const int32_t* slot_at, int64_t slots, int64_t div, int64_t D, uint16_t* out,
+                 uint16_t* lo, void* s) {
   if (slots == 0) return;
-  gather_bf16_kernel<<<unsigned(slots), kBlock, 0, st(s)>>>(x, slot_at, div, D, reinterpret_cast<__nv_bfloat16*>(out));
+  gather_bf16_kernel<<<unsigned(slots), kBlock, 0, st(s)>>>(x, slot_at, div, D, reinterpret_cast<__nv_bfloat16*>(out),
+                                                            reinterpret_cast<__nv_bfloat16*>(lo));
   launched("gather_bf16");
+}
+
+void pad_index(const int32_t* experts, const int32_t* offsets, const int32_t* pos_of, int64_t slots, int64_t most,
+               int32_t* pidx, void* s) {
+  if (slots == 0) return;
+  pad_index_kernel<<<blocks_for(slots), kBlock, 0, st(s)>>>(experts, offsets, pos_of, slots, most, pidx);
+  launched("pad_index");
+}
+
+void scatter_bf16(const float* x, const int32_t* pidx, int64_t slots, int64_t div, int64_t D, uint16_t* out,
+                  uint16_t* lo, void* s) {
+  if (slots == 0) return;
+  scatter_bf16_kernel<<<unsigned(slots), kBlock, 0, st(s)>>>(x, pidx, div, D, reinterpret_cast<__nv_bfloat16*>(out),
+                                                             reinterpret_cast<__nv_bfloat16*>(lo));
+  launched("scatter_bf16");
 }
 
 void combine_grouped(const float* yg, const int32_t* pos_of, const float* weights, int64_t t, int64_t k, int64_t D,

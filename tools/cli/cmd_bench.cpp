@@ -71,7 +71,14 @@ int bench_cuda(const Args& a, const Model& m, const std::vector<int32_t>& prompt
     std::vector<cuda::DeviceSequenceInput> batch;
     for (int64_t b = 0; b < B; ++b) caches.push_back(gm.new_cache());
     for (int64_t b = 0; b < B; ++b) batch.push_back({&caches[size_t(b)], prompt});
-    gm.forward(batch, logits, LogitRows::Last);
+    // Prefill the sequences one at a time (a batch of 32 long prompts at once would hold 32x the
+    // activations), then decode them together.
+    std::vector<float> all(size_t(B * c.vocab_size));
+    for (int64_t b = 0; b < B; ++b) {
+      gm.forward({&batch[size_t(b)], 1}, logits, LogitRows::Last);
+      std::copy(logits.begin(), logits.end(), all.begin() + b * c.vocab_size);
+    }
+    logits = all;
     gm.take_profile();
     std::vector<std::vector<int32_t>> next(static_cast<size_t>(B));
     t0 = std::chrono::steady_clock::now();
