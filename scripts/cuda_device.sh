@@ -52,6 +52,19 @@ if [[ $what == test || $what == all ]]; then
   tail -40 "$OUT/test_cuda_model.log"
   timeout 400 "$b/test_cuda_model" -s 2>&1 | grep -A1 "with expansion" | grep -E "error|agreement" | sort -u \
     | tee "$OUT/test_cuda_model_errors.log"
+  # The tool with --backend cuda against the CPU on the tiny golden model.
+  t=tests/data/tiny/hf
+  "$b/dsv4" logits --model $t --input tests/data/tiny/expected.safetensors --out /tmp/cpu.safetensors --mode reference
+  "$b/dsv4" logits --backend cuda --model $t --input tests/data/tiny/expected.safetensors --out /tmp/gpu.safetensors \
+    --mode reference --chunks 7,50
+  python3 -c "
+from safetensors.numpy import load_file
+a, b = load_file('/tmp/cpu.safetensors')['logits'], load_file('/tmp/gpu.safetensors')['logits']
+d = abs(a - b).max(); print('dsv4 logits --backend cuda vs cpu: max abs diff', d); assert d < 1e-3" 2>&1 | tee "$OUT/cli.log" || status=1
+  g1=$("$b/dsv4" generate --model $t --prompt-ids 5,17,42 --max-new-tokens 12 --greedy --mode reference)
+  g2=$("$b/dsv4" generate --backend cuda --model $t --prompt-ids 5,17,42 --max-new-tokens 12 --greedy --mode reference)
+  echo "generate cpu: $g1 / cuda: $g2" | tee -a "$OUT/cli.log"
+  [[ "$g1" == "$g2" ]] || status=1
   echo "tests status $status"
 fi
 

@@ -120,9 +120,11 @@ DevHc upload_hc(const ResidualVariant& r) {
 int expert_kind(const std::vector<Mat>& ms, const char* what) {
   const int kind = ms.empty() ? 0 : ms[0]->view().kind;
   for (auto& m : ms)
-    if (m->view().kind != kind) fail("cuda: routed experts' ", what, " matrices mix storage formats");
+    if (m->view().kind != kind || m->view().bn != ms[0]->view().bn)
+      fail("cuda: routed experts' ", what, " matrices mix storage formats");
   return kind;
 }
+int64_t expert_bn(const std::vector<Mat>& ms) { return ms.empty() ? 128 : ms[0]->view().bn; }
 
 DeviceBuffer<MatrixView> views(const std::vector<Mat>& ms) {
   std::vector<MatrixView> v;
@@ -714,10 +716,10 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     if (!ex.w1.empty() && I.use_gemm(*ex.w1[0], T)) {
       I.grouped_experts(Ly, T, u, wts, y);
     } else {
-      k::expert_gemv(ex.v1.get(), ex.kind1, Iw, D, I.experts.get(), T * K, u, K, h1, s);
-      k::expert_gemv(ex.v3.get(), ex.kind3, Iw, D, I.experts.get(), T * K, u, K, h3, s);
+      k::expert_gemv(ex.v1.get(), ex.kind1, expert_bn(ex.w1), Iw, D, I.experts.get(), T * K, u, K, h1, s);
+      k::expert_gemv(ex.v3.get(), ex.kind3, expert_bn(ex.w3), Iw, D, I.experts.get(), T * K, u, K, h3, s);
       k::swiglu(h1, h3, T * K * Iw, limit, h1, s);
-      k::expert_gemv(ex.v2.get(), ex.kind2, D, Iw, I.experts.get(), T * K, h1, 1, ye, s);
+      k::expert_gemv(ex.v2.get(), ex.kind2, expert_bn(ex.w2), D, Iw, I.experts.get(), T * K, h1, 1, ye, s);
       k::combine(ye, wts, T, K, D, y, s);
     }
     I.mark("mhc");

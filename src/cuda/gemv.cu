@@ -42,73 +42,70 @@ __global__ void gemv_splitk_kernel(MatrixView w, const float* __restrict__ x, in
 
 }  // namespace
 
-// One warp's dot products of weight row `row` with nb <= 8 rows of x (stride ldx): each lane reads
-// 16 weight bytes at once (one FP4 group of 32, 16 FP8 values of one scale tile, or 8 BF16) and
-// applies them to every x row, so the weights stream once per 8 rows. Needs 16-byte aligned rows.
+// One warp's dot products of weight row `row` with nb <= 8 rows of x (stride ldx). The lanes read
+// consecutive 4-byte words of the row (8 FP4, 4 FP8 or 2 BF16 values each; a warp covers 128
+// contiguous bytes per step, four steps in flight), so that the x values the lanes need are close
+// together too: the x loads of a warp touch few cache lines. Needs K a multiple of 32.
 template <int Kind>
 __device__ __forceinline__ void warp_row_dots(const MatrixView& w, int64_t row, const float* __restrict__ x,
                                               int64_t ldx, int nb, float (&acc)[8]) {
   const int lane = threadIdx.x % 32;
-  constexpr int per = Kind == MatrixView::Fp4Group ? 32 : Kind == MatrixView::Fp8Block ? 16 : 8;
-  const int64_t row_bytes = Kind == MatrixView::Fp4Group ? w.k / 2 : Kind == MatrixView::Fp8Block ? w.k : w.k * 2;
-  const uint4* wr = reinterpret_cast<const uint4*>(w.data + row * row_bytes);
-  const int64_t chunks = row_bytes / 16;
+  constexpr int per = Kind == MatrixView::Fp4Group ? 8 : Kind == MatrixView::Fp8Block ? 4 : 2;  // values per word
+  constexpr int kUnroll = 4;
+  const int64_t words = w.k / per;  // 4-byte words in the row
+  const uint32_t* wr = reinterpret_cast<const uint32_t*>(w.data + row * (w.k * 4 / per));
+  const int64_t scale_cols = Kind == MatrixView::Fp4Group ? (w.k + 31) / 32 : (w.k + w.bn - 1) / w.bn;
 #pragma unroll
   for (int b = 0; b < 8; ++b) acc[b] = 0.f;
-  // Two 16-byte chunks in flight per lane: the loads of the second are issued before the first
-  // is decoded.
-  for (int64_t c0 = lane; c0 < chunks; c0 += 64) {
-    const bool two = c0 + 32 < chunks;
-    const uint4 qa = __ldg(wr + c0);
-    const uint4 qb = two ? __ldg(wr + c0 + 32) : make_uint4(0, 0, 0, 0);
+  for (int64_t w0 = lane; w0 < words; w0 += 32 * kUnroll) {
+    uint32_t q[kUnroll];
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-    if (half == 1 && !two) break;
-    const int64_t c = c0 + 32 * half;
-    const uint4 q = half ? qb : qa;
-    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-    float v[per];
-    float s = 1.f;
-    const int64_t j0 = c * per;
-    if constexpr (Kind == MatrixView::Fp4Group) {
-      // E2M1 as float bits: the nibble's 3 magnitude bits at 22..24 make 2^-126 times the value
-      // (e = 0 a subnormal: m/2); times 2^126 it is exact. The group scale multiplies the sum.
-      s = e8m0(w.scale[row * ((w.k + 31) / 32) + j0 / 32]);
+    for (int u = 0; u < kUnroll; ++u) q[u] = w0 + 32 * u < words ? __ldcs(wr + w0 + 32 * u) : 0u;
 #pragma unroll
-      for (int t = 0; t < 8; ++t) {
-        const uint32_t wd = words[t / 2] >> (16 * (t % 2));
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t wi = w0 + 32 * u;
+      if (wi >= words) break;
+      const int64_t j0 = wi * per;
+      float v[per];
+      float s = 1.f;
+      if constexpr (Kind == MatrixView::Fp4Group) {
+        // E2M1 as float bits: the nibble's magnitude bits at 22..24 make 2^-126 times the value
+        // (e = 0 a subnormal: m/2); times 2^126 it is exact. The group scale multiplies the sum.
+        s = e8m0(w.scale[row * scale_cols + j0 / 32]);
 #pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const uint32_t nib = wd >> (4 * u);
-          v[4 * t + u] = __uint_as_float(((nib & 7u) << 22) | ((nib & 8u) << 28)) * 0x1p126f;
+        for (int t = 0; t < 8; ++t) {
+          const uint32_t nib = q[u] >> (4 * t);
+          v[t] = __uint_as_float(((nib & 7u) << 22) | ((nib & 8u) << 28)) * 0x1p126f;
         }
+      } else if constexpr (Kind == MatrixView::Fp8Block) {
+        const int64_t idx = (row / w.bm) * scale_cols + j0 / w.bn;
+        s = w.scale_is_f32 ? reinterpret_cast<const float*>(w.scale)[idx] : e8m0(w.scale[idx]);
+#pragma unroll
+        for (int t = 0; t < 2; ++t) {
+          const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(q[u] >> (16 * t)), __NV_E4M3);
+          const float2 f = __half22float2(__half2(h));
+          v[2 * t] = f.x, v[2 * t + 1] = f.y;
+        }
+      } else {
+        v[0] = __uint_as_float(q[u] << 16), v[1] = __uint_as_float(q[u] & 0xFFFF0000u);
       }
-    } else if constexpr (Kind == MatrixView::Fp8Block) {
-      const int64_t idx = (row / w.bm) * ((w.k + w.bn - 1) / w.bn) + j0 / w.bn;
-      s = w.scale_is_f32 ? reinterpret_cast<const float*>(w.scale)[idx] : e8m0(w.scale[idx]);
 #pragma unroll
-      for (int t = 0; t < 8; ++t) {
-        const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(words[t / 2] >> (16 * (t % 2))), __NV_E4M3);
-        const float2 f = __half22float2(__half2(h));
-        v[2 * t] = f.x;
-        v[2 * t + 1] = f.y;
+      for (int b = 0; b < 8; ++b) {
+        if (b >= nb) break;
+        const float* xb = x + int64_t(b) * ldx + j0;
+        float a = 0.f;
+        if constexpr (per >= 4) {
+#pragma unroll
+          for (int t = 0; t < per / 4; ++t) {
+            const float4 xx = __ldg(reinterpret_cast<const float4*>(xb) + t);
+            a += v[4 * t] * xx.x + v[4 * t + 1] * xx.y + v[4 * t + 2] * xx.z + v[4 * t + 3] * xx.w;
+          }
+        } else {
+          const float2 xx = __ldg(reinterpret_cast<const float2*>(xb));
+          a = v[0] * xx.x + v[1] * xx.y;
+        }
+        acc[b] += a * s;
       }
-    } else {
-#pragma unroll
-      for (int t = 0; t < 8; ++t) v[t] = __uint_as_float(((words[t / 2] >> (16 * (t % 2))) & 0xFFFF) << 16);
-    }
-#pragma unroll
-    for (int b = 0; b < 8; ++b) {
-      if (b >= nb) break;
-      const float4* xv = reinterpret_cast<const float4*>(x + int64_t(b) * ldx + j0);
-      float a = 0;
-#pragma unroll
-      for (int t = 0; t < per / 4; ++t) {
-        const float4 xx = __ldg(xv + t);
-        a += v[4 * t] * xx.x + v[4 * t + 1] * xx.y + v[4 * t + 2] * xx.z + v[4 * t + 3] * xx.w;
-      }
-      acc[b] += a * s;  // the chunk's values share one scale
-    }
     }
   }
 #pragma unroll
@@ -178,12 +175,12 @@ void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float
     check(cudaGetLastError(), "gemv launch");
     return;
   }
-  // The vector path needs 16-byte aligned rows of weights and of x, whole scale groups per 16 bytes.
+  // The vector path needs 16-byte aligned rows of x and K a multiple of 32 (whole words and groups).
   const bool x_ok = (reinterpret_cast<uintptr_t>(x) % 16 == 0) && ldx % 4 == 0 && w.k % 32 == 0;
   const dim3 vgrid(unsigned((nrows + 7) / 8), unsigned((batch + 7) / 8));
   if (x_ok && w.kind == MatrixView::Fp4Group && w.group == 32) {
     gemv_vec_kernel<MatrixView::Fp4Group><<<vgrid, 256, 0, st>>>(w, x, ldx, y, ldy, row0, nrows, int(batch));
-  } else if (x_ok && w.kind == MatrixView::Fp8Block && w.bn % 16 == 0) {
+  } else if (x_ok && w.kind == MatrixView::Fp8Block && w.bn % 4 == 0) {
     gemv_vec_kernel<MatrixView::Fp8Block><<<vgrid, 256, 0, st>>>(w, x, ldx, y, ldy, row0, nrows, int(batch));
   } else if (x_ok && w.kind == MatrixView::Bf16) {
     gemv_vec_kernel<MatrixView::Bf16><<<vgrid, 256, 0, st>>>(w, x, ldx, y, ldy, row0, nrows, int(batch));
@@ -219,15 +216,15 @@ __global__ void expert_gemv_kernel(const MatrixView* __restrict__ mats, const in
 
 }  // namespace dsv4::cuda
 namespace dsv4::cuda::k {
-void expert_gemv(const MatrixView* mats, int kind, int64_t n, int64_t kk, const int32_t* experts, int64_t slots,
-                    const float* x, int64_t x_div, float* y, void* stream) {
+void expert_gemv(const MatrixView* mats, int kind, int64_t bn, int64_t n, int64_t kk, const int32_t* experts,
+                 int64_t slots, const float* x, int64_t x_div, float* y, void* stream) {
   if (slots <= 0) return;
   const auto st = static_cast<cudaStream_t>(stream);
   const dim3 grid(unsigned(slots), unsigned((n + 7) / 8));
   if ((n + 7) / 8 > 65535) throw Error("cuda: expert matrix with more than 524280 rows");
   const bool vec = kk % 32 == 0;
   if (vec && kind == MatrixView::Fp4Group) expert_gemv_kernel<MatrixView::Fp4Group><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
-  else if (vec && kind == MatrixView::Fp8Block) expert_gemv_kernel<MatrixView::Fp8Block><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
+  else if (vec && kind == MatrixView::Fp8Block && bn % 4 == 0) expert_gemv_kernel<MatrixView::Fp8Block><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
   else if (vec && kind == MatrixView::Bf16) expert_gemv_kernel<MatrixView::Bf16><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
   else expert_gemv_kernel<-1><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
   check(cudaGetLastError(), "expert gemv launch");

@@ -115,9 +115,10 @@ void route(const float* logits, const int32_t* tokens, const int32_t* hash_table
            int64_t E, int64_t k, float scaling, int32_t* experts, float* weights, void* s);
 // act [T, I] = silu(min(g, L)) * clamp(u, -L, L) (L <= 0: no clamp).
 void swiglu(const float* g, const float* u, int64_t n, float limit, float* act, void* s);
-// Expert GEMV for slots: y[slot] = W_{experts[slot]} x[slot / x_div]; mats [E] on the device.
-void expert_gemv(const MatrixView* mats, int kind, int64_t n, int64_t k, const int32_t* experts, int64_t slots,
-                 const float* x, int64_t x_div, float* y, void* s);
+// Expert GEMV for slots: y[slot] = W_{experts[slot]} x[slot / x_div]; mats [E] on the device, all
+// of one kind (and FP8 column block bn).
+void expert_gemv(const MatrixView* mats, int kind, int64_t bn, int64_t n, int64_t k, const int32_t* experts,
+                 int64_t slots, const float* x, int64_t x_div, float* y, void* s);
 // out [T, D] += sum_j weights[t, j] y[t*k + j].
 void combine(const float* y, const float* weights, int64_t t, int64_t k, int64_t D, float* out, void* s);
 
