@@ -242,7 +242,7 @@ struct DeviceModel::Impl {
     if (!use_gemm(w, t)) return gemv(w.view(), x, ldx, t, y, ldy, row0, row1, stream);
     const int64_t n = row1 - row0, K = w.cols();
     uint16_t* wb = grow(wbf, n * K);
-    k::dequant_bf16(nullptr, nullptr, 1, w.view(), row0, n, K, wb, stream);
+    k::dequant_bf16(nullptr, nullptr, 1, w.view(), row0, n, K, wb, stream, w.view().kind, w.view().bn);
     uint16_t* xb = grow(xbf, t * K);
     uint16_t* xl = grow(xlo, t * K);
     k::to_bf16(x, t, K, ldx, xb, xl, stream);
@@ -315,8 +315,10 @@ void DeviceModel::Impl::grouped_experts(const DevLayer& Ly, int64_t T, const flo
   uint16_t* wb = DeviceModel::Impl::grow(I.wbf, kChunk * wmax);
   // Pointer arrays of every batched GEMM of this layer, uploaded at once: per matrix and chunk,
   // A (decoded weights), B (activations, high part), Blo, C.
-  struct Gemm { const DeviceBuffer<MatrixView>* mats; int64_t n, kk; const uint16_t *x, *xl; float* out; };
-  const Gemm gemms[3] = {{&ex.v1, Iw, D, xg, xgl, h1}, {&ex.v3, Iw, D, xg, xgl, h3}, {&ex.v2, D, Iw, act, actl, yg}};
+  struct Gemm { const DeviceBuffer<MatrixView>* mats; int kind; int64_t bn, n, kk; const uint16_t *x, *xl; float* out; };
+  const Gemm gemms[3] = {{&ex.v1, ex.kind1, expert_bn(ex.w1), Iw, D, xg, xgl, h1},
+                         {&ex.v3, ex.kind3, expert_bn(ex.w3), Iw, D, xg, xgl, h3},
+                         {&ex.v2, ex.kind2, expert_bn(ex.w2), D, Iw, act, actl, yg}};
   std::vector<const void*> ptrs;
   for (const Gemm& g : gemms)
     for (int64_t c0 = 0; c0 < na; c0 += kChunk)
@@ -334,7 +336,7 @@ void DeviceModel::Impl::grouped_experts(const DevLayer& Ly, int64_t T, const flo
   auto run = [&](const Gemm& g) {
     for (int64_t c0 = 0; c0 < na; c0 += kChunk) {
       const int64_t cnt = std::min(kChunk, na - c0);
-      k::dequant_bf16(g.mats->get(), which + c0, cnt, MatrixView{}, 0, g.n, g.kk, wb, s);
+      k::dequant_bf16(g.mats->get(), which + c0, cnt, MatrixView{}, 0, g.n, g.kk, wb, s, g.kind, g.bn);
       const float one = 1.f, zero = 0.f;
       for (int part = 0; part < 2; ++part) {
         const cublasStatus_t st = cublasGemmBatchedEx(

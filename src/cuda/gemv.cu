@@ -4,6 +4,7 @@
 #include "kernels.hpp"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace dsv4::cuda {
 namespace {
@@ -50,17 +51,19 @@ template <int Kind>
 __device__ __forceinline__ void warp_row_dots(const MatrixView& w, int64_t row, const float* __restrict__ x,
                                               int64_t ldx, int nb, float (&acc)[8]) {
   const int lane = threadIdx.x % 32;
-  constexpr int per = Kind == MatrixView::Fp4Group ? 8 : Kind == MatrixView::Fp8Block ? 4 : 2;  // values per word
+  // Per lane word: FP4 4 bytes (8 values), FP8 8 bytes (8 values), BF16 8 bytes (4 values).
+  using Word = std::conditional_t<Kind == MatrixView::Fp4Group, uint32_t, uint2>;
+  constexpr int per = Kind == MatrixView::Bf16 ? 4 : 8;
   constexpr int kUnroll = 4;
-  const int64_t words = w.k / per;  // 4-byte words in the row
-  const uint32_t* wr = reinterpret_cast<const uint32_t*>(w.data + row * (w.k * 4 / per));
+  const int64_t words = w.k / per;
+  const Word* wr = reinterpret_cast<const Word*>(w.data + row * (w.k * int64_t(sizeof(Word)) / per));
   const int64_t scale_cols = Kind == MatrixView::Fp4Group ? (w.k + 31) / 32 : (w.k + w.bn - 1) / w.bn;
 #pragma unroll
   for (int b = 0; b < 8; ++b) acc[b] = 0.f;
   for (int64_t w0 = lane; w0 < words; w0 += 32 * kUnroll) {
-    uint32_t q[kUnroll];
+    Word q[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) q[u] = w0 + 32 * u < words ? __ldcs(wr + w0 + 32 * u) : 0u;
+    for (int u = 0; u < kUnroll; ++u) q[u] = w0 + 32 * u < words ? __ldcs(wr + w0 + 32 * u) : Word{};
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t wi = w0 + 32 * u;
@@ -80,29 +83,26 @@ __device__ __forceinline__ void warp_row_dots(const MatrixView& w, int64_t row, 
       } else if constexpr (Kind == MatrixView::Fp8Block) {
         const int64_t idx = (row / w.bm) * scale_cols + j0 / w.bn;
         s = w.scale_is_f32 ? reinterpret_cast<const float*>(w.scale)[idx] : e8m0(w.scale[idx]);
+        const uint32_t ws[2] = {q[u].x, q[u].y};
 #pragma unroll
-        for (int t = 0; t < 2; ++t) {
-          const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(q[u] >> (16 * t)), __NV_E4M3);
+        for (int t = 0; t < 4; ++t) {
+          const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(ws[t / 2] >> (16 * (t % 2))), __NV_E4M3);
           const float2 f = __half22float2(__half2(h));
           v[2 * t] = f.x, v[2 * t + 1] = f.y;
         }
       } else {
-        v[0] = __uint_as_float(q[u] << 16), v[1] = __uint_as_float(q[u] & 0xFFFF0000u);
+        v[0] = __uint_as_float(q[u].x << 16), v[1] = __uint_as_float(q[u].x & 0xFFFF0000u);
+        v[2] = __uint_as_float(q[u].y << 16), v[3] = __uint_as_float(q[u].y & 0xFFFF0000u);
       }
 #pragma unroll
       for (int b = 0; b < 8; ++b) {
         if (b >= nb) break;
-        const float* xb = x + int64_t(b) * ldx + j0;
+        const float4* xb = reinterpret_cast<const float4*>(x + int64_t(b) * ldx + j0);
         float a = 0.f;
-        if constexpr (per >= 4) {
 #pragma unroll
-          for (int t = 0; t < per / 4; ++t) {
-            const float4 xx = __ldg(reinterpret_cast<const float4*>(xb) + t);
-            a += v[4 * t] * xx.x + v[4 * t + 1] * xx.y + v[4 * t + 2] * xx.z + v[4 * t + 3] * xx.w;
-          }
-        } else {
-          const float2 xx = __ldg(reinterpret_cast<const float2*>(xb));
-          a = v[0] * xx.x + v[1] * xx.y;
+        for (int t = 0; t < per / 4; ++t) {
+          const float4 xx = __ldg(xb + t);
+          a += v[4 * t] * xx.x + v[4 * t + 1] * xx.y + v[4 * t + 2] * xx.z + v[4 * t + 3] * xx.w;
         }
         acc[b] += a * s;
       }
@@ -180,7 +180,7 @@ void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float
   const dim3 vgrid(unsigned((nrows + 7) / 8), unsigned((batch + 7) / 8));
   if (x_ok && w.kind == MatrixView::Fp4Group && w.group == 32) {
     gemv_vec_kernel<MatrixView::Fp4Group><<<vgrid, 256, 0, st>>>(w, x, ldx, y, ldy, row0, nrows, int(batch));
-  } else if (x_ok && w.kind == MatrixView::Fp8Block && w.bn % 4 == 0) {
+  } else if (x_ok && w.kind == MatrixView::Fp8Block && w.bn % 8 == 0) {
     gemv_vec_kernel<MatrixView::Fp8Block><<<vgrid, 256, 0, st>>>(w, x, ldx, y, ldy, row0, nrows, int(batch));
   } else if (x_ok && w.kind == MatrixView::Bf16) {
     gemv_vec_kernel<MatrixView::Bf16><<<vgrid, 256, 0, st>>>(w, x, ldx, y, ldy, row0, nrows, int(batch));
@@ -224,7 +224,7 @@ void expert_gemv(const MatrixView* mats, int kind, int64_t bn, int64_t n, int64_
   if ((n + 7) / 8 > 65535) throw Error("cuda: expert matrix with more than 524280 rows");
   const bool vec = kk % 32 == 0;
   if (vec && kind == MatrixView::Fp4Group) expert_gemv_kernel<MatrixView::Fp4Group><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
-  else if (vec && kind == MatrixView::Fp8Block && bn % 4 == 0) expert_gemv_kernel<MatrixView::Fp8Block><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
+  else if (vec && kind == MatrixView::Fp8Block && bn % 8 == 0) expert_gemv_kernel<MatrixView::Fp8Block><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
   else if (vec && kind == MatrixView::Bf16) expert_gemv_kernel<MatrixView::Bf16><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
   else expert_gemv_kernel<-1><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
   check(cudaGetLastError(), "expert gemv launch");

@@ -539,6 +539,39 @@ __global__ void dequant_kernel(const MatrixView* mats, const int32_t* which, Mat
   for (int64_t j = threadIdx.x; j < k; j += blockDim.x) o[j] = __float2bfloat16_rn(weight_at(w, row0 + r, j));
 }
 
+// The same, 8 values per thread from one aligned load (FP4 4 bytes, FP8 8 bytes, BF16 16 bytes) to
+// one 16-byte store. K a multiple of 32. grid (rows of all matrices, ceil(K / 2048)).
+template <int Kind>
+__global__ void dequant_vec_kernel(const MatrixView* mats, const int32_t* which, MatrixView one, int64_t row0, int64_t n,
+                                   int64_t k, __nv_bfloat16* out) {
+  const int64_t i = blockIdx.x / n, r = blockIdx.x % n, j0 = (int64_t(blockIdx.y) * blockDim.x + threadIdx.x) * 8;
+  if (j0 >= k) return;
+  const MatrixView& w = mats ? mats[which[i]] : one;
+  const int64_t row = row0 + r;
+  if constexpr (Kind == MatrixView::Bf16) {  // a copy
+    *reinterpret_cast<uint4*>(out + (i * n + r) * k + j0) = *reinterpret_cast<const uint4*>(w.data + (row * k + j0) * 2);
+    return;
+  }
+  float v[8];
+  if constexpr (Kind == MatrixView::Fp4Group) {
+    const uint32_t q = *reinterpret_cast<const uint32_t*>(w.data + row * (k / 2) + j0 / 2);
+    const float s = e8m0(w.scale[row * ((k + 31) / 32) + j0 / 32]);
+#pragma unroll
+    for (int t = 0; t < 8; ++t) v[t] = e2m1(q >> (4 * t)) * s;
+  } else if constexpr (Kind == MatrixView::Fp8Block) {
+    const uint2 q = *reinterpret_cast<const uint2*>(w.data + row * k + j0);
+    const int64_t idx = (row / w.bm) * ((k + w.bn - 1) / w.bn) + j0 / w.bn;
+    const float s = w.scale_is_f32 ? reinterpret_cast<const float*>(w.scale)[idx] : e8m0(w.scale[idx]);
+    const uint32_t words[2] = {q.x, q.y};
+#pragma unroll
+    for (int t = 0; t < 8; ++t) v[t] = e4m3(uint8_t(words[t / 4] >> (8 * (t % 4)))) * s;
+  }
+  __align__(16) __nv_bfloat16 b[8];
+#pragma unroll
+  for (int t = 0; t < 8; ++t) b[t] = __float2bfloat16_rn(v[t]);
+  *reinterpret_cast<uint4*>(out + (i * n + r) * k + j0) = *reinterpret_cast<const uint4*>(b);
+}
+
 // One block: counts by atomics, a serial scan, then each expert's thread places its slots in order.
 __global__ void group_slots_kernel(const int32_t* experts, int64_t slots, int64_t E, int32_t* counts, int32_t* offsets,
                                    int32_t* slot_at, int32_t* pos_of) {
@@ -723,8 +756,17 @@ void to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ldx, uint16_t* 
 }
 
 void dequant_bf16(const MatrixView* mats, const int32_t* which, int64_t count, const MatrixView& one, int64_t row0,
-                  int64_t n, int64_t k, uint16_t* out, void* s) {
+                  int64_t n, int64_t k, uint16_t* out, void* s, int kind, int64_t bn) {
   if (count * n == 0) return;
+  auto* o = reinterpret_cast<__nv_bfloat16*>(out);
+  if (k % 32 == 0 && kind >= MatrixView::Bf16 && (kind != MatrixView::Fp8Block || bn % 8 == 0)) {
+    const dim3 grid(unsigned(count * n), unsigned((k / 8 + 255) / 256));
+    if (kind == MatrixView::Fp4Group) dequant_vec_kernel<MatrixView::Fp4Group><<<grid, 256, 0, st(s)>>>(mats, which, one, row0, n, k, o);
+    else if (kind == MatrixView::Fp8Block) dequant_vec_kernel<MatrixView::Fp8Block><<<grid, 256, 0, st(s)>>>(mats, which, one, row0, n, k, o);
+    else dequant_vec_kernel<MatrixView::Bf16><<<grid, 256, 0, st(s)>>>(mats, which, one, row0, n, k, o);
+    launched("dequant_bf16");
+    return;
+  }
   dequant_kernel<<<unsigned(count * n), kBlock, 0, st(s)>>>(mats, which, one, row0, n, k,
                                                              reinterpret_cast<__nv_bfloat16*>(out));
   launched("dequant_bf16");

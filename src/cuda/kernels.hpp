@@ -128,8 +128,9 @@ void combine(const float* y, const float* weights, int64_t t, int64_t k, int64_t
 void to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ldx, uint16_t* out, uint16_t* lo, void* s);
 // out [count, n, k] = bf16 of matrices mats[which[i]] (device arrays), or of rows [row0, row0 + n) of
 // the one matrix `one` when mats is null (count 1). Exact for FP8/FP4/BF16 weights.
+// kind / bn: the matrices' storage (all alike), for the vectorized path.
 void dequant_bf16(const MatrixView* mats, const int32_t* which, int64_t count, const MatrixView& one, int64_t row0,
-                  int64_t n, int64_t k, uint16_t* out, void* s);
+                  int64_t n, int64_t k, uint16_t* out, void* s, int kind, int64_t bn);
 // Groups the T*k routing slots by expert, stably: counts [E], offsets [E+1], slot_at [slots] (the
 // slot at each grouped position), pos_of [slots] (the grouped position of each slot).
 void group_slots(const int32_t* experts, int64_t slots, int64_t E, int32_t* counts, int32_t* offsets,
