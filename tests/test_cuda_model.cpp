@@ -155,6 +155,36 @@ TEST_CASE("fast mode on the GPU stays within the fast-mode bounds of the golden 
     }
 }
 
+TEST_CASE("decode steps replayed as CUDA graphs equal steps launched one kernel at a time", "[cuda][graphs]") {
+  for (const GoldenCase& c : dsv4::testing::golden_cases("DeepseekV4ForCausalLM")) {
+    const Model m = Model::load(c.dir + "/orig");
+    const Golden g(c.dir + "/expected_orig.safetensors");
+    const auto ids = g.ids("input_ids");
+    for (KernelMode mode : {KernelMode::Reference, KernelMode::Fast}) {
+      INFO("case " << c.name << ", mode " << kernel_mode_name(mode));
+      cuda::DeviceOptions with = with_mode(mode), without = with_mode(mode);
+      without.cuda_graphs = false;
+      cuda::DeviceModel a(m, with), b(m, without);
+      // Two sequences at different positions, then 40 greedy steps of both (windows complete on
+      // some steps and not on others; the graph is captured at the second step and replayed).
+      std::vector<std::vector<int32_t>> feed{{ids.begin(), ids.begin() + 37}, {ids.begin() + 50, ids.begin() + 53}};
+      std::vector<cuda::DeviceCache> ca, cb;
+      for (int i = 0; i < 2; ++i) ca.push_back(a.new_cache()), cb.push_back(b.new_cache());
+      std::vector<float> la, lb;
+      for (int step = 0; step < 40; ++step) {
+        std::vector<cuda::DeviceSequenceInput> ba{{&ca[0], feed[0]}, {&ca[1], feed[1]}};
+        std::vector<cuda::DeviceSequenceInput> bb{{&cb[0], feed[0]}, {&cb[1], feed[1]}};
+        a.forward(ba, la, LogitRows::Last);
+        b.forward(bb, lb, LogitRows::Last);
+        REQUIRE(la == lb);  // the same kernels: bit for bit
+        const int64_t V = m.config().vocab_size;
+        for (int i = 0; i < 2; ++i)
+          feed[size_t(i)] = {argmax(std::span<const float>(la).subspan(size_t(i * V), size_t(V)))};
+      }
+    }
+  }
+}
+
 TEST_CASE("a batch of sequences of different lengths on the GPU", "[cuda][golden]") {
   for (const GoldenCase& c : dsv4::testing::golden_cases("DeepseekV4ForCausalLM")) {
     const Model m = Model::load(c.dir + "/hf");

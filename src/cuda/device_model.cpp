@@ -167,18 +167,35 @@ struct DeviceModel::Impl {
   int64_t weight_bytes = 0, active_bytes = 0;
   int64_t max_indexer_entries = 0;
 
-  // Workspace, grown to the largest batch seen.
-  int64_t cap_rows = 0;
+  // Workspace, grown to the largest batch seen. Every reallocation bumps `generation`, which
+  // invalidates captured decode graphs (they hold the old addresses).
+  int64_t generation = 0;
   std::map<std::string, Floats> ws;
-  DeviceBuffer<int32_t> tokens, chosen, nchosen, experts;
-  DeviceBuffer<k::RowInfo> rows, segs;
-  DeviceBuffer<k::SeqLayerState> seq_states;  // [L, B]
-  DeviceBuffer<k::CompressJob> jobs;          // per ratio, concatenated
+  DeviceBuffer<int32_t> chosen, nchosen, experts;
   float* buf(const std::string& name, int64_t n) {
     Floats& b = ws[name];
-    if (int64_t(b.size()) < n) b = Floats(size_t(n));
+    if (int64_t(b.size()) < n) b = Floats(size_t(n)), ++generation;
     return b.get();
   }
+  template <class T>
+  T* grow(DeviceBuffer<T>& b, int64_t n) {
+    if (int64_t(b.size()) < n) b = DeviceBuffer<T>(size_t(n)), ++generation;
+    return b.get();
+  }
+  // The batch's row metadata, packed in pinned host memory and copied up in one transfer (a node of
+  // a captured graph, so that replays copy the current step's values); the logits come back the same way.
+  char* stage_host = nullptr;
+  size_t stage_cap = 0;
+  DeviceBuffer<char> stage_dev;
+  float* logits_host = nullptr;
+  size_t logits_cap = 0;
+  // Captured decode steps, by batch size: a step of one token per sequence is replayed as a graph.
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    int64_t generation = -1;
+    bool warm = false;  // one uncaptured step ran at this size (it allocated the workspace)
+  };
+  std::map<int64_t, Graph> graphs;
 
   // DSV4_CUDA_PROFILE=1: device time per part of the forward (events between marks), summed over
   // forwards and printed to stderr when the model is destroyed.
@@ -218,10 +235,6 @@ struct DeviceModel::Impl {
   DeviceBuffer<const void*> ptrs;
   bool use_gemm(const DeviceMatrix& w, int64_t t) const {
     return options.mode == KernelMode::Fast && t >= kGemmRows && w.view().kind != MatrixView::F32;
-  }
-  static uint16_t* grow(DeviceBuffer<uint16_t>& b, int64_t n) {
-    if (int64_t(b.size()) < n) b = DeviceBuffer<uint16_t>(size_t(n));
-    return b.get();
   }
   // y [t, n] (row stride ldy) = W [n, K] (x + xlo) [t, K]^T: BF16 operands, fp32 accumulation; the
   // activations as the sum of two BF16 parts (two GEMMs into one result) keep ~16 significant bits.
@@ -278,10 +291,7 @@ void DeviceModel::Impl::grouped_experts(const DevLayer& Ly, int64_t T, const flo
   const int64_t E = c.n_routed_experts, K = c.n_experts_per_tok, D = c.hidden_size, Iw = c.moe_intermediate_size;
   const int64_t slots = T * K;
   cudaStream_t s = I.stream;
-  auto ints = [&](DeviceBuffer<int32_t>& b, int64_t n) {
-    if (int64_t(b.size()) < n) b = DeviceBuffer<int32_t>(size_t(n));
-    return b.get();
-  };
+  auto ints = [&](DeviceBuffer<int32_t>& b, int64_t n) { return I.grow(b, n); };
   int32_t* counts = ints(I.counts, E);
   int32_t* offsets = ints(I.offsets, E + 1);
   int32_t* slot_at = ints(I.slot_at, slots);
@@ -301,18 +311,18 @@ void DeviceModel::Impl::grouped_experts(const DevLayer& Ly, int64_t T, const flo
   int32_t* pidx = ints(I.pidx, slots);
   k::pad_index(I.experts.get(), offsets, pos_of, slots, most, pidx, s);
   const int64_t prow = E * most;
-  uint16_t* xg = DeviceModel::Impl::grow(I.xbf, prow * D);
-  uint16_t* xgl = DeviceModel::Impl::grow(I.xlo, prow * D);
+  uint16_t* xg = I.grow(I.xbf, prow * D);
+  uint16_t* xgl = I.grow(I.xlo, prow * D);
   k::scatter_bf16(u, pidx, slots, K, D, xg, xgl, s);
   float* h1 = I.buf("g_h1", prow * Iw);
   float* h3 = I.buf("g_h3", prow * Iw);
   float* yg = I.buf("g_y", prow * D);
-  uint16_t* act = DeviceModel::Impl::grow(I.actbf, prow * Iw);
-  uint16_t* actl = DeviceModel::Impl::grow(I.actlo, prow * Iw);
+  uint16_t* act = I.grow(I.actbf, prow * Iw);
+  uint16_t* actl = I.grow(I.actlo, prow * Iw);
   const DevExpertSet& ex = Ly.experts;
   constexpr int64_t kChunk = 32;  // experts decoded to BF16 at once (32 x 16 MB at V4-Flash sizes)
   const int64_t wmax = std::max(Iw * D, D * Iw);
-  uint16_t* wb = DeviceModel::Impl::grow(I.wbf, kChunk * wmax);
+  uint16_t* wb = I.grow(I.wbf, kChunk * wmax);
   // Pointer arrays of every batched GEMM of this layer, uploaded at once: per matrix and chunk,
   // A (decoded weights), B (activations, high part), Blo, C.
   struct Gemm { const DeviceBuffer<MatrixView>* mats; int kind; int64_t bn, n, kk; const uint16_t *x, *xl; float* out; };
@@ -330,7 +340,7 @@ void DeviceModel::Impl::grouped_experts(const DevLayer& Ly, int64_t T, const flo
                          : part == 2 ? static_cast<const void*>(g.xl + e * most * g.kk)
                                      : static_cast<const void*>(g.out + e * most * g.n));
         }
-  if (int64_t(I.ptrs.size()) < int64_t(ptrs.size())) I.ptrs = DeviceBuffer<const void*>(ptrs.size());
+  I.grow(I.ptrs, int64_t(ptrs.size()));
   check(cudaMemcpyAsync(I.ptrs.get(), ptrs.data(), ptrs.size() * sizeof(void*), cudaMemcpyHostToDevice, s), "pointers");
   const void* const* dp = I.ptrs.get();
   auto run = [&](const Gemm& g) {
@@ -471,6 +481,10 @@ DeviceModel::~DeviceModel() {
       std::fprintf(stderr, "  %-16s %10.3f ms  %5.1f%%\n", part.c_str(), ms, 100.0 * ms / total);
   }
   for (cudaEvent_t e : impl_->event_pool) cudaEventDestroy(e);
+  for (auto& [b, g] : impl_->graphs)
+    if (g.exec) cudaGraphExecDestroy(g.exec);
+  if (impl_->stage_host) cudaFreeHost(impl_->stage_host);
+  if (impl_->logits_host) cudaFreeHost(impl_->logits_host);
   if (impl_->blas) cublasDestroy(impl_->blas);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
@@ -559,6 +573,16 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
   const int64_t T = int64_t(tokens.size()), B = int64_t(batch.size()), L = int64_t(I.layers.size());
   cudaStream_t s = I.stream;
 
+  // A step of one token per sequence is captured as a CUDA graph and replayed: its launches must
+  // not depend on the positions, so they are sized for max_context and every sequence gets one
+  // compress job per ratio (a placeholder when no window completes).
+  bool one_each = true;
+  for (auto& sg : seg_info) one_each = one_each && sg.count == 1;
+  // (Not the fast GEMM path: its routed experts read counts back to the host mid-forward.)
+  const bool graph = I.options.cuda_graphs && one_each && !I.profile &&
+                     (I.options.mode == KernelMode::Reference || T < Impl::kGemmRows);
+  const int64_t kmax_end = graph ? I.options.max_context : max_end;  // what launch sizes assume
+
   // Per-layer, per-sequence state pointers and the compress jobs of each ratio in use.
   std::vector<k::SeqLayerState> states(size_t(L * B));
   for (int64_t l = 0; l < L; ++l)
@@ -569,23 +593,66 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     for (int64_t m : {lay.comp.ratio, lay.icomp.ratio}) {
       if (m == 0 || job_range.count(m)) continue;
       const int64_t first = int64_t(jobs.size());
-      for (auto& sg : seg_info)
+      for (auto& sg : seg_info) {
+        const size_t before = jobs.size();
         for (int64_t w = sg.pos0 / m; w <= (sg.pos0 + sg.count) / m - 1; ++w)
           jobs.push_back({sg.seq, int32_t(w), sg.row0, sg.pos0});
+        if (graph && jobs.size() == before) jobs.push_back({sg.seq, -1, sg.row0, sg.pos0});
+      }
       job_range[m] = {first, int64_t(jobs.size()) - first};
     }
-  auto upload_async = [&](auto& buf, const auto& host) {
-    using T2 = typename std::decay_t<decltype(host)>::value_type;
-    if (buf.size() < host.size()) buf = std::decay_t<decltype(buf)>(host.size());
-    if (!host.empty())
-      check(cudaMemcpyAsync(buf.get(), host.data(), host.size() * sizeof(T2), cudaMemcpyHostToDevice, s), "upload batch");
+  // Pack the metadata into the pinned staging buffer (16-byte aligned sections).
+  size_t stage_bytes = 0;
+  auto section = [&](size_t bytes) {
+    const size_t at = stage_bytes;
+    stage_bytes += (bytes + 15) / 16 * 16;
+    return at;
   };
-  upload_async(I.tokens, tokens);
-  upload_async(I.rows, row_info);
-  upload_async(I.segs, seg_info);
-  upload_async(I.seq_states, states);
-  upload_async(I.jobs, jobs);
+  const size_t at_tokens = section(tokens.size() * sizeof(int32_t)), at_rows = section(row_info.size() * sizeof(k::RowInfo)),
+               at_segs = section(seg_info.size() * sizeof(k::RowInfo)),
+               at_states = section(states.size() * sizeof(k::SeqLayerState)),
+               at_jobs = section(std::max<size_t>(jobs.size(), 1) * sizeof(k::CompressJob));
+  if (stage_bytes > I.stage_cap) {
+    if (I.stage_host) cudaFreeHost(I.stage_host);
+    I.stage_host = nullptr;
+    check(cudaMallocHost(reinterpret_cast<void**>(&I.stage_host), stage_bytes), "pinned staging");
+    I.stage_cap = stage_bytes;
+    ++I.generation;
+  }
+  I.grow(I.stage_dev, int64_t(stage_bytes));
+  std::memcpy(I.stage_host + at_tokens, tokens.data(), tokens.size() * sizeof(int32_t));
+  std::memcpy(I.stage_host + at_rows, row_info.data(), row_info.size() * sizeof(k::RowInfo));
+  std::memcpy(I.stage_host + at_segs, seg_info.data(), seg_info.size() * sizeof(k::RowInfo));
+  std::memcpy(I.stage_host + at_states, states.data(), states.size() * sizeof(k::SeqLayerState));
+  if (!jobs.empty()) std::memcpy(I.stage_host + at_jobs, jobs.data(), jobs.size() * sizeof(k::CompressJob));
+  char* const dev = I.stage_dev.get();
+  const int32_t* d_tokens = reinterpret_cast<const int32_t*>(dev + at_tokens);
+  const k::RowInfo* d_rows = reinterpret_cast<const k::RowInfo*>(dev + at_rows);
+  const k::RowInfo* d_segs = reinterpret_cast<const k::RowInfo*>(dev + at_segs);
+  const k::SeqLayerState* d_states = reinterpret_cast<const k::SeqLayerState*>(dev + at_states);
+  const k::CompressJob* d_jobs = reinterpret_cast<const k::CompressJob*>(dev + at_jobs);
 
+  // The rows whose logits are wanted.
+  std::vector<int64_t> want;
+  if (rows == LogitRows::All)
+    for (int64_t i = 0; i < T; ++i) want.push_back(i);
+  else
+    for (auto& sg : seg_info) want.push_back(sg.row0 + sg.count - 1);
+  const int64_t NR = int64_t(want.size());
+  bool all_rows = NR == T;
+  for (int64_t r = 0; all_rows && r < NR; ++r) all_rows = want[size_t(r)] == r;
+  if (size_t(NR * V) > I.logits_cap) {
+    if (I.logits_host) cudaFreeHost(I.logits_host);
+    I.logits_host = nullptr;
+    check(cudaMallocHost(reinterpret_cast<void**>(&I.logits_host), size_t(NR * V) * sizeof(float)), "pinned logits");
+    I.logits_cap = size_t(NR * V);
+    ++I.generation;
+  }
+
+  // Everything on the device, from the metadata upload to the logits download: run directly, or
+  // captured once and replayed for decode steps.
+  auto enqueue = [&]() {
+  check(cudaMemcpyAsync(dev, I.stage_host, stage_bytes, cudaMemcpyHostToDevice, s), "upload batch");
   // Activations.
   const int64_t hd = H * d, nm = (2 + n) * n, R = c.q_lora_rank, G = c.o_groups, OR = c.o_lora_rank;
   const int64_t E = c.n_routed_experts, K = c.n_experts_per_tok, Iw = c.moe_intermediate_size;
@@ -605,14 +672,14 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
   float* zo = I.buf("zo", T * G * OR);
   float* glog = I.buf("gate", T * E);
   float* wts = I.buf("weights", T * K);
-  if (int64_t(I.experts.size()) < T * K) I.experts = DeviceBuffer<int32_t>(size_t(T * K));
+  I.grow(I.experts, T * K);
   const int64_t sI = c.moe_intermediate_size * c.n_shared_experts;
   float* h1 = I.buf("h1", T * std::max(K * Iw, sI));
   float* h3 = I.buf("h3", T * std::max(K * Iw, sI));
   float* ye = I.buf("ye", T * K * D);
 
   I.mark("embed");
-  k::embed(I.embed->view(), I.tokens.get(), T, n, x, s);
+  k::embed(I.embed->view(), d_tokens, T, n, x, s);
 
   auto hc_pre = [&](const DevHc& hc) {
     k::rms_norm_rows(x, nullptr, T, n * D, n * D, eps, f, s);
@@ -624,7 +691,7 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
 
   for (int64_t l = 0; l < L; ++l) {
     const DevLayer& Ly = I.layers[size_t(l)];
-    const k::SeqLayerState* seqs = I.seq_states.get() + l * B;
+    const k::SeqLayerState* seqs = d_states + l * B;
     const k::Rope rope = I.rope_of(Ly.kind);
     // Attention.
     I.mark("mhc");
@@ -635,16 +702,16 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     k::rms_norm_rows(qr, Ly.lat.q_norm.get(), T, R, R, eps, qr, s);
     I.lin(*Ly.lat.wq_b, qr, T, q);
     I.lin(*Ly.lat.wkv, u, T, kv);
-    k::norm_rope_heads(q, I.rows.get(), T, H, d, true, eps, rope, s);
+    k::norm_rope_heads(q, d_rows, T, H, d, true, eps, rope, s);
     k::rms_norm_rows(kv, Ly.lat.kv_norm.get(), T, d, d, eps, kv, s);
-    k::norm_rope_heads(kv, I.rows.get(), T, 1, d, false, eps, rope, s);
+    k::norm_rope_heads(kv, d_rows, T, 1, d, false, eps, rope, s);
 
     k::AttendArgs aa{};
-    aa.q = q, aa.kv = kv, aa.rows = I.rows.get(), aa.seqs = seqs, aa.sink = Ly.lat.sink.get();
+    aa.q = q, aa.kv = kv, aa.rows = d_rows, aa.seqs = seqs, aa.sink = Ly.lat.sink.get();
     aa.t = T, aa.heads = H, aa.d = d, aa.window = c.sliding_window;
     aa.scale = 1.0f / std::sqrt(float(d));
     aa.rope = rope, aa.o = o;
-    aa.max_keys = std::min<int64_t>(c.sliding_window, max_end);
+    aa.max_keys = std::min<int64_t>(c.sliding_window, kmax_end);
     auto run_compressor = [&](const DevCompressor& cp, bool indexer) {
       I.mark("attn.compress");
       const int64_t pw = cp.proj_width();
@@ -652,16 +719,16 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
       float* z = I.buf(indexer ? "iz" : "cz", T * pw);
       I.lin(*cp.wkv, u, T, a);
       I.lin(*cp.wgate, u, T, z);
-      k::add_ape(z, cp.ape.get(), I.rows.get(), T, pw, cp.ratio, s);
+      k::add_ape(z, cp.ape.get(), d_rows, T, pw, cp.ratio, s);
       k::CompressArgs ca{a, z, seqs, indexer, cp.overlap, cp.ratio, cp.width, cp.norm.get(), eps, rope};
       const auto [first, njobs] = job_range.at(cp.ratio);
-      k::compress_entries(ca, I.jobs.get() + first, njobs, s);
-      k::compress_update_state(ca, I.segs.get(), B, s);
+      k::compress_entries(ca, d_jobs + first, njobs, s);
+      k::compress_update_state(ca, d_segs, B, s);
     };
     if (Ly.kind == AttentionKind::HCA) {
       run_compressor(Ly.comp, false);
       aa.hca_m = Ly.comp.ratio;
-      aa.max_keys += max_end / Ly.comp.ratio;
+      aa.max_keys += kmax_end / Ly.comp.ratio;
     } else if (Ly.kind == AttentionKind::CSA) {
       run_compressor(Ly.comp, false);
       // Indexer: queries from the normed low-rank query, head weights from the layer input.
@@ -671,22 +738,22 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
       I.lin(*Ly.iwq_b, qr, T, iq);
       I.lin(*Ly.iweights_proj, u, T, ig);
       k::scale(ig, T * nh, 1.0f / std::sqrt(float(nh)), s);
-      k::norm_rope_heads(iq, I.rows.get(), T, nh, ci, false, eps, rope, s);
+      k::norm_rope_heads(iq, d_rows, T, nh, ci, false, eps, rope, s);
       run_compressor(Ly.icomp, true);
       I.mark("attn.indexer");
       const int64_t topk = c.index_topk;
-      if (int64_t(I.chosen.size()) < T * topk) I.chosen = DeviceBuffer<int32_t>(size_t(T * topk));
-      if (int64_t(I.nchosen.size()) < T) I.nchosen = DeviceBuffer<int32_t>(size_t(T));
-      const int64_t max_visible = max_end / Ly.icomp.ratio;
+      I.grow(I.chosen, T * topk);
+      I.grow(I.nchosen, T);
+      const int64_t max_visible = kmax_end / Ly.icomp.ratio;
       float* scores = I.buf("iscores", std::max<int64_t>(T * max_visible, 1));
-      k::indexer_topk(iq, ig, I.rows.get(), seqs, T, nh, ci, Ly.icomp.ratio, topk, max_visible, scores, I.chosen.get(),
+      k::indexer_topk(iq, ig, d_rows, seqs, T, nh, ci, Ly.icomp.ratio, topk, max_visible, scores, I.chosen.get(),
                       I.nchosen.get(), s);
       aa.chosen = I.chosen.get(), aa.nchosen = I.nchosen.get(), aa.topk = topk;
-      aa.max_keys += std::min(topk, max_end / Ly.comp.ratio);
+      aa.max_keys += std::min(topk, kmax_end / Ly.comp.ratio);
     }
     I.mark("attn.core");
     k::attend(aa, s);
-    k::window_store(kv, I.rows.get(), seqs, T, d, c.sliding_window, s);
+    k::window_store(kv, d_rows, seqs, T, d, c.sliding_window, s);
     I.mark("attn.output");
     // Grouped low-rank output.
     const int64_t gw = hd / G;
@@ -701,7 +768,7 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     I.mark("moe.route");
     k::rms_norm_rows(u, Ly.ffn_norm.get(), T, D, D, eps, u, s);
     I.lin(*Ly.gate, u, T, glog);
-    k::route(glog, I.tokens.get(), Ly.hash.size() ? Ly.hash.get() : nullptr, Ly.bias.get(), T, E, K,
+    k::route(glog, d_tokens, Ly.hash.size() ? Ly.hash.get() : nullptr, Ly.bias.get(), T, E, K,
              float(c.routed_scaling_factor), I.experts.get(), wts, s);
     const float limit = float(c.swiglu_limit);
     I.mark("moe.shared");
@@ -730,15 +797,9 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
   I.mark("head");
 
   // Head over the wanted rows.
-  std::vector<int64_t> want;
-  if (rows == LogitRows::All)
-    for (int64_t i = 0; i < T; ++i) want.push_back(i);
-  else
-    for (auto& sg : seg_info) want.push_back(sg.row0 + sg.count - 1);
-  const int64_t NR = int64_t(want.size());
   float* xs = x;
-  if (rows == LogitRows::Last) xs = I.buf("xs", NR * n * D);
-  for (int64_t r = 0; rows == LogitRows::Last && r < NR; ++r)
+  if (!all_rows) xs = I.buf("xs", NR * n * D);
+  for (int64_t r = 0; !all_rows && r < NR; ++r)
     check(cudaMemcpyAsync(xs + r * n * D, x + want[size_t(r)] * n * D, size_t(n * D) * sizeof(float),
                           cudaMemcpyDeviceToDevice, s),
           "gather rows");
@@ -751,11 +812,43 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
   k::rms_norm_rows(h, I.norm.get(), NR, D, D, eps, h, s);
   float* lg = I.buf("logits", NR * V);
   I.lin(*I.head, h, NR, lg);
-  logits.resize(size_t(NR * V));
-  check(cudaMemcpyAsync(logits.data(), lg, logits.size() * sizeof(float), cudaMemcpyDeviceToHost, s), "logits");
+  check(cudaMemcpyAsync(I.logits_host, lg, size_t(NR * V) * sizeof(float), cudaMemcpyDeviceToHost, s), "logits");
   I.mark("end");
+  };  // enqueue
+
+  if (!graph) {
+    enqueue();
+  } else {
+    Impl::Graph& g = I.graphs[B];
+    if (g.exec && g.generation != I.generation) cudaGraphExecDestroy(g.exec), g.exec = nullptr, g.warm = false;
+    if (!g.warm) {  // first step at this size: run it directly (allocates the workspace)
+      enqueue();
+      g.warm = true;
+    } else {
+      if (!g.exec) {
+        const int64_t gen = I.generation;
+        cudaGraph_t captured = nullptr;
+        check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "graph capture");
+        try {
+          enqueue();
+        } catch (...) {
+          cudaStreamEndCapture(s, &captured);
+          if (captured) cudaGraphDestroy(captured);
+          throw;
+        }
+        check(cudaStreamEndCapture(s, &captured), "graph capture");
+        if (I.generation != gen) fail("cuda: the workspace grew during graph capture");
+        const cudaError_t e = cudaGraphInstantiate(&g.exec, captured, 0);
+        cudaGraphDestroy(captured);
+        check(e, "graph instantiate");
+        g.generation = I.generation;
+      }
+      check(cudaGraphLaunch(g.exec, s), "graph launch");
+    }
+  }
   check(cudaStreamSynchronize(s), "forward");
   I.collect_marks();
+  logits.assign(I.logits_host, I.logits_host + NR * V);
   for (auto& in : batch) in.cache->impl_->pos += int64_t(in.tokens.size());
 }
 

@@ -279,6 +279,7 @@ __device__ __forceinline__ CompressorView compressor_of(const SeqLayerState& s, 
 __global__ void compress_kernel(CompressArgs a, const CompressJob* jobs) {
   extern __shared__ float entry[];  // [c]
   const CompressJob jb = jobs[blockIdx.x];
+  if (jb.window < 0) return;  // a placeholder (a decode step in which this sequence completes no window)
   const CompressorView st = compressor_of(a.seqs[jb.seq], a.indexer);
   const int64_t m = a.m, c = a.c, pw = a.overlap ? 2 * c : c, w = jb.window;
   const int64_t b_off = a.overlap ? c : 0;
@@ -680,8 +681,10 @@ void scale(float* v, int64_t n, float f, void* s) {
 void attend(const AttendArgs& a, void* s) {
   if (a.t == 0) return;
   const size_t bytes = size_t(a.d + a.max_keys + 8 * a.d) * sizeof(float);  // q/o, logits, 8 warps' partial sums
-  check(cudaFuncSetAttribute(attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-        "attention shared memory (too many keys for one block)");
+  static size_t set = 0;  // raised only when needed, so that captured decode steps make no such call
+  if (bytes > set)
+    check(cudaFuncSetAttribute(attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+          "attention shared memory (too many keys for one block)"), set = bytes;
   attend_kernel<<<unsigned(a.t * a.heads), 256, bytes, st(s)>>>(a);
   launched("attend");
 }
@@ -714,8 +717,10 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
   if (t == 0) return;
   if (max_visible > 0) {
     const size_t qbytes = size_t(nh * (ci + 1) + nh) * sizeof(float);
-    check(cudaFuncSetAttribute(indexer_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(qbytes)),
-          "indexer shared memory");
+    static size_t set = 0;
+    if (qbytes > set)
+      check(cudaFuncSetAttribute(indexer_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(qbytes)),
+            "indexer shared memory"), set = qbytes;
     const dim3 grid(unsigned(t), unsigned((max_visible + 63) / 64));
     indexer_scores_kernel<<<grid, 256, qbytes, st(s)>>>(q, g, rows, seqs, nh, ci, m, max_visible, scores);
     launched("indexer scores");
@@ -723,8 +728,10 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
   int64_t pow2 = 1;
   while (pow2 < max_visible) pow2 *= 2;
   const size_t bytes = size_t(pow2) * (sizeof(float) + sizeof(int32_t));
-  check(cudaFuncSetAttribute(indexer_topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-        "indexer shared memory (too many compressed entries for one block)");
+  static size_t set = 0;
+  if (bytes > set)
+    check(cudaFuncSetAttribute(indexer_topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+          "indexer shared memory (too many compressed entries for one block)"), set = bytes;
   indexer_topk_kernel<<<unsigned(t), 512, bytes, st(s)>>>(scores, max_visible, rows, m, topk, pow2, chosen, nchosen);
   launched("indexer top-k");
 }

@@ -33,7 +33,8 @@ struct SeqLayerState {
   float* iprev_z;
 };
 
-// One window that completes in this forward: (sequence, window index, row of its segment start).
+// One window that completes in this forward: (sequence, window index, row of its segment start);
+// window -1 is a placeholder that does nothing (fixed-size job lists of captured decode steps).
 struct CompressJob {
   int32_t seq, window, row0, pos0;
 };

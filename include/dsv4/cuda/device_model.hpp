@@ -33,6 +33,10 @@ struct DeviceOptions {
   // The most tokens one sequence may reach: sizes each cache's compressed entries. A forward
   // that would go past it fails with a message naming it.
   int64_t max_context = 8192;
+  // Replay decode steps (one token per sequence) as CUDA graphs: the first step at a batch size runs
+  // directly, the second is captured, later ones replay it (no per-kernel launch cost). Off: every
+  // step launches its kernels.
+  bool cuda_graphs = true;
 };
 
 class DeviceModel;
