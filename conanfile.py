@@ -18,7 +18,8 @@ class Dsv4Conan(ConanFile):
     topics = ("deepseek", "llm", "inference", "header-only")
     package_type = "header-library"
     settings = "os", "arch", "compiler", "build_type"
-    exports_sources = "include/*", "src/*.cpp", "cmake/dsv4CpuKernels.cmake", "LICENSE", "VERSION"
+    exports_sources = ("include/*", "src/*.cpp", "src/cuda/*", "cmake/dsv4CpuKernels.cmake", "cmake/dsv4Cuda.cmake",
+                       "LICENSE", "VERSION")
     no_copy_source = True
 
     def set_version(self):
@@ -45,7 +46,8 @@ class Dsv4Conan(ConanFile):
         copy(self, "*", os.path.join(self.source_folder, "include"), os.path.join(self.package_folder, "include"))
         share = os.path.join(self.package_folder, "share", "dsv4")
         copy(self, "dsv4CpuKernels.cmake", os.path.join(self.source_folder, "cmake"), share)
-        copy(self, "*.cpp", os.path.join(self.source_folder, "src"), os.path.join(share, "src"))
+        copy(self, "dsv4Cuda.cmake", os.path.join(self.source_folder, "cmake"), share)
+        copy(self, "*", os.path.join(self.source_folder, "src"), os.path.join(share, "src"))
 
     def package_info(self):
         self.cpp_info.bindirs = []
@@ -53,9 +55,11 @@ class Dsv4Conan(ConanFile):
         self.cpp_info.set_property("cmake_file_name", "dsv4")
         self.cpp_info.set_property("cmake_target_name", "dsv4::dsv4")
         self.cpp_info.set_property("pkg_config_name", "dsv4")
-        # CMakeDeps includes this after the targets: it defines dsv4::cpu_kernels from the sources.
+        # CMakeDeps includes these after the targets: they define dsv4::cpu_kernels (and dsv4::cuda in a
+        # project that enables CUDA) from the sources.
         self.cpp_info.builddirs = [os.path.join("share", "dsv4")]
-        self.cpp_info.set_property("cmake_build_modules", [os.path.join("share", "dsv4", "dsv4CpuKernels.cmake")])
+        self.cpp_info.set_property("cmake_build_modules", [os.path.join("share", "dsv4", "dsv4CpuKernels.cmake"),
+                                                           os.path.join("share", "dsv4", "dsv4Cuda.cmake")])
         self.cpp_info.requires = ["nlohmann_json::nlohmann_json", "xsimd::xsimd", "pcre2::pcre2-8"]
         if self.settings.os in ["Linux", "FreeBSD"]:
             self.cpp_info.system_libs = ["pthread"]
