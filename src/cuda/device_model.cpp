@@ -231,7 +231,7 @@ struct DeviceModel::Impl {
   static constexpr int64_t kGemmRows = 32;
   cublasHandle_t blas = nullptr;
   DeviceBuffer<uint16_t> wbf, xbf, xlo, actbf, actlo;
-  DeviceBuffer<int32_t> counts, offsets, slot_at, pos_of, which, pidx;
+  DeviceBuffer<int32_t> counts, offsets, pos_of, which, pidx;
   DeviceBuffer<const void*> ptrs;
   bool use_gemm(const DeviceMatrix& w, int64_t t) const {
     return options.mode == KernelMode::Fast && t >= kGemmRows && w.view().kind != MatrixView::F32;
@@ -294,9 +294,8 @@ void DeviceModel::Impl::grouped_experts(const DevLayer& Ly, int64_t T, const flo
   auto ints = [&](DeviceBuffer<int32_t>& b, int64_t n) { return I.grow(b, n); };
   int32_t* counts = ints(I.counts, E);
   int32_t* offsets = ints(I.offsets, E + 1);
-  int32_t* slot_at = ints(I.slot_at, slots);
   int32_t* pos_of = ints(I.pos_of, slots);
-  k::group_slots(I.experts.get(), slots, E, counts, offsets, slot_at, pos_of, s);
+  k::group_slots(I.experts.get(), slots, E, counts, offsets, pos_of, s);
   std::vector<int32_t> off(size_t(E + 1));
   check(cudaMemcpyAsync(off.data(), offsets, off.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, s), "expert counts");
   check(cudaStreamSynchronize(s), "expert counts");

@@ -575,7 +575,7 @@ __global__ void dequant_vec_kernel(const MatrixView* mats, const int32_t* which,
 
 // One block: counts by atomics, a serial scan, then each expert's thread places its slots in order.
 __global__ void group_slots_kernel(const int32_t* experts, int64_t slots, int64_t E, int32_t* counts, int32_t* offsets,
-                                   int32_t* slot_at, int32_t* pos_of) {
+                                   int32_t* pos_of) {
   for (int64_t e = threadIdx.x; e < E; e += blockDim.x) counts[e] = 0;
   __syncthreads();
   for (int64_t i = threadIdx.x; i < slots; i += blockDim.x) atomicAdd(&counts[experts[i]], 1);
@@ -588,15 +588,8 @@ __global__ void group_slots_kernel(const int32_t* experts, int64_t slots, int64_
   for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
     int32_t p = offsets[e];
     for (int64_t i = 0; i < slots; ++i)
-      if (experts[i] == e) slot_at[p] = int32_t(i), pos_of[i] = p, ++p;
+      if (experts[i] == e) pos_of[i] = p++;
   }
-}
-
-__global__ void gather_bf16_kernel(const float* x, const int32_t* slot_at, int64_t div, int64_t D, __nv_bfloat16* out,
-                                   __nv_bfloat16* lo) {
-  const int64_t p = blockIdx.x;
-  const float* xr = x + (slot_at[p] / div) * D;
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) split_bf16(xr[j], out, lo, p * D + j);
 }
 
 __global__ void pad_index_kernel(const int32_t* experts, const int32_t* offsets, const int32_t* pos_of, int64_t slots,
@@ -780,17 +773,9 @@ void dequant_bf16(const MatrixView* mats, const int32_t* which, int64_t count, c
 }
 
 void group_slots(const int32_t* experts, int64_t slots, int64_t E, int32_t* counts, int32_t* offsets,
-                 int32_t* slot_at, int32_t* pos_of, void* s) {
-  group_slots_kernel<<<1, 1024, 0, st(s)>>>(experts, slots, E, counts, offsets, slot_at, pos_of);
+                 int32_t* pos_of, void* s) {
+  group_slots_kernel<<<1, 1024, 0, st(s)>>>(experts, slots, E, counts, offsets, pos_of);
   launched("group_slots");
-}
-
-void gather_bf16(const float* x, const int32_t* slot_at, int64_t slots, int64_t div, int64_t D, uint16_t* out,
-                 uint16_t* lo, void* s) {
-  if (slots == 0) return;
-  gather_bf16_kernel<<<unsigned(slots), kBlock, 0, st(s)>>>(x, slot_at, div, D, reinterpret_cast<__nv_bfloat16*>(out),
-                                                            reinterpret_cast<__nv_bfloat16*>(lo));
-  launched("gather_bf16");
 }
 
 void pad_index(const int32_t* experts, const int32_t* offsets, const int32_t* pos_of, int64_t slots, int64_t most,

@@ -132,10 +132,10 @@ void to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ldx, uint16_t* 
 // kind / bn: the matrices' storage (all alike), for the vectorized path.
 void dequant_bf16(const MatrixView* mats, const int32_t* which, int64_t count, const MatrixView& one, int64_t row0,
                   int64_t n, int64_t k, uint16_t* out, void* s, int kind, int64_t bn);
-// Groups the T*k routing slots by expert, stably: counts [E], offsets [E+1], slot_at [slots] (the
-// slot at each grouped position), pos_of [slots] (the grouped position of each slot).
-void group_slots(const int32_t* experts, int64_t slots, int64_t E, int32_t* counts, int32_t* offsets,
-                 int32_t* slot_at, int32_t* pos_of, void* s);
+// Groups the T*k routing slots by expert, stably: counts [E], offsets [E+1], pos_of [slots] (the
+// grouped position of each slot).
+void group_slots(const int32_t* experts, int64_t slots, int64_t E, int32_t* counts, int32_t* offsets, int32_t* pos_of,
+                 void* s);
 // pidx[s] = experts[s] * most + (pos_of[s] - offsets[experts[s]]): each slot's row when every
 // expert's rows are padded to `most`.
 void pad_index(const int32_t* experts, const int32_t* offsets, const int32_t* pos_of, int64_t slots, int64_t most,
@@ -143,9 +143,6 @@ void pad_index(const int32_t* experts, const int32_t* offsets, const int32_t* po
 // out[pidx[s]] = bf16(x[s / div]) for every slot (and lo as in to_bf16): rows [*, D].
 void scatter_bf16(const float* x, const int32_t* pidx, int64_t slots, int64_t div, int64_t D, uint16_t* out,
                   uint16_t* lo, void* s);
-// out [slots, D] = bf16(x[slot_at[p] / div]) (and lo as in to_bf16).
-void gather_bf16(const float* x, const int32_t* slot_at, int64_t slots, int64_t div, int64_t D, uint16_t* out,
-                 uint16_t* lo, void* s);
 // out [T, D] += sum_j weights[t, j] yg[pos_of[t*k + j]].
 void combine_grouped(const float* yg, const int32_t* pos_of, const float* weights, int64_t t, int64_t k, int64_t D,
                      float* out, void* s);
