@@ -531,35 +531,36 @@ TEST_CASE("compressor_feed matches the spec formula in any chunking", "[units][c
   INFO("overlap " << overlap << " m " << m);
   REQUIRE(int64_t(want.size()) == (T / m) * c);
 
+  const RowCodec f32{RowFormat::F32, c, 0};
   CompressorState whole;
-  whole.init(f.w);
+  whole.init(f.w, f32);
   f.feed(whole, x.data(), T, 0);
-  REQUIRE(whole.num_entries == T / m);
-  REQUIRE(int64_t(whole.entries.size()) == whole.num_entries * c);
-  for (size_t i = 0; i < want.size(); ++i) CHECK(double(whole.entries[i]) == Approx(want[i]).margin(2e-5));
+  REQUIRE(whole.num_entries() == T / m);
+  const std::vector<float> got = whole.entries.to_floats();
+  REQUIRE(int64_t(got.size()) == whole.num_entries() * c);
+  for (size_t i = 0; i < want.size(); ++i) CHECK(double(got[i]) == Approx(want[i]).margin(2e-5));
 
   SECTION("token by token: an entry appears exactly when its window completes") {
     CompressorState st;
-    st.init(f.w);
+    st.init(f.w, f32);
     for (int64_t p = 0; p < T; ++p) {
       f.feed(st, &x[size_t(p * f.D)], 1, p);
-      REQUIRE(st.num_entries == (p + 1) / m);
-      REQUIRE(int64_t(st.entries.size()) == st.num_entries * c);
+      REQUIRE(st.num_entries() == (p + 1) / m);
     }
-    CHECK(st.entries == whole.entries);
+    CHECK(st.entries.to_floats() == got);
   }
   SECTION("odd chunks") {
     CompressorState st;
-    st.init(f.w);
+    st.init(f.w, f32);
     int64_t p = 0;
     for (int64_t n : {2, 5, 1, 7, 3, 100}) {
       n = std::min(n, T - p);
       f.feed(st, &x[size_t(p * f.D)], n, p);
       p += n;
-      REQUIRE(st.num_entries == p / m);
+      REQUIRE(st.num_entries() == p / m);
     }
     REQUIRE(p == T);
-    CHECK(st.entries == whole.entries);
+    CHECK(st.entries.to_floats() == got);
   }
 }
 

@@ -19,7 +19,7 @@ concept AttentionPolicy = requires(const P& p, const ModelConfig& c, const Layer
   typename P::State;
   { P::can_implement(c, l) } -> std::convertible_to<std::string>;
   { P::load(ws, std::string(), c, l) } -> std::same_as<P>;
-  { p.new_state(c) } -> std::same_as<typename P::State>;
+  { p.new_state(c, CacheType::F32) } -> std::same_as<typename P::State>;
 };
 
 using AttentionVariant = std::variant<SlidingAttention, CsaAttention, HcaAttention, MlaAttention>;
@@ -49,8 +49,8 @@ inline AttentionVariant make_attention(const WeightSource& ws, const std::string
   fail("layer ", layer, ": unknown attention kind");
 }
 
-inline AttentionState new_attention_state(const AttentionVariant& a, const ModelConfig& c) {
-  return std::visit([&](auto& p) -> AttentionState { return p.new_state(c); }, a);
+inline AttentionState new_attention_state(const AttentionVariant& a, const ModelConfig& c, CacheType t) {
+  return std::visit([&](auto& p) -> AttentionState { return p.new_state(c, t); }, a);
 }
 
 }  // namespace dsv4

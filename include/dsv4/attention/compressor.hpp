@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "dsv4/attention/kv_rows.hpp"
 #include "dsv4/attention/segment.hpp"
 #include "dsv4/io/weight_source.hpp"
 #include "dsv4/kernels/bundle.hpp"
@@ -49,10 +50,11 @@ struct CompressorState {
   std::vector<float> pend_a, pend_z;  // [m, w] tokens of the window being filled (slot = pos mod m)
   std::vector<float> prev_a, prev_z;  // [m, c] A halves and gates of the last complete window
   bool has_prev = false;
-  std::vector<float> entries;         // [num_entries, c]
-  int64_t num_entries = 0;
+  KvRows entries;                     // [num_entries, c] in the cache type's format for these rows
 
-  void init(const CompressorWeights& w) {
+  int64_t num_entries() const { return entries.size(); }
+
+  void init(const CompressorWeights& w, const RowCodec& entry_codec) {
     pend_a.assign(size_t(w.ratio * w.proj_width()), 0.f);
     pend_z.assign(pend_a.size(), 0.f);
     if (w.overlap) {
@@ -60,8 +62,7 @@ struct CompressorState {
       prev_z.assign(prev_a.size(), 0.f);
     }
     has_prev = false;
-    entries.clear();
-    num_entries = 0;
+    entries.init_growing(entry_codec);
   }
 };
 
@@ -124,8 +125,7 @@ inline void compressor_feed(const CompressorWeights& w, CompressorState& st, con
     rms_norm(entry.data(), w.norm.data(), c, eps, entry.data());
     const int64_t index = pos / m;
     rope.apply(entry.data(), c, index * m);
-    st.entries.insert(st.entries.end(), entry.begin(), entry.end());
-    ++st.num_entries;
+    st.entries.append(entry.data());
   }
 }
 

@@ -34,11 +34,12 @@ struct CsaAttention {
             CompressorWeights::load(ws, prefix + ".compressor", l.compress_ratio, c.head_dim, true, c.hidden_size),
             IndexerWeights::load(ws, prefix + ".indexer", c, l.compress_ratio)};
   }
-  State new_state(const ModelConfig& c) const {
+  State new_state(const ModelConfig& c, CacheType t) const {
+    const CacheCodecs k = cache_codecs(c, t);
     State s;
-    s.window.init(c);
-    s.compressor.init(compressor);
-    s.index_keys.init(indexer.compressor);
+    s.window.init(c, k.kv);
+    s.compressor.init(compressor, k.kv);
+    s.index_keys.init(indexer.compressor, k.index_key);
     return s;
   }
   template <class F>
@@ -76,16 +77,17 @@ struct CsaAttention {
                       rope, eps);
       compressor_feed(indexer.compressor, st.index_keys, &ip.a[size_t(s.row0 * ipw)], &ip.z[size_t(s.row0 * ipw)],
                       s.count, s.pos0, rope, eps);
-      const float* entries = st.compressor.entries.data();
-      auto extra = [&](int64_t i, std::vector<const float*>& keys) {
+      auto extra = [&](int64_t i, std::vector<int64_t>& ids) {
         const int64_t row = s.row0 + i, visible = (s.pos0 + i + 1) / m;
-        indexer_select(c, &ip.q[size_t(row * nh * ci)], &ip.g[size_t(row * nh)], st.index_keys.entries.data(),
-                       visible, scores, chosen);
-        for (int64_t e : chosen) keys.push_back(entries + e * d);
+        indexer_select<B>(c, &ip.q[size_t(row * nh * ci)], &ip.g[size_t(row * nh)], st.index_keys.entries, visible,
+                          scores, chosen);
+        ids.insert(ids.end(), chosen.begin(), chosen.end());
         if (record) (*record)[size_t(row)] = chosen;
       };
-      const float* kv = &p.kv[size_t(s.row0 * d)];
-      latent_attend_with<B>(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, extra, &o[size_t(s.row0 * hd)]);
+      float* kv = &p.kv[size_t(s.row0 * d)];
+      round_kv_like_cache(st.window, kv, s.count);
+      latent_attend_with<B>(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, &st.compressor.entries, extra,
+                            &o[size_t(s.row0 * hd)]);
       window_store(st.window, c, s, kv);
     }
     latent_output<B>(latent, c, o.data(), t, out);

@@ -27,10 +27,10 @@ struct HcaAttention {
     return {LatentWeights::load(ws, prefix, c),
             CompressorWeights::load(ws, prefix + ".compressor", l.compress_ratio, c.head_dim, false, c.hidden_size)};
   }
-  State new_state(const ModelConfig& c) const {
+  State new_state(const ModelConfig& c, CacheType t) const {
     State s;
-    s.window.init(c);
-    s.compressor.init(compressor);
+    s.window.init(c, cache_codecs(c, t).kv);
+    s.compressor.init(compressor, cache_codecs(c, t).kv);
     return s;
   }
   template <class F>
@@ -54,13 +54,14 @@ struct HcaAttention {
       State& st = *states[si];
       compressor_feed(compressor, st.compressor, &a[size_t(s.row0 * pw)], &z[size_t(s.row0 * pw)], s.count, s.pos0,
                       rope, float(c.rms_norm_eps));
-      const float* entries = st.compressor.entries.data();
-      auto extra = [&](int64_t i, std::vector<const float*>& keys) {
+      auto extra = [&](int64_t i, std::vector<int64_t>& ids) {
         const int64_t visible = (s.pos0 + i + 1) / m;
-        for (int64_t e = 0; e < visible; ++e) keys.push_back(entries + e * d);
+        for (int64_t e = 0; e < visible; ++e) ids.push_back(e);
       };
-      const float* kv = &p.kv[size_t(s.row0 * d)];
-      latent_attend_with<B>(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, extra, &o[size_t(s.row0 * hd)]);
+      float* kv = &p.kv[size_t(s.row0 * d)];
+      round_kv_like_cache(st.window, kv, s.count);
+      latent_attend_with<B>(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, &st.compressor.entries, extra,
+                            &o[size_t(s.row0 * hd)]);
       window_store(st.window, c, s, kv);
     }
     latent_output<B>(latent, c, o.data(), t, out);

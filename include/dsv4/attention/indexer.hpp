@@ -49,29 +49,56 @@ void indexer_project(const IndexerWeights& w, const ModelConfig& c, const RopeTa
   compressor_project<B>(w.compressor, x, t, segs, p.a, p.z);
 }
 
-// Top-k entries for one query row: q [n_I, c_I], g [n_I] over keys [num_visible, c_I].
-// Returns indices ordered by score (highest first; ties to the lower index).
-inline void indexer_select(const ModelConfig& c, const float* q, const float* g, const float* keys,
-                           int64_t num_visible, std::vector<float>& scores, std::vector<int64_t>& out) {
-  const int64_t nh = c.index_n_heads, ci = c.index_head_dim;
-  const float kscale = 1.0f / std::sqrt(float(ci));
-  scores.assign(size_t(num_visible), 0.f);
-  for (int64_t e = 0; e < num_visible; ++e) {
-    const float* k = keys + e * ci;
+// Scores of the first `n` keys of `keys` for one query row, written to scores [n]:
+// score(w) = kscale · Σ_h g_h · relu(q_h · K[w]). The reference decodes each key and sums in
+// fp32 in this order; a bundle may bring its own kernel (B::indexer_scores, same contract).
+inline void indexer_scores_reference(const float* q /*[nh, ci]*/, const float* g /*[nh]*/, int64_t nh,
+                                     const RowCodec& codec, const uint8_t* keys /*[n, row_bytes]*/, int64_t n,
+                                     float kscale, float* scores /*[n]*/) {
+  const int64_t ci = codec.width, rb = codec.row_bytes();
+  std::vector<float> k(static_cast<size_t>(ci));
+  for (int64_t e = 0; e < n; ++e) {
+    codec.decode(keys + e * rb, k.data());
     float sc = 0.f;
     for (int64_t h = 0; h < nh; ++h) {
       float dot = 0.f;
-      for (int64_t j = 0; j < ci; ++j) dot += q[h * ci + j] * k[j];
+      for (int64_t j = 0; j < ci; ++j) dot += q[h * ci + j] * k[size_t(j)];
       sc += g[h] * std::max(dot, 0.f);
     }
-    scores[size_t(e)] = sc * kscale;
+    scores[e] = sc * kscale;
+  }
+}
+
+template <class B>
+concept HasIndexerKernel = requires(const float* f, const RowCodec& rc, const uint8_t* k, float* s, int64_t n) {
+  B::indexer_scores(f, f, n, rc, k, n, 1.0f, s);
+};
+
+// Top-k entries for one query row: q [n_I, c_I], g [n_I] over the first num_visible keys.
+// Returns indices ordered by score (highest first; ties to the lower index).
+template <KernelBundle B>
+void indexer_select(const ModelConfig& c, const float* q, const float* g, const KvRows& keys, int64_t num_visible,
+                    std::vector<float>& scores, std::vector<int64_t>& out) {
+  const int64_t nh = c.index_n_heads, pr = keys.page_rows();
+  const float kscale = 1.0f / std::sqrt(float(c.index_head_dim));
+  scores.resize(size_t(num_visible));
+  const int64_t pages = (num_visible + pr - 1) / pr;
+  for (int64_t p = 0; p < pages; ++p) {
+    const int64_t n = std::min(pr, num_visible - p * pr);
+    if constexpr (HasIndexerKernel<B>)
+      B::indexer_scores(q, g, nh, keys.codec(), keys.page(p), n, kscale, &scores[size_t(p * pr)]);
+    else
+      indexer_scores_reference(q, g, nh, keys.codec(), keys.page(p), n, kscale, &scores[size_t(p * pr)]);
   }
   out.resize(size_t(num_visible));
   std::iota(out.begin(), out.end(), 0);
   const int64_t keep = std::min(num_visible, c.index_topk);
-  std::partial_sort(out.begin(), out.begin() + keep, out.end(), [&](int64_t a, int64_t b) {
+  auto better = [&](int64_t a, int64_t b) {
     return scores[size_t(a)] > scores[size_t(b)] || (scores[size_t(a)] == scores[size_t(b)] && a < b);
-  });
+  };
+  // A strict total order: selecting then sorting the kept ones equals a partial sort, in O(n).
+  if (keep < num_visible) std::nth_element(out.begin(), out.begin() + keep, out.end(), better);
+  std::sort(out.begin(), out.begin() + keep, better);
   out.resize(size_t(keep));
 }
 

@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "dsv4/attention/kv_rows.hpp"
 #include "dsv4/attention/segment.hpp"
+#include "dsv4/model/cache_type.hpp"
 #include "dsv4/io/weight_source.hpp"
 #include "dsv4/kernels/bundle.hpp"
 #include "dsv4/kernels/ops.hpp"
@@ -43,9 +45,18 @@ struct LatentWeights {
 
 // Per-sequence sliding window: the last W-1 kv vectors in a ring (slot = pos mod (W-1)).
 struct WindowState {
-  std::vector<float> ring;  // [W-1, d]
-  void init(const ModelConfig& c) { ring.assign(size_t(std::max<int64_t>(c.sliding_window - 1, 0) * c.head_dim), 0.f); }
+  KvRows ring;  // [W-1, d] in the cache type's kv format
+  void init(const ModelConfig& c, const RowCodec& kv) { ring.init_ring(kv, std::max<int64_t>(c.sliding_window - 1, 0)); }
 };
+
+// Rounds the segment's own kv rows as the cache will store them, so its attention reads the
+// values a later chunk would read back (the result does not depend on the chunking).
+inline void round_kv_like_cache(const WindowState& win, float* kv /*[count, d]*/, int64_t count) {
+  const RowCodec& codec = win.ring.codec();
+  if (codec.lossless()) return;
+  std::vector<uint8_t> scratch(size_t(codec.row_bytes()));
+  for (int64_t i = 0; i < count; ++i) codec.round_trip(kv + i * codec.width, scratch.data());
+}
 
 // Row-wise projections of the whole batch.
 struct LatentProjections {
@@ -81,22 +92,26 @@ void latent_project(const LatentWeights& w, const ModelConfig& c, const RopeTabl
 }
 
 // Attention of one segment's queries over its sliding window plus extra keys chosen by the
-// attention kind. extra(i, out) appends the extra key vectors (pointers to [d]) for row i.
-// Writes o: [count, H, d], de-rotated.
+// attention kind: extra(i, ids) appends the ids of the rows of `entries` that row i also sees
+// (entries may be null when the kind adds none). Writes o: [count, H, d], de-rotated.
 template <class ExtraKeys>
 void latent_attend(const LatentWeights& w, const ModelConfig& c, const RopeTable& rope, const WindowState& win,
                    const Segment& s, const float* q /*[count, H, d]*/, const float* kv /*[count, d]*/,
-                   ExtraKeys&& extra, float* o /*[count, H, d]*/) {
+                   const KvRows* entries, ExtraKeys&& extra, float* o /*[count, H, d]*/) {
   const int64_t H = c.num_heads, d = c.head_dim, W = c.sliding_window, ring = W - 1;
   const float scale = 1.0f / std::sqrt(float(d));
   std::vector<const float*> keys;
-  std::vector<float> logits;
+  std::vector<int64_t> ids;
+  std::vector<float> logits, decoded;  // decoded: [keys, d] rows read back from a non-f32 cache
   for (int64_t i = 0; i < s.count; ++i) {
     const int64_t pos = s.pos0 + i;
+    ids.clear();
+    extra(i, ids);
+    decoded.resize(size_t((W + int64_t(ids.size())) * d));
     keys.clear();
     for (int64_t p = std::max<int64_t>(0, pos - W + 1); p <= pos; ++p)
-      keys.push_back(p >= s.pos0 ? kv + (p - s.pos0) * d : win.ring.data() + (p % ring) * d);
-    extra(i, keys);
+      keys.push_back(p >= s.pos0 ? kv + (p - s.pos0) * d : win.ring.floats(p % ring, &decoded[keys.size() * size_t(d)]));
+    for (int64_t e : ids) keys.push_back(entries->floats(e, &decoded[keys.size() * size_t(d)]));
     logits.resize(keys.size());
     for (int64_t h = 0; h < H; ++h) {
       const float* qh = q + (i * H + h) * d;
@@ -127,49 +142,50 @@ void latent_attend(const LatentWeights& w, const ModelConfig& c, const RopeTable
 template <KernelBundle B, class ExtraKeys>
 void latent_attend_blocked(const LatentWeights& w, const ModelConfig& c, const RopeTable& rope, const WindowState& win,
                            const Segment& s, const float* q /*[count, H, d]*/, const float* kv /*[count, d]*/,
-                           ExtraKeys&& extra, float* o /*[count, H, d]*/) {
+                           const KvRows* entries, ExtraKeys&& extra, float* o /*[count, H, d]*/) {
   const int64_t H = c.num_heads, d = c.head_dim, W = c.sliding_window, ring = W - 1;
   const float scale = 1.0f / std::sqrt(float(d));
-  std::vector<std::vector<const float*>> extras;
-  std::vector<const float*> keys, uniq;
+  std::vector<std::vector<int64_t>> extras;
+  std::vector<int64_t> uniq;
   std::vector<float> K, Vt, logits, mask;
   int64_t i0 = 0;
   while (i0 < s.count) {
     // Block size: keep the logits of a block near 2M floats.
-    extras.clear();
     size_t max_extra = 0;
     int64_t i1 = i0;
     while (i1 < s.count) {
-      extras.emplace_back();
-      extra(i1, extras.back());
-      max_extra = std::max(max_extra, extras.back().size());
+      if (extras.size() <= size_t(i1 - i0)) extras.emplace_back();
+      std::vector<int64_t>& e = extras[size_t(i1 - i0)];
+      e.clear();
+      extra(i1, e);
+      max_extra = std::max(max_extra, e.size());
       ++i1;
       const int64_t q_rows = (i1 - i0) * H, nk_est = (i1 - i0) + W + int64_t(max_extra) * (i1 - i0);
       if (i1 - i0 >= 16 || q_rows * nk_est > (int64_t(1) << 21)) break;
     }
     const int64_t nq = i1 - i0, p_first = std::max<int64_t>(0, s.pos0 + i0 - W + 1), p_last = s.pos0 + i1 - 1;
-    keys.clear();
-    for (int64_t p = p_first; p <= p_last; ++p)
-      keys.push_back(p >= s.pos0 ? kv + (p - s.pos0) * d : win.ring.data() + (p % ring) * d);
-    const int64_t nw = int64_t(keys.size());
+    const int64_t nw = p_last - p_first + 1;
     uniq.clear();
-    for (auto& e : extras) uniq.insert(uniq.end(), e.begin(), e.end());
+    for (int64_t i = 0; i < nq; ++i) uniq.insert(uniq.end(), extras[size_t(i)].begin(), extras[size_t(i)].end());
     std::sort(uniq.begin(), uniq.end());
     uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
-    keys.insert(keys.end(), uniq.begin(), uniq.end());
-    const int64_t nk = int64_t(keys.size());
+    const int64_t nk = nw + int64_t(uniq.size());
     K.resize(size_t(nk * d));
     Vt.resize(size_t(d * nk));
-    for (int64_t j = 0; j < nk; ++j) {
-      std::copy_n(keys[size_t(j)], d, &K[size_t(j * d)]);
-      for (int64_t x = 0; x < d; ++x) Vt[size_t(x * nk + j)] = keys[size_t(j)][x];
+    for (int64_t p = p_first; p <= p_last; ++p) {
+      float* dst = &K[size_t((p - p_first) * d)];
+      if (p >= s.pos0) std::copy_n(kv + (p - s.pos0) * d, d, dst);
+      else win.ring.decode(p % ring, dst);
     }
+    for (size_t u = 0; u < uniq.size(); ++u) entries->decode(uniq[u], &K[size_t((nw + int64_t(u)) * d)]);
+    for (int64_t j = 0; j < nk; ++j)
+      for (int64_t x = 0; x < d; ++x) Vt[size_t(x * nk + j)] = K[size_t(j * d + x)];
     // mask[i, j] = 0 where query i sees key j, -inf elsewhere.
     mask.assign(size_t(nq * nk), -std::numeric_limits<float>::infinity());
     for (int64_t i = 0; i < nq; ++i) {
       const int64_t pos = s.pos0 + i0 + i;
       for (int64_t p = std::max(p_first, pos - W + 1); p <= pos; ++p) mask[size_t(i * nk + (p - p_first))] = 0.f;
-      for (const float* e : extras[size_t(i)])
+      for (int64_t e : extras[size_t(i)])
         mask[size_t(i * nk + nw + (std::lower_bound(uniq.begin(), uniq.end(), e) - uniq.begin()))] = 0.f;
     }
     const F32Matrix kmat{reinterpret_cast<const uint8_t*>(K.data()), nk, d};
@@ -198,9 +214,10 @@ void latent_attend_blocked(const LatentWeights& w, const ModelConfig& c, const R
 // The bundle's choice between the per-query oracle and the blocked form.
 template <KernelBundle B, class ExtraKeys>
 void latent_attend_with(const LatentWeights& w, const ModelConfig& c, const RopeTable& rope, const WindowState& win,
-                        const Segment& s, const float* q, const float* kv, ExtraKeys&& extra, float* o) {
-  if constexpr (B::kBlockedAttention) latent_attend_blocked<B>(w, c, rope, win, s, q, kv, extra, o);
-  else latent_attend(w, c, rope, win, s, q, kv, extra, o);
+                        const Segment& s, const float* q, const float* kv, const KvRows* entries, ExtraKeys&& extra,
+                        float* o) {
+  if constexpr (B::kBlockedAttention) latent_attend_blocked<B>(w, c, rope, win, s, q, kv, entries, extra, o);
+  else latent_attend(w, c, rope, win, s, q, kv, entries, extra, o);
 }
 
 // Stores the segment's last W-1 kv vectors into the ring, after its attention ran.
@@ -208,7 +225,7 @@ inline void window_store(WindowState& win, const ModelConfig& c, const Segment& 
   const int64_t ring = c.sliding_window - 1, d = c.head_dim;
   if (ring <= 0) return;
   for (int64_t i = std::max<int64_t>(0, s.count - ring); i < s.count; ++i)
-    std::copy_n(kv + i * d, d, win.ring.begin() + ((s.pos0 + i) % ring) * d);
+    win.ring.set((s.pos0 + i) % ring, kv + i * d);
 }
 
 // Grouped low-rank output: o [T, H*d] split into o_groups groups, group g times rows

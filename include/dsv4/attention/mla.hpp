@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "dsv4/attention/segment.hpp"
+#include "dsv4/model/cache_type.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/attention/trace.hpp"
 #include "dsv4/io/weight_source.hpp"
@@ -154,7 +155,11 @@ struct MlaAttention {
     if (m.qk_nope_head_dim > 0) a.absorbed = AbsorbedKeys::build(a.w.wkv_b, MlaDims(m));
     return a;
   }
-  State new_state(const ModelConfig&) const { return {}; }
+  State new_state(const ModelConfig&, CacheType t) const {
+    if (t != CacheType::F32)
+      fail("cache type '", cache_type_name(t), "': MLA layers (DeepSeek-V3) keep an f32 latent cache only");
+    return {};
+  }
   // Bytes the cache holds per token (fp32): c + dr values, whatever the head count.
   static int64_t cache_bytes_per_token(const ModelConfig& m) { return MlaDims(m).latent() * 4; }
 

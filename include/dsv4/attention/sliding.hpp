@@ -22,9 +22,9 @@ struct SlidingAttention {
                                const LayerConfig&) {
     return {LatentWeights::load(ws, prefix, c)};
   }
-  State new_state(const ModelConfig& c) const {
+  State new_state(const ModelConfig& c, CacheType t) const {
     State s;
-    s.window.init(c);
+    s.window.init(c, cache_codecs(c, t).kv);
     return s;
   }
   template <class F>
@@ -43,9 +43,10 @@ struct SlidingAttention {
     for (size_t si = 0; si < segs.size(); ++si) {
       const Segment& s = segs[si];
       State& st = *states[si];
-      const float* kv = &p.kv[size_t(s.row0 * c.head_dim)];
-      latent_attend_with<B>(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, [](int64_t, auto&) {},
-                    &o[size_t(s.row0 * hd)]);
+      float* kv = &p.kv[size_t(s.row0 * c.head_dim)];
+      round_kv_like_cache(st.window, kv, s.count);
+      latent_attend_with<B>(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, nullptr,
+                            [](int64_t, auto&) {}, &o[size_t(s.row0 * hd)]);
       window_store(st.window, c, s, kv);
     }
     latent_output<B>(latent, c, o.data(), t, out);

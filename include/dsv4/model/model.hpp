@@ -34,14 +34,23 @@ class Model;
 class SequenceCache {
  public:
   int64_t position() const { return pos_; }
-  // Bytes layer `i` holds now (fp32 values; see cache_bytes.hpp for the prediction).
+  CacheType cache_type() const { return type_; }
+  // Bytes layer `i` has allocated now (see cache_bytes.hpp for the prediction).
   int64_t layer_bytes(size_t i) const { return measured_state_bytes(layers_.at(i)); }
+  int64_t total_bytes() const {
+    int64_t b = 0;
+    for (size_t i = 0; i < layers_.size(); ++i) b += layer_bytes(i);
+    return b;
+  }
   size_t num_layers() const { return layers_.size(); }
+  const AttentionState& layer_state(size_t i) const { return layers_.at(i); }
 
  private:
   friend class Model;
+  friend struct CacheFileAccess;
   const Model* owner_ = nullptr;
   int64_t pos_ = 0;
+  CacheType type_ = CacheType::F32;
   std::vector<AttentionState> layers_;
 };
 
@@ -150,10 +159,12 @@ class Model {
     }
   }
 
-  SequenceCache new_cache() const {
+  // An empty cache for one sequence, storing its values as `type` says (model/cache_type.hpp).
+  SequenceCache new_cache(CacheType type = CacheType::F32) const {
     SequenceCache s;
     s.owner_ = this;
-    for (auto& l : layers_) s.layers_.push_back(new_attention_state(l.attn, config_));
+    s.type_ = type;
+    for (auto& l : layers_) s.layers_.push_back(new_attention_state(l.attn, config_, type));
     return s;
   }
 
