@@ -12,8 +12,14 @@ static void check_model(const std::string& arch) {
   REQUIRE(!cases.empty());
   const Model m = Model::load(cases.front().dir + "/hf");
   const ModelConfig& c = m.config();
-  for (int64_t n : {1, 3, 4, 5, 9, 17}) {
-    SequenceCache cache = m.new_cache();
+  const bool v4 = arch == "DeepseekV4ForCausalLM";
+  for (CacheType t : {CacheType::F32, CacheType::BF16, CacheType::Compact}) {
+  if (!v4 && t != CacheType::F32) {  // MLA keeps an f32 latent cache and says so
+    CHECK_THROWS_WITH(m.new_cache(t), Catch::Contains("MLA") && Catch::Contains(cache_type_name(t)));
+    continue;
+  }
+  for (int64_t n : {1, 3, 4, 5, 9, 17, 70}) {
+    SequenceCache cache = m.new_cache(t);
     std::vector<int32_t> ids(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) ids[size_t(i)] = int32_t((7 * i + 1) % c.vocab_size);
     std::vector<float> logits;
@@ -27,9 +33,10 @@ static void check_model(const std::string& arch) {
     }
     REQUIRE(cache.num_layers() == c.layers.size());
     for (size_t i = 0; i < c.layers.size(); ++i) {
-      INFO(arch << " layer " << i << " after " << n << " tokens");
-      CHECK(cache.layer_bytes(i) == predict_layer_cache_bytes(c, c.layers[i], n).total());
+      INFO(arch << " cache " << cache_type_name(t) << " layer " << i << " after " << n << " tokens");
+      CHECK(cache.layer_bytes(i) == predict_layer_cache_bytes(c, c.layers[i], n, t).total());
     }
+  }
   }
 }
 
