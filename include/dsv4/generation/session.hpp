@@ -31,6 +31,7 @@
 
 #include "dsv4/core/error.hpp"
 #include "dsv4/generation/output_stream.hpp"
+#include "dsv4/io/cache_file.hpp"
 #include "dsv4/kernels/bundle.hpp"
 #include "dsv4/kernels/cpu/fast_bundle.hpp"
 #include "dsv4/kernels/kernel_mode.hpp"
@@ -58,13 +59,40 @@ inline constexpr int32_t kNoToken = -1;
 // A session runs KernelMode::Fast as Model::forward<FastCpu>, Reference as forward<Fp32Reference>.
 class Session {
  public:
-  explicit Session(const Model& model, KernelMode mode = KernelMode::Fast)
-      : model_(&model), mode_(mode), cache_(model.new_cache()) {}
-  Session(const Model& model, text::Tokenizer tokenizer, KernelMode mode = KernelMode::Fast)
-      : model_(&model), mode_(mode), cache_(model.new_cache()), tokenizer_(std::move(tokenizer)) {}
+  explicit Session(const Model& model, KernelMode mode = KernelMode::Fast, CacheType cache = CacheType::F32)
+      : model_(&model), mode_(mode), cache_(model.new_cache(cache)) {}
+  Session(const Model& model, text::Tokenizer tokenizer, KernelMode mode = KernelMode::Fast,
+          CacheType cache = CacheType::F32)
+      : model_(&model), mode_(mode), cache_(model.new_cache(cache)), tokenizer_(std::move(tokenizer)) {}
 
   const Model& model() const { return *model_; }
   KernelMode mode() const { return mode_; }
+  CacheType cache_type() const { return cache_.cache_type(); }
+  const SequenceCache& cache() const { return cache_; }
+
+  // Long inputs run through the model at most this many tokens per forward pass, so the working
+  // memory of a prefill depends on the chunk, not on the prompt's length (default 1024).
+  void set_prefill_chunk(int64_t tokens) {
+    if (tokens < 1) fail("session: the prefill chunk must be at least 1 token, not ", tokens);
+    prefill_chunk_ = tokens;
+  }
+  int64_t prefill_chunk() const { return prefill_chunk_; }
+
+  // Writes the session (cache, tokens, last logits) to `path`; restore() continues from it, in this
+  // process or another one that loaded the same checkpoint. Pending tokens are run first.
+  void save(const std::filesystem::path& path) {
+    run();
+    save_cache_file(*model_, cache_, {tokens_, logits_}, path);
+  }
+  // Replaces this session's state with the one saved in `path` (its cache type included). A file
+  // of another model, or a damaged one, is refused and the session is left as it was.
+  void restore(const std::filesystem::path& path) {
+    CacheFileExtras extras;
+    SequenceCache c = load_cache_file(*model_, path, &extras);
+    cache_ = std::move(c);
+    tokens_ = std::move(extras.tokens);
+    logits_ = std::move(extras.logits);
+  }
   bool has_tokenizer() const { return tokenizer_.has_value(); }
   const text::Tokenizer& tokenizer() const {
     if (!tokenizer_) fail("session: no tokenizer (construct the Session with one)");
@@ -159,25 +187,47 @@ class Session {
 
   // Forgets the sequence: an empty cache, no tokens.
   void reset() {
-    cache_ = model_->new_cache();
+    cache_ = model_->new_cache(cache_.cache_type());
     tokens_.clear();
     logits_.clear();
   }
 
-  // Runs the pending tokens of several sessions (one model, one mode) in a single forward pass:
-  // row-wise work (projections, experts) is shared, attention stays per sequence. The result is
-  // what each session's run() would give. Sessions without pending tokens are left alone.
+  // Runs the pending tokens of several sessions (one model, one mode) in a single forward pass
+  // (several when a session has more than its prefill chunk pending): row-wise work (projections,
+  // experts) is shared, attention stays per sequence. The result is what each session's run()
+  // would give. Sessions without pending tokens are left alone.
   static void run_batch(std::span<Session* const> sessions) {
+    for (Session* s : sessions)
+      if (s->pending() > 0 && (s->model_ != sessions[0]->model_ || s->mode_ != sessions[0]->mode_))
+        fail("session: a batch must use one model and one kernel mode");
+    // Every id is checked before the first chunk runs, so a bad one changes nothing.
+    for (size_t b = 0; b < sessions.size(); ++b) {
+      Session* s = sessions[b];
+      const int64_t V = s->model_->config().vocab_size;
+      for (size_t i = size_t(s->cache_.position()); i < s->tokens_.size(); ++i)
+        if (s->tokens_[i] < 0 || s->tokens_[i] >= V) {
+          const int32_t bad = s->tokens_[i];
+          const size_t at = i - size_t(s->cache_.position());
+          for (Session* t : sessions) t->tokens_.resize(size_t(t->cache_.position()));
+          fail("forward: sequence ", b, " token ", at, " has id ", bad, ", outside the vocabulary [0, ", V, ")");
+        }
+    }
+    while (run_batch_once(sessions)) {
+    }
+  }
+
+ private:
+  // One forward pass over up to prefill_chunk() pending tokens of each session; false if none had any.
+  static bool run_batch_once(std::span<Session* const> sessions) {
     std::vector<Session*> todo;
     std::vector<SequenceInput> batch;
     for (Session* s : sessions) {
       if (s->pending() == 0) continue;
-      if (!todo.empty() && (s->model_ != todo[0]->model_ || s->mode_ != todo[0]->mode_))
-        fail("session: a batch must use one model and one kernel mode");
       todo.push_back(s);
-      batch.push_back({&s->cache_, std::span<const int32_t>(s->tokens_).subspan(size_t(s->cache_.position()))});
+      const size_t n = std::min<size_t>(s->pending(), size_t(s->prefill_chunk_));
+      batch.push_back({&s->cache_, std::span<const int32_t>(s->tokens_).subspan(size_t(s->cache_.position()), n)});
     }
-    if (todo.empty()) return;
+    if (todo.empty()) return false;
     const Model& m = *todo[0]->model_;
     std::vector<float> logits;
     try {
@@ -192,9 +242,9 @@ class Session {
     const size_t V = size_t(m.config().vocab_size);
     for (size_t b = 0; b < todo.size(); ++b)
       todo[b]->logits_.assign(logits.begin() + ptrdiff_t(b * V), logits.begin() + ptrdiff_t((b + 1) * V));
+    return true;
   }
 
- private:
   // The logits the sampler sees: with a tokenizer, only ids it can decode.
   std::span<const float> sampling_row() const {
     std::span<const float> row = logits_;
@@ -208,6 +258,7 @@ class Session {
   std::optional<text::Tokenizer> tokenizer_;
   std::vector<int32_t> tokens_;
   std::vector<float> logits_;
+  int64_t prefill_chunk_ = 1024;
   int64_t last_prefill_tokens_ = 0;
   double last_prefill_seconds_ = 0;
 };

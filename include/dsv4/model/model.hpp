@@ -44,6 +44,7 @@ class SequenceCache {
   }
   size_t num_layers() const { return layers_.size(); }
   const AttentionState& layer_state(size_t i) const { return layers_.at(i); }
+  bool made_by(const Model& m) const { return owner_ == &m; }
 
  private:
   friend class Model;
@@ -115,6 +116,7 @@ class Model {
     const ModelConfig& c = m.config_;
     WeightSource ws(*m.checkpoint_, c);
     m.layout_ = ws.layout();
+    m.fingerprint_ = checkpoint_fingerprint(c, *m.checkpoint_);
     m.embed_ = ws.matrix("embed", c.vocab_size, c.hidden_size);
     m.head_ = ws.matrix("head", c.vocab_size, c.hidden_size);
     if (dist.split()) {  // vocabulary-parallel head: each rank scores a block of the vocabulary
@@ -148,6 +150,8 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const Checkpoint& checkpoint() const { return *checkpoint_; }
   TensorLayout layout() const { return layout_; }
+  // checkpoint_fingerprint of what was loaded: tells saved caches of other models apart.
+  uint64_t fingerprint() const { return fingerprint_; }
   const std::vector<DecoderLayer>& layers() const { return layers_; }
   const Matrix& head() const { return head_; }
   const Matrix& embedding() const { return embed_; }
@@ -265,6 +269,7 @@ class Model {
   ModelConfig config_;
   std::unique_ptr<Checkpoint> checkpoint_;
   TensorLayout layout_ = TensorLayout::Release;
+  uint64_t fingerprint_ = 0;
   Matrix embed_, head_;   // [V, D] (split: [rows of this rank's vocabulary block, D])
   std::vector<int64_t> head_firsts_;  // split: [ranks + 1] first vocabulary row of each rank's block
   int64_t head_block_most_ = 0;       // split: the rows of the largest block (the gather's stride)
