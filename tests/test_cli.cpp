@@ -72,6 +72,29 @@ TEST_CASE("dsv4 logits: one pass, chunked and batched, both modes", "[cli]") {
   std::filesystem::remove(out);
 }
 
+TEST_CASE("dsv4 generate --save-cache / --load-cache continue the sequence, any cache type", "[cli][cachefile]") {
+  const std::string dir = kTiny + "/orig", f = temp_path("session.kvc");
+  for (const char* type : {"f32", "compact"}) {
+    INFO("cache type " << type);
+    const std::string opts = std::string(" --max-new-tokens 6 --greedy --ignore-eos --cache-type ") + type;
+    Result first = sh("generate --model " + dir + " --prompt-ids 5,17,42,99,3" + opts + " --save-cache " + f);
+    REQUIRE(first.code == 0);
+    Result resumed = sh("generate --model " + dir + " --prompt-ids 7,8" + opts + " --load-cache " + f);
+    REQUIRE(resumed.code == 0);
+    std::string all = "5,17,42,99,3," + first.out.substr(0, first.out.size() - 1) + ",7,8";
+    std::replace(all.begin(), all.end(), ' ', ',');
+    Result whole = sh("generate --model " + dir + " --prompt-ids " + all + opts);
+    REQUIRE(whole.code == 0);
+    CHECK(resumed.out == whole.out);
+  }
+  // Another model's file: one clear line naming it.
+  Result other = sh("generate --model " + kTiny + "/hf --prompt-ids 1 --max-new-tokens 1 --load-cache " + f);
+  CHECK(other.code != 0);
+  CHECK(other.err.find("different model") != std::string::npos);
+  CHECK(other.err.find(f) != std::string::npos);
+  std::filesystem::remove(f);
+}
+
 TEST_CASE("dsv4 info, logits and generate on DeepSeek-V3 checkpoints", "[cli][v3]") {
   const std::string v3 = std::string(DSV4_TEST_DATA) + "/v3tiny";
   Result info = sh("info --model " + v3 + "/orig");
@@ -83,11 +106,18 @@ TEST_CASE("dsv4 info, logits and generate on DeepSeek-V3 checkpoints", "[cli][v3
   // MLA caches c + dr = 32 + 8 fp32 values per token and layer; the V4 kinds of the tiny case beside it.
   Result kv = sh("kv --model " + v3 + "/hf --tokens 1000");
   REQUIRE(kv.code == 0);
-  CHECK(kv.out.find("mla           4            160.0") != std::string::npos);
-  Result kv4 = sh("kv --model " + kTiny + "/hf");
+  CHECK(kv.out.find("mla           4             160.00                0") != std::string::npos);
+  CHECK(kv.out.find("{\"context\": 1000, \"cache_type\": \"f32\", \"bytes_total\": 640000, \"bytes_per_token\": 640.000}") !=
+        std::string::npos);
+  CHECK(sh("kv --model " + v3 + "/hf --cache-type bf16").err.find("MLA") != std::string::npos);
+  Result kv4 = sh("kv --model " + kTiny + "/hf --context 4096 --cache-type compact");
   REQUIRE(kv4.code == 0);
   CHECK(kv4.out.find("hca") != std::string::npos);
   CHECK(kv4.out.find("csa") != std::string::npos);
+  CHECK(kv4.out.find("\"cache_type\": \"compact\"") != std::string::npos);
+  Result bad = sh("kv --model " + kTiny + "/hf --cache-type fp3");
+  CHECK(bad.code != 0);
+  CHECK(bad.err.find("--cache-type") != std::string::npos);
   for (auto [dir, expected] : {std::pair{"/hf", "/expected.safetensors"}, std::pair{"/orig", "/expected_orig.safetensors"}}) {
     const Golden g(v3 + expected);
     Result r = sh("generate --model " + v3 + dir + " --prompt-ids " + join(g.ids("greedy_prompt"), ",") +

@@ -31,21 +31,25 @@ const char* kUsage =
     "usage: dsv4 <command> [options]\n"
     "  info      --model DIR\n"
     "  logits    --model DIR --input IN.safetensors --out OUT.safetensors [--mode reference|fast]\n"
-    "            [--chunks a,b,...] [--threads N] [--backend cpu|cuda]\n"
+    "            [--chunks a,b,...] [--threads N] [--backend cpu|cuda] [--cache-type f32|bf16|compact]\n"
     "  generate  --model DIR --prompt-ids 5,17,42 --max-new-tokens N [--greedy | --temperature T\n"
     "            --top-p P --seed S] [--mode reference|fast] [--threads N] [--ignore-eos] [--backend cpu|cuda]\n"
+    "            [--cache-type f32|bf16|compact] [--load-cache FILE] [--save-cache FILE]\n"
     "  generate  --model DIR --prompt TEXT [--tokenizer DIR] [--max-new-tokens N] [--stop STRING]\n"
     "            [sampling options] [--mode reference|fast] [--threads N] [--ignore-eos] [--backend cpu|cuda]\n"
+    "            [--cache-type f32|bf16|compact] [--load-cache FILE] [--save-cache FILE]\n"
     "  chat      --model DIR [--tokenizer DIR] [--system TEXT] [--think] [--keep-reasoning] [--format v4|v3]\n"
     "            [--max-new-tokens N] [--stop STRING] [sampling options] [--mode reference|fast] [--threads N]\n"
     "  tokenize  --tokenizer DIR [--bos] [--bytes]   text on stdin -> ids on stdout\n"
     "  detokenize --tokenizer DIR [--skip-special]   ids on stdin -> text on stdout\n"
     "  sampling options: --greedy | --temperature T --top-k K --top-p P --min-p P --seed S;\n"
     "            --repetition-penalty R --frequency-penalty F --presence-penalty P\n"
-    "  synth     (--preset v4-flash|v4-pro|v3 [--layers L] | --config FILE) --out DIR [--seed S] [--fp8-experts]\n"
+    "  synth     (--preset v4-flash|v4-pro|v3 [--layers L] [--compress-ratios 4,128,...] | --config FILE) --out DIR\n"
+    "            [--seed S] [--fp8-experts]\n"
     "  bench     --model DIR [--prompt-tokens P] [--decode-tokens N] [--threads T] [--mode reference|fast]\n"
-    "            [--backend cpu|cuda [--batch 1,8,32]]\n"
-    "  kv        (--model DIR | --config FILE | --preset v4-flash|v4-pro|v3) [--tokens N]   cache bytes per kind\n";
+    "            [--cache-type f32|bf16|compact] [--context N] [--backend cpu|cuda [--batch 1,8,32]]\n"
+    "  kv        (--model DIR | --config FILE | --preset v4-flash|v4-pro|v3) [--context N] [--cache-type T]\n"
+    "            cache bytes per layer kind; the last line is one JSON object\n";
 
 }  // namespace
 
@@ -113,7 +117,7 @@ int run_command(int argc, char** argv) {
   try {
     if (cmd == "info") return cmd_info(Args(argc, argv, 2, {"model"}, {}));
     if (cmd == "logits")
-      return cmd_logits(Args(argc, argv, 2, {"model", "input", "out", "mode", "chunks", "threads", "backend"}, {}));
+      return cmd_logits(Args(argc, argv, 2, {"model", "input", "out", "mode", "chunks", "threads", "backend", "cache-type"}, {}));
     const std::set<std::string> sampling = {"temperature", "top-k", "top-p", "min-p", "repetition-penalty",
                                             "frequency-penalty", "presence-penalty", "seed"};
     auto plus = [](std::set<std::string> a, const std::set<std::string>& b) {
@@ -122,7 +126,8 @@ int run_command(int argc, char** argv) {
     };
     if (cmd == "generate")
       return cmd_generate(Args(argc, argv, 2,
-                               plus({"model", "prompt-ids", "prompt", "tokenizer", "max-new-tokens", "stop", "mode", "threads", "backend"},
+                               plus({"model", "prompt-ids", "prompt", "tokenizer", "max-new-tokens", "stop", "mode", "threads", "backend",
+                                     "cache-type", "save-cache", "load-cache"},
                                     sampling),
                                {"greedy", "ignore-eos"}));
     if (cmd == "chat")
@@ -132,10 +137,14 @@ int run_command(int argc, char** argv) {
                            {"greedy", "ignore-eos", "think", "keep-reasoning"}));
     if (cmd == "tokenize") return cmd_tokenize(Args(argc, argv, 2, {"tokenizer"}, {"bos", "bytes"}));
     if (cmd == "detokenize") return cmd_detokenize(Args(argc, argv, 2, {"tokenizer"}, {"skip-special"}));
-    if (cmd == "synth") return cmd_synth(Args(argc, argv, 2, {"preset", "config", "layers", "out", "seed"}, {"fp8-experts"}));
-    if (cmd == "kv") return cmd_kv(Args(argc, argv, 2, {"model", "config", "preset", "tokens"}, {}));
+    if (cmd == "synth")
+      return cmd_synth(Args(argc, argv, 2, {"preset", "config", "layers", "out", "seed", "compress-ratios"}, {"fp8-experts"}));
+    if (cmd == "kv") return cmd_kv(Args(argc, argv, 2, {"model", "config", "preset", "tokens", "context", "cache-type"}, {}));
     if (cmd == "bench")
-      return cmd_bench(Args(argc, argv, 2, {"model", "prompt-tokens", "decode-tokens", "threads", "mode", "backend", "batch"}, {}));
+      return cmd_bench(Args(argc, argv, 2,
+                            {"model", "prompt-tokens", "decode-tokens", "threads", "mode", "backend", "batch", "cache-type",
+                             "context"},
+                            {}));
     std::fprintf(stderr, "dsv4: unknown command '%s' (try 'dsv4 help')\n", cmd.c_str());
     return 2;
   } catch (const std::exception& e) {

@@ -14,6 +14,8 @@
 #include "dsv4/generation/chat.hpp"
 #include "dsv4/serving/batch_engine.hpp"
 #include "dsv4/io/synth.hpp"
+#include "dsv4/io/cache_file.hpp"
+#include "dsv4/model/synthetic_context.hpp"
 #include "dsv4/core/bandwidth.hpp"
 
 #if defined(DSV4_MULTIARCH)

@@ -119,11 +119,17 @@ int cmd_bench(const Args& a) {
   std::mt19937_64 rng(1);
   std::vector<int32_t> prompt(static_cast<size_t>(P));
   for (auto& t : prompt) t = int32_t(2 + rng() % uint64_t(c.vocab_size - 2));
+  if (gpu && (a.has("cache-type") || a.has("context"))) fail("--cache-type and --context are for the CPU backend");
 #if defined(DSV4_WITH_CUDA)
   if (gpu) return bench_cuda(a, m, prompt, N);
 #endif
   if (a.has("batch")) fail("--batch: only with --backend cuda");
   (void)gpu;
+  const CacheType type = cache_type(a);
+  // --context N: decode at a long context; the cache is filled synthetically to N positions
+  // (model/synthetic_context.hpp) instead of prefilling N tokens.
+  const int64_t context = a.has("context") ? parse_int(a.get("context"), "--context") : 0;
+  if (context < 0) fail("--context must be >= 0");
   // Split over ranks on one machine, every rank measures at once and the machine's bandwidth is the sum.
   Communicator* comm = m.distribution().comm;
   double bw = measure_read_bandwidth();
@@ -134,11 +140,12 @@ int cmd_bench(const Args& a) {
   if (comm) active = sum_over_ranks(*comm, active);
 
   double prefill_s = 0, decode_s = 0;
+  int64_t cache_bytes = 0;
   with_mode(a, [&]<class Bundle>() {
     std::vector<float> logits;
     // Warm-up: pages the weights in from the file and settles the caches; not timed.
     {
-      SequenceCache warm = m.new_cache();
+      SequenceCache warm = m.new_cache(type);
       std::vector<int32_t> w(prompt.begin(), prompt.begin() + std::min<int64_t>(P, 8));
       SequenceInput in{&warm, w};
       m.forward<Bundle>({&in, 1}, logits, LogitRows::Last);
@@ -148,12 +155,20 @@ int cmd_bench(const Args& a) {
         m.forward<Bundle>({&step, 1}, logits, LogitRows::Last);
       }
     }
-    SequenceCache cache = m.new_cache();
+    SequenceCache cache = m.new_cache(type);
+    if (context > 0) {
+      fill_synthetic_context(m, cache, context);
+      std::vector<int32_t> one{prompt[0]};
+      SequenceInput in{&cache, one};
+      m.forward<Bundle>({&in, 1}, logits, LogitRows::Last);  // one untimed step at that context
+    } else {
+      auto t0 = std::chrono::steady_clock::now();
+      SequenceInput in{&cache, prompt};
+      m.forward<Bundle>({&in, 1}, logits, LogitRows::Last);
+      prefill_s = seconds_since(t0);
+    }
+    cache_bytes = cache.total_bytes();
     auto t0 = std::chrono::steady_clock::now();
-    SequenceInput in{&cache, prompt};
-    m.forward<Bundle>({&in, 1}, logits, LogitRows::Last);
-    prefill_s = seconds_since(t0);
-    t0 = std::chrono::steady_clock::now();
     const double comm0 = comm ? comm->seconds_in_collectives() : 0;
     for (int64_t i = 0; i < N; ++i) {
       std::vector<int32_t> one{argmax(logits)};
@@ -166,7 +181,12 @@ int cmd_bench(const Args& a) {
   const double decode_tps = double(N) / decode_s, achieved = double(active) * decode_tps;
   std::printf("model           %s (%lld layers, mode %s, %d threads, isa %s)\n", a.get("model").c_str(),
               (long long)c.num_layers, a.get("mode", "fast").c_str(), num_threads(), cpu::isa_name(cpu::dispatch().isa));
-  std::printf("prefill         %lld tokens in %.3f s: %.2f tokens/s\n", (long long)P, prefill_s, double(P) / prefill_s);
+  if (context > 0)
+    std::printf("context         %lld positions (filled synthetically), cache %s: %.1f MiB\n", (long long)context,
+                cache_type_name(type), double(cache_bytes) / (1 << 20));
+  else
+    std::printf("prefill         %lld tokens in %.3f s: %.2f tokens/s (cache %s: %.1f MiB)\n", (long long)P, prefill_s,
+                double(P) / prefill_s, cache_type_name(type), double(cache_bytes) / (1 << 20));
   std::printf("decode          %lld tokens in %.3f s: %.3f tokens/s (%.1f ms/token)\n", (long long)N, decode_s,
               decode_tps, 1e3 / decode_tps);
   std::printf("active weights  %.1f MB per decoded token%s\n", double(active) / 1e6,
@@ -178,8 +198,10 @@ int cmd_bench(const Args& a) {
     std::printf("ranks           %d (expert parallel); rank 0 in collectives %.1f%% of decode (%.2f ms/token)\n",
                 comm->size(), 100.0 * comm_decode_s / decode_s, 1e3 * comm_decode_s / double(N));
   std::printf("{\"prefill_tokens_per_s\": %.4f, \"decode_tokens_per_s\": %.4f, \"active_bytes_per_token\": %lld, "
-              "\"achieved_gbps\": %.3f, \"read_bandwidth_gbps\": %.3f, \"roofline_fraction\": %.4f}\n",
-              double(P) / prefill_s, decode_tps, (long long)active, achieved / 1e9, bw / 1e9, achieved / bw);
+              "\"achieved_gbps\": %.3f, \"read_bandwidth_gbps\": %.3f, \"roofline_fraction\": %.4f, \"context\": %lld, "
+              "\"cache_type\": \"%s\", \"cache_bytes\": %lld}\n",
+              context > 0 ? 0.0 : double(P) / prefill_s, decode_tps, (long long)active, achieved / 1e9, bw / 1e9,
+              achieved / bw, (long long)context, cache_type_name(type), (long long)cache_bytes);
   return 0;
 }
 

@@ -73,6 +73,17 @@ int cmd_generate(const Args& a) {
   if (a.has("prompt") == a.has("prompt-ids")) fail("give --prompt TEXT or --prompt-ids IDS (one of them)");
   const SamplingParams sp = sampling_params(a);
   const KernelMode mode = kernel_mode(a);
+  const CacheType type = cache_type(a);
+  if (gpu && (type != CacheType::F32 || a.has("save-cache") || a.has("load-cache")))
+    fail("--cache-type, --save-cache and --load-cache are for the CPU backend (the CUDA backend keeps an f32 device cache)");
+  // --load-cache FILE: continue the saved session (the prompt follows what it holds);
+  // --save-cache FILE: write the session after generating (its cache, tokens and last logits).
+  auto open_session = [&](Session& s) {
+    if (a.has("load-cache")) s.restore(a.get("load-cache"));
+  };
+  auto close_session = [&](Session& s) {
+    if (a.has("save-cache")) s.save(a.get("save-cache"));
+  };
 
   if (a.has("prompt-ids")) {
     if (a.has("stop")) fail("--stop needs --prompt (text); with --prompt-ids there is no tokenizer");
@@ -93,9 +104,11 @@ int cmd_generate(const Args& a) {
       return 0;
     }
 #endif
-    Session s(m, mode);
+    Session s(m, mode, type);
+    open_session(s);
     s.prefill(prompt);
     const GenerationResult r = s.generate(sampler, g);
+    close_session(s);
     for (size_t i = 0; i < r.tokens.size(); ++i) std::printf("%s%d", i ? " " : "", r.tokens[i]);
     std::printf("\n");
     return 0;
@@ -121,13 +134,15 @@ int cmd_generate(const Args& a) {
   }
 #endif
   (void)gpu;
-  Session s(m, tok, mode);
+  Session s(m, tok, mode, type);
+  open_session(s);
   s.prefill(prompt);
   const GenerationResult r = s.generate(sampler, g, [](int32_t, std::string_view text) {
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::fflush(stdout);
     return true;
   });
+  close_session(s);
   std::printf("\n");
   std::fflush(stdout);
   std::fprintf(stderr, "[prompt %lld tokens in %.2f s (%.1f tokens/s); generated %zu tokens in %.2f s (%.2f tokens/s); stop: %s]\n",

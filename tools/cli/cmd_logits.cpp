@@ -42,6 +42,8 @@ int cmd_logits(const Args& a) {
       if (c < 1) fail("--chunks: chunk sizes must be >= 1");
   }
   const bool gpu = cuda_backend(a);
+  const CacheType type = cache_type(a);
+  if (gpu && type != CacheType::F32) fail("--cache-type ", cache_type_name(type), ": the CUDA backend keeps an f32 cache");
   const Model m = load_model(a);
   const int64_t B = int64_t(rows.size()), S = int64_t(rows[0].size()), V = m.config().vocab_size;
   std::vector<float> out(size_t(B * S * V));
@@ -82,7 +84,7 @@ int cmd_logits(const Args& a) {
   (void)gpu;
   with_mode(a, [&]<class Bundle>() {
     std::vector<SequenceCache> caches;
-    for (int64_t b = 0; b < B; ++b) caches.push_back(m.new_cache());
+    for (int64_t b = 0; b < B; ++b) caches.push_back(m.new_cache(type));
     int64_t done = 0;
     std::vector<float> logits;
     for (int64_t n : chunk_sizes()) {

@@ -101,6 +101,13 @@ void with_mode(const Args& a, Fn&& fn) {
   else fail("--mode: unknown mode '", mode, "' (reference or fast)");
 }
 
+// --cache-type f32 (default), bf16 or compact (model/cache_type.hpp).
+inline CacheType cache_type(const Args& a) {
+  const std::string t = a.get("cache-type", "f32");
+  if (t != "f32" && t != "bf16" && t != "compact") fail("--cache-type: unknown type '", t, "' (f32, bf16 or compact)");
+  return parse_cache_type(t);
+}
+
 // --backend cpu (default) or cuda; cuda only where this tool was built with the CUDA backend.
 inline bool cuda_backend(const Args& a) {
   const std::string b = a.get("backend", "cpu");

@@ -31,13 +31,6 @@ struct CacheFileExtras {
   std::vector<float> logits;    // the last next-token row, or empty
 };
 
-struct CacheFileAccess {
-  static SequenceCache& set(SequenceCache& c, int64_t pos) {
-    c.pos_ = pos;
-    return c;
-  }
-  static std::vector<AttentionState>& layers(SequenceCache& c) { return c.layers_; }
-};
 
 namespace cache_file_detail {
 
@@ -194,8 +187,8 @@ inline SequenceCache parse_cache_file(const Model& model, std::span<const uint8_
   const ModelConfig& c = model.config();
   if (layers != uint32_t(c.num_layers)) r.bad(std::to_string(layers) + " layers, the model has " + std::to_string(c.num_layers));
   SequenceCache cache = model.new_cache(CacheType(type));
-  CacheFileAccess::set(cache, position);
-  auto& states = CacheFileAccess::layers(cache);
+  CacheStateAccess::set_position(cache, position);
+  auto& states = CacheStateAccess::layers(cache);
   const int64_t ring_rows = std::max<int64_t>(c.sliding_window - 1, 0);
   for (uint32_t l = 0; l < layers; ++l) {
     const auto kind = r.pod<uint8_t>("layer kind");

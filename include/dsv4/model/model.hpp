@@ -48,11 +48,17 @@ class SequenceCache {
 
  private:
   friend class Model;
-  friend struct CacheFileAccess;
+  friend struct CacheStateAccess;
   const Model* owner_ = nullptr;
   int64_t pos_ = 0;
   CacheType type_ = CacheType::F32;
   std::vector<AttentionState> layers_;
+};
+
+// Builds a cache's state directly (restoring a saved file, synthetic long contexts for benchmarks).
+struct CacheStateAccess {
+  static void set_position(SequenceCache& c, int64_t pos) { c.pos_ = pos; }
+  static std::vector<AttentionState>& layers(SequenceCache& c) { return c.layers_; }
 };
 
 // One sequence's share of a batch: the tokens that continue it.
