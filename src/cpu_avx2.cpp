@@ -3,4 +3,5 @@
 
 namespace dsv4::cpu {
 MatmulFn matmul_fn_avx2() { return &simd_matmul<xsimd::fma3<xsimd::avx2>>; }
+IndexerFn indexer_fn_avx2() { return &simd_indexer_scores<xsimd::fma3<xsimd::avx2>>; }
 }  // namespace dsv4::cpu

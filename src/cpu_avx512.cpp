@@ -3,4 +3,5 @@
 
 namespace dsv4::cpu {
 MatmulFn matmul_fn_avx512() { return &simd_matmul<xsimd::avx512bw>; }
+IndexerFn indexer_fn_avx512() { return &simd_indexer_scores<xsimd::avx512bw>; }
 }  // namespace dsv4::cpu

@@ -8,12 +8,20 @@
 // dsv4::cpu_kernels library, which holds AVX2+FMA, AVX-512 and AVX-512 VNNI instances of the same
 // templates, and picks one at start-up from cpuid. DSV4_ISA=avx2|avx512|avx512vnni|generic in the
 // environment forces a lower one (tests use it to run the AVX2 path on AVX-512 machines).
+//
+// The Lightning Indexer scores (kernels/cpu/simd_indexer.hpp) have one more instance, AVX-512 with
+// AVX512_BF16 (vdpbf16ps, q rounded to bf16) for BF16 and FP4 keys. It is taken only where the CPU
+// runs vdpbf16ps faster than fp32 FMA (measured once at start-up, ~1 ms; it needs a 25% margin):
+// on Sapphire Rapids it is half as fast, so the fp32 instance runs there. DSV4_INDEXER_DOT=bf16|fp32
+// forces the choice (bf16 needs AVX512_BF16 and an AVX-512 ISA).
 #include <cstdlib>
 #include <string>
 #include <string_view>
 
 #include "dsv4/core/error.hpp"
+#include "dsv4/core/peak_flops.hpp"
 #include "dsv4/kernels/bundle.hpp"
+#include "dsv4/kernels/cpu/simd_indexer.hpp"
 #include "dsv4/kernels/cpu/simd_matmul.hpp"
 
 namespace dsv4::cpu {
@@ -36,7 +44,32 @@ using MatmulFn = void (*)(const Matrix&, const float*, int64_t, int64_t, float*,
 MatmulFn matmul_fn_avx2();    // src/cpu_avx2.cpp
 MatmulFn matmul_fn_avx512();  // src/cpu_avx512.cpp
 MatmulFn matmul_fn_avx512vnni();  // src/cpu_avx512vnni.cpp
+IndexerFn indexer_fn_avx2();        // src/cpu_avx2.cpp
+IndexerFn indexer_fn_avx512();      // src/cpu_avx512.cpp (also used for avx512vnni)
+IndexerFn indexer_fn_avx512bf16();  // src/cpu_avx512bf16.cpp: vdpbf16ps for BF16 / FP4 keys
 #endif
+
+// Whether the indexer takes its bf16-dot instance: DSV4_INDEXER_DOT, else measured speed.
+// `available`: the ISA chosen is AVX-512 and the CPU has AVX512_BF16.
+inline bool use_bf16_indexer(bool available) {
+  if (const char* env = std::getenv("DSV4_INDEXER_DOT")) {
+    const std::string_view want(env);
+    if (want == "fp32") return false;
+    if (want != "bf16") fail("DSV4_INDEXER_DOT='", want, "': expected bf16 or fp32");
+    if (!available) fail("DSV4_INDEXER_DOT=bf16: needs AVX512_BF16 and an AVX-512 ISA (DSV4_ISA)");
+    return true;
+  }
+  return available && bf16_dot_vs_fma_rate() > 1.25;
+}
+
+inline bool cpu_has_avx512bf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
 
 inline Isa detected_isa() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -52,6 +85,8 @@ inline Isa detected_isa() {
 struct Dispatch {
   Isa isa = Isa::Generic;
   MatmulFn matmul = nullptr;
+  IndexerFn indexer = nullptr;  // Lightning Indexer scores (kernels/cpu/indexer_scores.hpp)
+  bool indexer_bf16 = false;    // indexer is the bf16-dot instance
 };
 
 inline Dispatch choose_dispatch() {
@@ -70,10 +105,12 @@ inline Dispatch choose_dispatch() {
     d.isa = forced;
   }
 #if defined(DSV4_MULTIARCH)
-  if (d.isa == Isa::Avx512Vnni) d.matmul = matmul_fn_avx512vnni();
-  else if (d.isa == Isa::Avx512) d.matmul = matmul_fn_avx512();
-  else if (d.isa == Isa::Avx2) d.matmul = matmul_fn_avx2();
-  else d.matmul = &simd_matmul<xsimd::default_arch>;
+  if (d.isa == Isa::Avx512Vnni) d.matmul = matmul_fn_avx512vnni(), d.indexer = indexer_fn_avx512();
+  else if (d.isa == Isa::Avx512) d.matmul = matmul_fn_avx512(), d.indexer = indexer_fn_avx512();
+  else if (d.isa == Isa::Avx2) d.matmul = matmul_fn_avx2(), d.indexer = indexer_fn_avx2();
+  else d.matmul = &simd_matmul<xsimd::default_arch>, d.indexer = &simd_indexer_scores<xsimd::default_arch>;
+  if (use_bf16_indexer(int(d.isa) >= int(Isa::Avx512) && cpu_has_avx512bf16()))
+    d.indexer = indexer_fn_avx512bf16(), d.indexer_bf16 = true;
 #else
   // Header-only: one instance, for the architecture the compiler targets.
 #if defined(__AVX512VNNI__)
@@ -82,6 +119,13 @@ inline Dispatch choose_dispatch() {
   constexpr bool kVnni = false;
 #endif
   d.matmul = &simd_matmul<xsimd::default_arch, kVnni>;
+  d.indexer = &simd_indexer_scores<xsimd::default_arch>;
+#if defined(__AVX512BF16__)
+  if constexpr (kIsAvx512<xsimd::default_arch>)
+    if (use_bf16_indexer(true)) d.indexer = &simd_indexer_scores<xsimd::default_arch, true>, d.indexer_bf16 = true;
+#else
+  (void)use_bf16_indexer(false);  // DSV4_INDEXER_DOT=bf16 is refused: not compiled with -mavx512bf16
+#endif
   d.isa = kVnni                                ? Isa::Avx512Vnni
           : kIsAvx512<xsimd::default_arch>     ? Isa::Avx512
           : kIsAvx2<xsimd::default_arch>       ? Isa::Avx2
