@@ -12,7 +12,7 @@ build=$(cd "$1" && pwd) || exit 2
 seconds=$2
 here=$(cd "$(dirname "$0")" && pwd)
 status=0
-for name in safetensors config tokenizer; do
+for name in safetensors config tokenizer cache_file; do
   exe="$build/fuzz/fuzz_$name"
   if [ ! -x "$exe" ]; then
     echo "run.sh: $exe not found; build with -DDSV4_BUILD_FUZZ=ON" >&2

@@ -86,7 +86,7 @@ struct Reader {
     if (n != want) bad(std::string(what) + " holds " + std::to_string(n) + " values where this model's cache holds " + std::to_string(want));
     const uint8_t* p = take(size_t(n) * 4, what);
     v.resize(size_t(n));
-    std::memcpy(v.data(), p, size_t(n) * 4);
+    if (n > 0) std::memcpy(v.data(), p, size_t(n) * 4);
   }
   void floats(std::vector<float>& v, const char* what) { floats(v, int64_t(v.size()), what); }
   // Into a fresh store of this model's codec: the format and width must match; rows as expected.
@@ -213,7 +213,7 @@ inline SequenceCache parse_cache_file(const Model& model, std::span<const uint8_
   if (ntok < position || ntok > position + (int64_t(1) << 30)) r.bad("token count " + std::to_string(ntok) + " does not fit position " + std::to_string(position));
   const uint8_t* tp = r.take(size_t(ntok) * 4, "tokens");
   std::vector<int32_t> tokens(static_cast<size_t>(ntok));
-  std::memcpy(tokens.data(), tp, size_t(ntok) * 4);
+  if (ntok > 0) std::memcpy(tokens.data(), tp, size_t(ntok) * 4);
   for (int32_t t : tokens)
     if (t < 0 || t >= c.vocab_size) r.bad("token id " + std::to_string(t) + " outside the vocabulary");
   const size_t mark = r.at;
