@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "dsv4/attention/compressor.hpp"
+#include "dsv4/core/parallel.hpp"
+#include "dsv4/kernels/indexer_reference.hpp"
 
 namespace dsv4 {
 
@@ -49,26 +51,8 @@ void indexer_project(const IndexerWeights& w, const ModelConfig& c, const RopeTa
   compressor_project<B>(w.compressor, x, t, segs, p.a, p.z);
 }
 
-// Scores of the first `n` keys of `keys` for one query row, written to scores [n]:
-// score(w) = kscale · Σ_h g_h · relu(q_h · K[w]). The reference decodes each key and sums in
-// fp32 in this order; a bundle may bring its own kernel (B::indexer_scores, same contract).
-inline void indexer_scores_reference(const float* q /*[nh, ci]*/, const float* g /*[nh]*/, int64_t nh,
-                                     const RowCodec& codec, const uint8_t* keys /*[n, row_bytes]*/, int64_t n,
-                                     float kscale, float* scores /*[n]*/) {
-  const int64_t ci = codec.width, rb = codec.row_bytes();
-  std::vector<float> k(static_cast<size_t>(ci));
-  for (int64_t e = 0; e < n; ++e) {
-    codec.decode(keys + e * rb, k.data());
-    float sc = 0.f;
-    for (int64_t h = 0; h < nh; ++h) {
-      float dot = 0.f;
-      for (int64_t j = 0; j < ci; ++j) dot += q[h * ci + j] * k[size_t(j)];
-      sc += g[h] * std::max(dot, 0.f);
-    }
-    scores[e] = sc * kscale;
-  }
-}
-
+// A bundle may bring its own scoring kernel (B::indexer_scores, the contract of
+// kernels/indexer_reference.hpp); the others use the reference.
 template <class B>
 concept HasIndexerKernel = requires(const float* f, const RowCodec& rc, const uint8_t* k, float* s, int64_t n) {
   B::indexer_scores(f, f, n, rc, k, n, 1.0f, s);
@@ -83,12 +67,20 @@ void indexer_select(const ModelConfig& c, const float* q, const float* g, const 
   const float kscale = 1.0f / std::sqrt(float(c.index_head_dim));
   scores.resize(size_t(num_visible));
   const int64_t pages = (num_visible + pr - 1) / pr;
-  for (int64_t p = 0; p < pages; ++p) {
+  auto score_page = [&](int64_t p) {
     const int64_t n = std::min(pr, num_visible - p * pr);
     if constexpr (HasIndexerKernel<B>)
       B::indexer_scores(q, g, nh, keys.codec(), keys.page(p), n, kscale, &scores[size_t(p * pr)]);
     else
       indexer_scores_reference(q, g, nh, keys.codec(), keys.page(p), n, kscale, &scores[size_t(p * pr)]);
+  };
+  // Long contexts: the pages over the threads (each score is independent, so the result does not
+  // depend on the split); short ones in one call per page, which may thread inside.
+  if (pages > 1 && num_visible * nh * c.index_head_dim >= (int64_t(1) << 21) && num_threads() > 1) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t p = 0; p < pages; ++p) score_page(p);
+  } else {
+    for (int64_t p = 0; p < pages; ++p) score_page(p);
   }
   out.resize(size_t(num_visible));
   std::iota(out.begin(), out.end(), 0);

@@ -150,6 +150,11 @@ struct FastCpu {
                      int64_t row1) {
     cpu::dispatch().matmul(w, x, ldx, t, y, ldy, row0, row1);
   }
+  // The Lightning Indexer's scores (contract: kernels/indexer_reference.hpp).
+  static void indexer_scores(const float* q, const float* g, int64_t nh, const RowCodec& codec, const uint8_t* keys,
+                             int64_t n, float kscale, float* scores) {
+    cpu::dispatch().indexer(q, g, nh, codec, keys, n, kscale, scores);
+  }
 };
 static_assert(KernelBundle<FastCpu>);
 

@@ -25,27 +25,12 @@
 
 #include "dsv4/core/error.hpp"
 #include "dsv4/kernels/cpu/fast_bundle.hpp"
+#include "dsv4/kernels/indexer_reference.hpp"
 #include "dsv4/numeric/row_codec.hpp"
 
 namespace dsv4::cpu {
 
-inline void indexer_scores_reference(const float* q, const float* g, int64_t nh, const RowCodec& codec,
-                                     const uint8_t* keys, int64_t n, float kscale, float* scores) {
-  if (codec.format == RowFormat::Fp8Rope)
-    fail("indexer_scores: keys stored as ", row_format_name(codec.format), " are not supported (f32, bf16, fp4)");
-  const int64_t ci = codec.width, rb = codec.row_bytes();
-  std::vector<float> k(size_t(std::max<int64_t>(ci, 0)));
-  for (int64_t e = 0; e < n; ++e) {
-    codec.decode(keys + e * rb, k.data());
-    float sc = 0.f;
-    for (int64_t h = 0; h < nh; ++h) {
-      float dot = 0.f;
-      for (int64_t j = 0; j < ci; ++j) dot += q[h * ci + j] * k[size_t(j)];
-      sc += g[h] * std::max(dot, 0.f);
-    }
-    scores[e] = sc * kscale;
-  }
-}
+using dsv4::indexer_scores_reference;  // kernels/indexer_reference.hpp
 
 inline void indexer_scores(const float* q, const float* g, int64_t nh, const RowCodec& codec, const uint8_t* keys,
                            int64_t n, float kscale, float* scores) {
