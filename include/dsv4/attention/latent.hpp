@@ -147,7 +147,9 @@ void latent_attend_blocked(const LatentWeights& w, const ModelConfig& c, const R
   const float scale = 1.0f / std::sqrt(float(d));
   std::vector<std::vector<int64_t>> extras;
   std::vector<int64_t> uniq;
-  std::vector<float> K, Vt, logits, mask;
+  // Scratch kept per thread across calls: at long context a decode step gathers tens of MB, and
+  // fresh allocations of that size cost page faults on every step.
+  static thread_local std::vector<float> K, Vt, logits, mask;
   int64_t i0 = 0;
   while (i0 < s.count) {
     // Block size: keep the logits of a block near 2M floats.
@@ -178,8 +180,13 @@ void latent_attend_blocked(const LatentWeights& w, const ModelConfig& c, const R
       else win.ring.decode(p % ring, dst);
     }
     for (size_t u = 0; u < uniq.size(); ++u) entries->decode(uniq[u], &K[size_t((nw + int64_t(u)) * d)]);
-    for (int64_t j = 0; j < nk; ++j)
-      for (int64_t x = 0; x < d; ++x) Vt[size_t(x * nk + j)] = K[size_t(j * d + x)];
+    // Vt = K^T in 32 × 32 tiles (a plain loop strides through memory and dominates at long context).
+    for (int64_t j0 = 0; j0 < nk; j0 += 32)
+      for (int64_t x0 = 0; x0 < d; x0 += 32) {
+        const int64_t j1 = std::min(nk, j0 + 32), x1 = std::min(d, x0 + 32);
+        for (int64_t x = x0; x < x1; ++x)
+          for (int64_t j = j0; j < j1; ++j) Vt[size_t(x * nk + j)] = K[size_t(j * d + x)];
+      }
     // mask[i, j] = 0 where query i sees key j, -inf elsewhere.
     mask.assign(size_t(nq * nk), -std::numeric_limits<float>::infinity());
     for (int64_t i = 0; i < nq; ++i) {

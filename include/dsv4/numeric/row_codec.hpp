@@ -13,6 +13,7 @@
 // A group's scale is the smallest power of two s with max|x| / s <= the format's largest value
 // (448 for E4M3, 6 for E2M1); an all-zero group gets 2^-127.
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -82,6 +83,16 @@ inline uint8_t f32_to_e2m1(float x) {
   return best == 0 ? 0 : uint8_t(sign | best);  // -0 is stored as 0
 }
 
+// Every E4M3 code decoded once (decoding a cache row is a table lookup per value).
+inline const float* e4m3_table() {
+  static const auto t = [] {
+    std::array<float, 256> v{};
+    for (int c = 0; c < 256; ++c) v[size_t(c)] = e4m3_to_f32(uint8_t(c));
+    return v;
+  }();
+  return t.data();
+}
+
 struct RowCodec {
   RowFormat format = RowFormat::F32;
   int64_t width = 0;  // values per row
@@ -146,13 +157,21 @@ struct RowCodec {
         for (int64_t j = 0; j < rope; ++j) out[n + j] = bf16_to_f32(load_u16(in + 2 * j));
         const uint8_t* q = in + 2 * rope;
         const uint8_t* scales = q + n;
-        for (int64_t j = 0; j < n; ++j) out[j] = e4m3_to_f32(q[j]) * e8m0_to_f32(scales[j / kFp8Group]);
+        const float* lut = e4m3_table();
+        for (int64_t g0 = 0; g0 < n; g0 += kFp8Group) {
+          const float s = e8m0_to_f32(scales[g0 / kFp8Group]);
+          const int64_t g1 = std::min(n, g0 + kFp8Group);
+          for (int64_t j = g0; j < g1; ++j) out[j] = lut[q[j]] * s;
+        }
         return;
       }
       case RowFormat::Fp4: {
         const uint8_t* scales = in + (width + 1) / 2;
-        for (int64_t j = 0; j < width; ++j)
-          out[j] = e2m1_to_f32(uint8_t(in[j / 2] >> ((j & 1) * 4))) * e8m0_to_f32(scales[j / kFp4Group]);
+        for (int64_t g0 = 0; g0 < width; g0 += kFp4Group) {
+          const float s = e8m0_to_f32(scales[g0 / kFp4Group]);
+          const int64_t g1 = std::min(width, g0 + kFp4Group);
+          for (int64_t j = g0; j < g1; ++j) out[j] = kE2m1Values[(in[j / 2] >> ((j & 1) * 4)) & 0xF] * s;
+        }
         return;
       }
     }
