@@ -8,7 +8,7 @@ $sudo apt-get update -qq
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   g++ clang cmake ninja-build pkg-config libc6-dev \
   libeigen3-dev libxsimd-dev catch2 libbenchmark-dev libomp-dev nlohmann-json3-dev libpcre2-dev \
-  libclang-rt-14-dev libopenmpi-dev openmpi-bin libcpp-httplib-dev curl >/dev/null
+  libclang-rt-14-dev libopenmpi-dev openmpi-bin libcpp-httplib-dev curl gnuplot-nox >/dev/null
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build
 echo "== dsv4 info (tests/data/tiny/orig: a 6-layer DeepSeek-V4 with random weights, release formats)"
