@@ -1,7 +1,7 @@
 #pragma once
 // The machine's arithmetic peak, measured: every OpenMP thread runs a loop of independent
-// multiply-add chains (16 vector accumulators, enough to cover the FMA latency on two ports) for a
-// fixed time. Benchmarks quote their FLOP/s as a fraction of this, measured in the same run, like
+// multiply-add chains (16 zmm or 12 ymm accumulators, more than the FMA latency times two ports)
+// for a fixed time. Benchmarks quote their FLOP/s as a fraction of this, measured in the same run, like
 // memory bandwidth (core/bandwidth.hpp).
 //
 //   fp32  vfmadd231ps on the widest vectors allowed (AVX-512, else AVX2+FMA): 2 FLOP per lane.
@@ -28,7 +28,8 @@ struct PeakFlops {
 
 namespace peak_detail {
 
-inline constexpr int kChains = 16;
+inline constexpr int kChains = 16;      // zmm accumulators (of 32 registers)
+inline constexpr int kChainsAvx2 = 12;  // ymm: 16 registers hold 12 accumulators and the 2 constants
 
 // Each loop runs `iters` rounds of kChains independent vector operations and returns a value that
 // depends on all of them (so nothing is optimized away). The chains converge (x <- x*m + c with
@@ -52,15 +53,15 @@ __attribute__((target("avx512f"))) inline float fma_loop_avx512(int64_t iters) {
 }
 
 __attribute__((target("avx2,fma"))) inline float fma_loop_avx2(int64_t iters) {
-  __m256 acc[kChains];
-  for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_ps(float(i) * 0.01f);
+  __m256 acc[kChainsAvx2];
+  for (int i = 0; i < kChainsAvx2; ++i) acc[i] = _mm256_set1_ps(float(i) * 0.01f);
   const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-3f);
   for (int64_t it = 0; it < iters; ++it) {
 #pragma GCC unroll 16
-    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_fmadd_ps(acc[i], m, c);
+    for (int i = 0; i < kChainsAvx2; ++i) acc[i] = _mm256_fmadd_ps(acc[i], m, c);
   }
   __m256 s = acc[0];
-  for (int i = 1; i < kChains; ++i) s = _mm256_add_ps(s, acc[i]);
+  for (int i = 1; i < kChainsAvx2; ++i) s = _mm256_add_ps(s, acc[i]);
   alignas(32) float v[8];
   _mm256_store_ps(v, s);
   float r = 0;
@@ -105,8 +106,9 @@ double run_all_threads(Loop loop, double flop_per_iter, double seconds) {
     iters *= 4;
   }
   double best = 0;
-  for (int rep = 0; rep < 2; ++rep) {  // two halves of the time; the better one (noise only slows)
-    const int64_t n = std::max<int64_t>(1, iters / 2);
+  constexpr int kReps = 8;  // short runs, the best one: noise (another process, an interrupt) only slows
+  for (int rep = 0; rep < kReps; ++rep) {
+    const int64_t n = std::max<int64_t>(1, iters / kReps);
     std::chrono::steady_clock::time_point t0;
     int threads = 1;
     float total = 0;
@@ -177,7 +179,7 @@ inline PeakFlops measure_peak_flops(bool allow_avx512 = true, double seconds = 0
     p.fp32 = run_all_threads(fma_loop_avx512, kChains * 16 * 2.0, t);
     p.fp32_isa = "avx512";
   } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    p.fp32 = run_all_threads(fma_loop_avx2, kChains * 8 * 2.0, t);
+    p.fp32 = run_all_threads(fma_loop_avx2, kChainsAvx2 * 8 * 2.0, t);
     p.fp32_isa = "avx2";
   }
   if (bf16) p.bf16 = run_all_threads(bf16_loop_avx512, kChains * 64.0, seconds / 2);

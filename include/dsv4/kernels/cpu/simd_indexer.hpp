@@ -11,9 +11,8 @@
 // kKeys keys x HV head vectors of accumulators: per key dimension it loads HV vectors of q and
 // broadcasts one element of each key (AVX-512: 6 x 4 = 24 zmm accumulators, 10 loads per 24 FMA).
 // Then relu, times g, a horizontal sum per key. F32 rows read in place are prefetched one
-// micro-kernel ahead. OpenMP threads take chunks of kChunkBlocks blocks dynamically (above
-// kIndexerParallelMacs); a key's score does not depend on the split, so any thread count gives the
-// same bits.
+// micro-kernel ahead. OpenMP threads (above kIndexerParallelMacs) take chunks of blocks dynamically;
+// a key's score does not depend on the split, so any thread count gives the same bits.
 //
 // Numerics.
 //   fp32 path (all formats without kBf16Dot; F32 keys always): keys decoded exactly to fp32 (BF16
@@ -60,7 +59,8 @@ struct IndexerKernel {
   static constexpr int kKeys = 6;                    // keys per micro-kernel
   static constexpr int kHeadVecs = kAvx512 ? 4 : 2;  // head vectors per micro-kernel (16 ymm: 12 + 2 + 1)
   static constexpr int kBlock = 2 * kKeys;           // keys decoded per block: 12 x ci values
-  static constexpr int kChunkBlocks = 8;             // blocks per unit of work for a thread (96 keys)
+  static constexpr int kChunkBlocks = 8;             // at least this many blocks per unit of work (96 keys)
+  static constexpr int kChunksPerThread = 8;         // else ~8 units per thread: long streams, still balanced
 
   // Aligned scratch that only grows (no allocation per call once grown, none per key block).
   struct Scratch {
@@ -374,9 +374,11 @@ struct IndexerKernel {
     // Keys read in place: F32 on the fp32 path, BF16 of even width on the bf16 path.
     const bool direct = kBf16Dot ? codec.format == RowFormat::BF16 && ci % 2 == 0 : codec.format == RowFormat::F32;
     const int threads = n * nh * ci >= kIndexerParallelMacs && n > kBlock * kChunkBlocks ? num_threads() : 1;
-    // Chunks of kChunkBlocks blocks handed out dynamically: a thread that the OS (or a busy
-    // machine) holds back does not hold the others up for a static share.
-    const int64_t chunk_keys = kBlock * kChunkBlocks, chunks = (n + chunk_keys - 1) / chunk_keys;
+    // Chunks of blocks handed out dynamically: a thread that the OS (or a busy machine) holds back
+    // does not hold the others up for a static share; ~8 per thread keep F32 rows streaming.
+    const int64_t blocks = (n + kBlock - 1) / kBlock;
+    const int64_t chunk_keys = kBlock * std::max<int64_t>(kChunkBlocks, blocks / (int64_t(threads) * kChunksPerThread));
+    const int64_t chunks = (n + chunk_keys - 1) / chunk_keys;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
       thread_local Scratch tbuf;
