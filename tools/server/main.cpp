@@ -1,7 +1,7 @@
 // dsv4-server: an OpenAI-compatible HTTP server over one model.
 //   dsv4-server --model DIR [--tokenizer DIR] [--host 127.0.0.1] [--port 8000 (0: any free port)]
 //               [--model-name NAME] [--max-batch 8] [--max-queue 64] [--max-tokens 256]
-//               [--mode fast|reference] [--threads N]
+//               [--mode fast|reference] [--threads N] [--cache-type f32|bf16|compact]
 // Endpoints: POST /v1/chat/completions, POST /v1/completions (both with "stream": true as
 // server-sent events), GET /v1/models, GET /health. Requests are decoded together by a
 // BatchEngine; HTTP is cpp-httplib, JSON nlohmann-json. Prints "listening on http://HOST:PORT"
@@ -142,7 +142,7 @@ int run(int argc, char** argv) {
   using dsv4::cli::Args;
   const Args a(argc, argv, 1,
                {"model", "tokenizer", "host", "port", "model-name", "max-batch", "max-queue", "max-tokens", "mode",
-                "threads"},
+                "threads", "cache-type"},
                {});
   dsv4::cli::apply_threads(a);
   const std::string host = a.get("host", "127.0.0.1");
@@ -152,6 +152,7 @@ int run(int argc, char** argv) {
   eo.max_batch = int(dsv4::cli::parse_int(a.get("max-batch", "8"), "--max-batch"));
   eo.max_queue = size_t(dsv4::cli::parse_int(a.get("max-queue", "64"), "--max-queue"));
   eo.mode = parse_kernel_mode(a.get("mode", "fast"));
+  eo.cache_type = dsv4::cli::cache_type(a);
   if (eo.max_batch < 1 || eo.max_batch > 256) fail("--max-batch: must be in [1, 256]");
 
   const Model model = Model::load(a.get("model"));

@@ -92,6 +92,7 @@ struct BatchEngineOptions {
   size_t max_queue = 64;         // requests waiting beyond max_batch; submit() refuses more
   int64_t prefill_chunk = 256;   // prompt tokens a sequence enters per step
   KernelMode mode = KernelMode::Fast;
+  CacheType cache_type = CacheType::F32;  // how each sequence's cache stores its values (model/cache_type.hpp)
 };
 
 class BatchEngine {
@@ -154,8 +155,8 @@ class BatchEngine {
   };
   // One sequence being generated.
   struct Slot {
-    Slot(const Model& m, const text::Tokenizer& tok, KernelMode mode, Pending p)
-        : req(std::move(p.req)), handle(std::move(p.handle)), session(m, tok, mode), sampler(req.sampling),
+    Slot(const Model& m, const text::Tokenizer& tok, KernelMode mode, CacheType cache, Pending p)
+        : req(std::move(p.req)), handle(std::move(p.handle)), session(m, tok, mode, cache), sampler(req.sampling),
           out(m, &tok, req.options) {
       sampler.set_context(req.prompt);
     }
@@ -228,7 +229,7 @@ class BatchEngine {
         while (int(slots.size()) < opts_.max_batch && !queue_.empty()) {
           Pending p = std::move(queue_.front());
           queue_.pop_front();
-          slots.push_back(std::make_unique<Slot>(model_, tokenizer_, opts_.mode, std::move(p)));
+          slots.push_back(std::make_unique<Slot>(model_, tokenizer_, opts_.mode, opts_.cache_type, std::move(p)));
         }
         active_count_ = slots.size();
       }
