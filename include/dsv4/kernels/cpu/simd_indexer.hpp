@@ -10,9 +10,10 @@
 // lie, BF16 / FP4 keys are otherwise decoded into a per-thread tile first. The micro-kernel keeps
 // kKeys keys x HV head vectors of accumulators: per key dimension it loads HV vectors of q and
 // broadcasts one element of each key (AVX-512: 6 x 4 = 24 zmm accumulators, 10 loads per 24 FMA).
-// Then relu, times g, a horizontal sum per key. F32 rows read in place are prefetched one
-// micro-kernel ahead. OpenMP threads (above kIndexerParallelMacs) take chunks of blocks dynamically;
-// a key's score does not depend on the split, so any thread count gives the same bits.
+// Then relu, times g, a horizontal sum per key. Rows are prefetched a micro-kernel ahead (read in
+// place) or a block ahead (decoded). OpenMP threads (above kIndexerParallelMacs) take chunks of
+// blocks dynamically; a key's score does not depend on the split, so any thread count gives the
+// same bits.
 //
 // Numerics.
 //   fp32 path (all formats without kBf16Dot; F32 keys always): keys decoded exactly to fp32 (BF16
@@ -406,9 +407,10 @@ struct IndexerKernel {
                 k[e] =
                     direct ? static_cast<const void*>(keys + (b0 + ee) * rb) : static_cast<const void*>(tile + ee * st);
               }
-              // Read in place: fetch the next kKeys rows (within this chunk) meanwhile.
-              const int64_t next = b0 + t0 + kKeys, ahead = std::min<int64_t>(e_end - next, kKeys);
-              const int64_t pf_lines = direct && c0 == 0 && ahead > 0 ? (ahead * rb + 63) / 64 : 0;
+              // Meanwhile fetch the rows used next (within this chunk): read in place, those of the
+              // next micro-kernel; decoded, this micro-kernel's share of the next block.
+              const int64_t next = b0 + t0 + (direct ? kKeys : kBlock), ahead = std::min<int64_t>(e_end - next, kKeys);
+              const int64_t pf_lines = c0 == 0 && ahead > 0 ? (ahead * rb + 63) / 64 : 0;
               const uint8_t* pf = pf_lines > 0 ? keys + next * rb : keys;
               micro_any(hv, k, qc, gp + c0 * L, st, part + t0, pf, pf_lines);
             }
