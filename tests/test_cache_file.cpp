@@ -119,6 +119,21 @@ TEST_CASE("save/restore: the resumed session continues like the uninterrupted on
   CHECK(std::equal(a.logits().begin(), a.logits().end(), b.logits().begin()));
 }
 
+TEST_CASE("save/restore: a DeepSeek-V3 (MLA) session resumes too", "[cachefile][v3]") {
+  const Model m = Model::load(std::string(DSV4_TEST_DATA) + "/v3tiny/orig");
+  const int64_t V = m.config().vocab_size;
+  TempFile f;
+  Session a(m, KernelMode::Fast);
+  a.prefill(prompt(33, V));
+  a.save(f.path);
+  Session b(m, KernelMode::Fast);
+  b.restore(f.path);
+  const auto more = prompt(5, V, 3);
+  a.prefill(more), b.prefill(more);
+  CHECK(std::equal(a.logits().begin(), a.logits().end(), b.logits().begin()));
+  CHECK_THROWS_WITH(Session(m, KernelMode::Fast, CacheType::Compact), Catch::Contains("MLA"));
+}
+
 TEST_CASE("save/restore: other models, damage and truncation are refused, nothing changes", "[cachefile]") {
   const Model& m = tiny();
   const int64_t V = m.config().vocab_size;

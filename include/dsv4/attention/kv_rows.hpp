@@ -69,19 +69,10 @@ class KvRows {
   }
 
   void set(int64_t i, const float* x /*[width]*/) { codec_.encode(x, row(i)); }
-  void append(const float* x /*[width]*/) {
-    if (fixed_) fail("cache: append to a ring");
-    if (rows_ == num_pages() * page_rows_) pages_.push_back(std::make_unique_for_overwrite<uint8_t[]>(size_t(page_rows_ * rb_)));
-    ++rows_;
-    set(rows_ - 1, x);
-  }
-  // Restoring a saved store: rows_ rows of raw bytes, appended page by page.
+  void append(const float* x /*[width]*/) { codec_.encode(x, grow()); }
+  // Restoring a saved store: n rows of raw bytes [n, row_bytes].
   void append_raw(const uint8_t* bytes, int64_t n) {
-    for (int64_t k = 0; k < n; ++k) {
-      if (fixed_) fail("cache: append to a ring");
-      if (rows_ == num_pages() * page_rows_) pages_.push_back(std::make_unique_for_overwrite<uint8_t[]>(size_t(page_rows_ * rb_)));
-      std::copy_n(bytes + k * rb_, rb_, row(rows_++));
-    }
+    for (int64_t k = 0; k < n; ++k) std::copy_n(bytes + k * rb_, rb_, grow());
   }
 
   KvRows() = default;
@@ -100,6 +91,13 @@ class KvRows {
   KvRows& operator=(KvRows&&) noexcept = default;
 
  private:
+  // One more row at the end (a new page when the last is full); returns where it goes.
+  uint8_t* grow() {
+    if (fixed_) fail("cache: append to a ring");
+    if (rows_ == num_pages() * page_rows_) pages_.push_back(std::make_unique_for_overwrite<uint8_t[]>(size_t(page_rows_ * rb_)));
+    return row(rows_++);
+  }
+
   RowCodec codec_;
   int64_t rb_ = 0, page_rows_ = 1, rows_ = 0;
   bool fixed_ = false;
