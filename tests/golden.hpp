@@ -88,6 +88,39 @@ inline std::vector<GoldenCase> golden_cases(const std::string& architecture) {
   return out;
 }
 
+// golden_cases(architecture), cached, failing when there is none.
+inline const std::vector<GoldenCase>& required_golden_cases(const std::string& architecture) {
+  static std::map<std::string, std::vector<GoldenCase>> cached;
+  auto it = cached.find(architecture);
+  if (it == cached.end()) {
+    auto c = golden_cases(architecture);
+    if (c.empty()) fail("no ", architecture, " golden case under '", golden_root(), "'");
+    it = cached.emplace(architecture, std::move(c)).first;
+  }
+  return it->second;
+}
+
+// Feeds `ids` through a fresh cache of type `type`: in one pass when `chunks` is empty, else the
+// listed chunk sizes, then one token at a time. Returns every row's logits [S, V].
+template <class Bundle = Fp32Reference>
+std::vector<float> run_in_chunks(const Model& m, std::span<const int32_t> ids, const std::vector<int64_t>& chunks,
+                                 ForwardTrace* trace = nullptr, CacheType type = CacheType::F32) {
+  SequenceCache cache = m.new_cache(type);
+  const int64_t V = m.config().vocab_size, S = int64_t(ids.size());
+  std::vector<float> out, logits;
+  int64_t done = 0;
+  size_t next = 0;
+  while (done < S) {
+    int64_t n = chunks.empty() ? S : next < chunks.size() ? chunks[next++] : 1;
+    n = std::min(n, S - done);
+    SequenceInput in{&cache, ids.subspan(size_t(done), size_t(n))};
+    m.forward<Bundle>({&in, 1}, logits, LogitRows::All, trace);
+    out.insert(out.end(), logits.begin(), logits.begin() + n * V);
+    done += n;
+  }
+  return out;
+}
+
 inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   if (a.size() != b.size()) return 1e30;
   double m = 0;

@@ -50,32 +50,12 @@ double allowed_error(const RowCodec& c, const std::vector<float>& x, int64_t j) 
   return 0;
 }
 
-const std::vector<GoldenCase>& v4_cases() {
-  static const std::vector<GoldenCase> all = [] {
-    auto c = dsv4::testing::golden_cases("DeepseekV4ForCausalLM");
-    if (c.empty()) fail("no DeepSeek-V4 golden case under '", dsv4::testing::golden_root(), "'");
-    return c;
-  }();
-  return all;
-}
+const std::vector<GoldenCase>& v4_cases() { return dsv4::testing::required_golden_cases("DeepseekV4ForCausalLM"); }
 
 template <class Bundle>
 std::vector<float> run(const Model& m, CacheType type, const std::vector<int32_t>& ids,
                        const std::vector<int64_t>& chunks) {
-  SequenceCache cache = m.new_cache(type);
-  const int64_t V = m.config().vocab_size, S = int64_t(ids.size());
-  std::vector<float> out, logits;
-  int64_t done = 0;
-  size_t next = 0;
-  while (done < S) {
-    int64_t n = chunks.empty() ? S : next < chunks.size() ? chunks[next++] : 1;
-    n = std::min(n, S - done);
-    SequenceInput in{&cache, std::span<const int32_t>(ids).subspan(size_t(done), size_t(n))};
-    m.forward<Bundle>({&in, 1}, logits, LogitRows::All);
-    out.insert(out.end(), logits.begin(), logits.begin() + n * V);
-    done += n;
-  }
-  return out;
+  return dsv4::testing::run_in_chunks<Bundle>(m, ids, chunks, nullptr, type);
 }
 
 double top1_agreement(const std::vector<float>& a, const std::vector<float>& b, int64_t V) {

@@ -14,14 +14,7 @@ namespace {
 constexpr double kFp32Bound = 1e-3;
 
 // Every DeepSeek-V4 case of the golden folder (tests/data/tiny at least).
-const std::vector<GoldenCase>& cases() {
-  static const std::vector<GoldenCase> all = [] {
-    auto c = dsv4::testing::golden_cases("DeepseekV4ForCausalLM");
-    if (c.empty()) fail("no DeepSeek-V4 golden case under '", dsv4::testing::golden_root(), "'");
-    return c;
-  }();
-  return all;
-}
+const std::vector<GoldenCase>& cases() { return dsv4::testing::required_golden_cases("DeepseekV4ForCausalLM"); }
 
 // The two layouts of a case and the expected outputs of each.
 constexpr std::pair<const char*, const char*> kLayouts[] = {{"/hf", "/expected.safetensors"},
@@ -30,20 +23,7 @@ constexpr std::pair<const char*, const char*> kLayouts[] = {{"/hf", "/expected.s
 template <class Bundle = Fp32Reference>
 std::vector<float> run(const Model& m, const std::vector<int32_t>& ids, const std::vector<int64_t>& chunks,
                        ForwardTrace* trace = nullptr) {
-  SequenceCache cache = m.new_cache();
-  const int64_t V = m.config().vocab_size, S = int64_t(ids.size());
-  std::vector<float> out, logits;
-  int64_t done = 0;
-  size_t next = 0;
-  while (done < S) {
-    int64_t n = chunks.empty() ? S : next < chunks.size() ? chunks[next++] : 1;
-    n = std::min(n, S - done);
-    SequenceInput in{&cache, std::span<const int32_t>(ids).subspan(size_t(done), size_t(n))};
-    m.forward<Bundle>({&in, 1}, logits, LogitRows::All, trace);
-    out.insert(out.end(), logits.begin(), logits.begin() + n * V);
-    done += n;
-  }
-  return out;
+  return dsv4::testing::run_in_chunks<Bundle>(m, ids, chunks, trace);
 }
 
 template <class Bundle = Fp32Reference>
