@@ -1,53 +1,127 @@
 // GEMV bandwidth on the device: a stored-format matrix streamed by DeviceMatrix::matvec_device,
-// against a device-to-device copy timed in the same run (bytes read + written).
+// against a device-to-device copy timed in the same run (bytes read + written). Each measurement
+// rotates over 4 device copies of the matrix (random bytes; 4 x 59 MB at least, well above the L2),
+// with random x; the FP8/FP4 rows give the tensor-core path and the earlier FMA kernels ("legacy",
+// set_legacy_gemv) side by side. The last lines are a table: scheme, shape, batch, GB/s, fraction.
 // Build: nvcc -std=c++20 -O3 -arch=sm_90 -Iinclude bench/cuda_gemv_bench.cu src/cuda/gemv.cu
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "dsv4/cuda/gemv.hpp"
 
 using namespace dsv4;
 
-template <class F>
-float time_ms(F f, int reps) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a), cudaEventCreate(&b);
-  f();
-  cudaEventRecord(a);
-  for (int i = 0; i < reps; ++i) f();
-  cudaEventRecord(b);
-  cudaEventSynchronize(b);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, a, b);
-  return ms / float(reps);
+namespace {
+
+void ck(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
 }
 
+// Median over `rounds` of the mean time of `reps` calls, in ms.
+template <class F>
+float time_ms(F f, int reps, int rounds = 5) {
+  cudaEvent_t a, b;
+  ck(cudaEventCreate(&a), "event"), ck(cudaEventCreate(&b), "event");
+  for (int i = 0; i < 3; ++i) f(i);
+  ck(cudaDeviceSynchronize(), "warm-up");
+  std::vector<float> t;
+  for (int r = 0; r < rounds; ++r) {
+    cudaEventRecord(a);
+    for (int i = 0; i < reps; ++i) f(i);
+    cudaEventRecord(b);
+    ck(cudaEventSynchronize(b), "timing");
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    t.push_back(ms / float(reps));
+  }
+  ck(cudaGetLastError(), "kernels");
+  std::sort(t.begin(), t.end());
+  cudaEventDestroy(a), cudaEventDestroy(b);
+  return t[t.size() / 2];
+}
+
+struct Row {
+  std::string name;
+  long long n, k, batch;
+  double gbs, frac;
+};
+
+}  // namespace
+
 int main() {
-  const int64_t n = 16384, k = 7168;  // ~59 MB FP4, ~117 MB FP8: well above the 50 MB L2
-  std::vector<uint8_t> q(size_t(n * k), 0x35), s(size_t(n * k / 32 + 1), 127);
-  float *x, *y;
-  cudaMalloc(&x, size_t(32 * k) * 4), cudaMalloc(&y, size_t(32 * n) * 4);
-  cudaMemset(x, 0, size_t(32 * k) * 4);
+  if (!cuda::device_available()) {
+    std::printf("SKIP: no CUDA device\n");
+    return 77;
+  }
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<int> byte(0, 255), sbyte(118, 130);
+  std::normal_distribution<float> normal(0.f, 1.f);
+
   void *c0, *c1;
   const size_t cb = size_t(1) << 30;
-  cudaMalloc(&c0, cb), cudaMalloc(&c1, cb);
-  const float copy_ms = time_ms([&] { cudaMemcpy(c1, c0, cb, cudaMemcpyDeviceToDevice); }, 10);
+  ck(cudaMalloc(&c0, cb), "alloc"), ck(cudaMalloc(&c1, cb), "alloc");
+  ck(cudaMemset(c0, 1, cb), "memset");
+  const float copy_ms = time_ms([&](int) { cudaMemcpyAsync(c1, c0, cb, cudaMemcpyDeviceToDevice); }, 10);
   const double copy_gbs = 2.0 * double(cb) / copy_ms / 1e6;
+  cudaFree(c0), cudaFree(c1);
   std::printf("d2d copy: %.1f GB/s (read+write)\n", copy_gbs);
-  const Matrix fp4 = Fp4GroupMatrix{q.data(), s.data(), n, k, 32};
-  const Matrix fp8 = Fp8BlockMatrix{q.data(), s.data(), false, n, k, 128, 128};
-  const Matrix bf16 = Bf16Matrix{q.data(), n, k / 2};
-  for (auto [name, m] : {std::pair{"fp4", &fp4}, std::pair{"fp8", &fp8}, std::pair{"bf16", &bf16}}) {
-    const cuda::MatrixView v = cuda::view_of(*m);
-    const cuda::DeviceMatrix d(v);
-    for (int64_t batch : {1, 8, 32}) {
-      const float ms = time_ms([&] { d.matvec_device(x, y, batch, nullptr); }, 20);
-      const double gbs = double(v.data_bytes + v.scale_bytes) / ms / 1e6;
-      std::printf("%-5s n=%lld k=%lld batch=%-3lld %.3f ms  %.1f GB/s  %.0f%% of copy\n", name, (long long)v.n,
-                  (long long)v.k, (long long)batch, ms, gbs, 100.0 * gbs / copy_gbs);
+
+  const int kMaxBatch = 32, kCopies = 4;
+  std::vector<Row> rows;
+  // DSV4_GEMV_BENCH_QUICK=1: the big shape at batch 1 on the tensor-core path only (for a profiler).
+  const bool quick = std::getenv("DSV4_GEMV_BENCH_QUICK") != nullptr;
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{16384, 7168}, std::pair<int64_t, int64_t>{4096, 4096}}) {
+    if (quick && n != 16384) continue;
+    std::vector<uint8_t> q(size_t(n * k)), s(size_t(n * k / 32 + 1));
+    for (auto& b : q) b = uint8_t(byte(rng));
+    for (auto& b : s) b = uint8_t(sbyte(rng));
+    std::vector<uint8_t> q8 = q;
+    for (auto& b : q8)
+      if ((b & 0x7F) == 0x7F) b = 0x7E;  // no E4M3 NaN codes
+    std::vector<uint8_t> qb = q;  // BF16: finite values of moderate size
+    for (size_t i = 1; i < qb.size(); i += 2) qb[i] = uint8_t(0x3c + (qb[i] & 1) + ((qb[i] & 0x80) ? 0x80 : 0));
+    std::vector<float> xh(size_t(kMaxBatch * k));
+    for (auto& v : xh) v = normal(rng);
+    float *x, *y;
+    ck(cudaMalloc(&x, xh.size() * 4), "alloc"), ck(cudaMalloc(&y, size_t(kMaxBatch * n) * 4), "alloc");
+    ck(cudaMemcpy(x, xh.data(), xh.size() * 4, cudaMemcpyHostToDevice), "copy");
+    const Matrix fp4 = Fp4GroupMatrix{q.data(), s.data(), n, k, 32};
+    const Matrix fp8 = Fp8BlockMatrix{q8.data(), s.data(), false, n, k, 128, 128};
+    const Matrix bf16 = Bf16Matrix{qb.data(), n, k / 2};
+    for (auto [name, m] : {std::pair{"fp4", &fp4}, std::pair{"fp8", &fp8}, std::pair{"bf16", &bf16}}) {
+      const cuda::MatrixView v = cuda::view_of(*m);
+      std::vector<std::unique_ptr<cuda::DeviceMatrix>> d;
+      for (int c = 0; c < kCopies; ++c) d.push_back(std::make_unique<cuda::DeviceMatrix>(v));
+      for (const bool legacy : {false, true}) {
+        if (legacy && std::string(name) == "bf16") continue;  // one BF16 kernel
+        if (quick && (legacy || std::string(name) == "bf16")) continue;
+        cuda::set_legacy_gemv(legacy);
+        const std::string label = std::string(name) + (legacy ? "-legacy" : "");
+        for (int64_t batch : {1, 2, 4, 8, 16, 32}) {
+          if (quick && batch != 1) continue;
+          const float ms = time_ms([&](int i) { d[size_t(i % kCopies)]->matvec_device(x, y, batch, nullptr); }, 20);
+          const double gbs = double(v.data_bytes + v.scale_bytes) / ms / 1e6;
+          std::printf("%-12s n=%lld k=%lld batch=%-3lld %8.1f us  %7.1f GB/s  %5.1f%% of copy\n", label.c_str(),
+                      (long long)v.n, (long long)v.k, (long long)batch, ms * 1e3, gbs, 100.0 * gbs / copy_gbs);
+          rows.push_back({label, (long long)v.n, (long long)v.k, (long long)batch, gbs, gbs / copy_gbs});
+        }
+      }
+      cuda::set_legacy_gemv(false);
     }
+    cudaFree(x), cudaFree(y);
   }
+  std::printf("\nscheme        n      k      batch  GB/s    of copy (%.0f GB/s)\n", copy_gbs);
+  for (const Row& r : rows)
+    std::printf("%-12s %-6lld %-6lld %-6lld %-7.0f %.2f\n", r.name.c_str(), r.n, r.k, r.batch, r.gbs, r.frac);
   return 0;
 }

@@ -1,5 +1,8 @@
 // The CUDA GEMV on every stored weight scheme against the CPU decode (decode_row + fp32 dot), at
-// sizes with partial scale tiles, batch 1 and 3. Exits 77 (ctest SKIP) when no GPU is present.
+// sizes with partial scale tiles, batch 1 and 3; the tensor-core FP8/FP4 path (batch chunks of 1..8,
+// matrices of 300 to 17003 rows, K not a multiple of the pipeline step, unaligned scale rows, x of a
+// wide dynamic range, E8M0 scale 0) and the earlier FMA kernels (set_legacy_gemv; FP8 tiles of 32
+// columns always take those). Exits 77 (ctest SKIP) when no GPU is present.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -12,8 +15,14 @@ using namespace dsv4;
 
 namespace {
 
-int check_scheme(int scheme, int64_t n, int64_t k, int64_t batch, std::mt19937& rng) {
-  std::uniform_int_distribution<int> byte(0, 255), scale_byte(120, 130);
+struct Opts {
+  int64_t fp8_block = 32;  // FP8 scale tile (bm = bn)
+  int scale_lo = 120, scale_hi = 130;
+  bool wide_x = false;     // x spanning ~2^-20 .. 2^14 in magnitude
+};
+
+int check_scheme(int scheme, int64_t n, int64_t k, int64_t batch, std::mt19937& rng, const Opts& o = {}) {
+  std::uniform_int_distribution<int> byte(0, 255), scale_byte(o.scale_lo, o.scale_hi), expo(-20, 14);
   std::normal_distribution<float> normal(0.f, 1.f);
   std::vector<uint8_t> q, s;
   Matrix m;
@@ -36,7 +45,7 @@ int check_scheme(int scheme, int64_t n, int64_t k, int64_t batch, std::mt19937& 
       break;
     case 2: {
       name = "fp8-block";
-      const int64_t bm = 32, bn = 32;
+      const int64_t bm = o.fp8_block, bn = o.fp8_block;
       q.resize(size_t(n * k));
       for (auto& b : q) b = uint8_t(byte(rng) & 0xF7);  // no NaN codes
       s.resize(size_t(((n + bm - 1) / bm) * ((k + bn - 1) / bn)));
@@ -55,7 +64,7 @@ int check_scheme(int scheme, int64_t n, int64_t k, int64_t batch, std::mt19937& 
     }
   }
   std::vector<float> x(size_t(batch * k)), y(size_t(batch * n)), row(static_cast<size_t>(k));
-  for (auto& v : x) v = normal(rng);
+  for (auto& v : x) v = o.wide_x ? std::ldexp(normal(rng), expo(rng)) : normal(rng);
   const cuda::DeviceMatrix dm(cuda::view_of(m));
   dm.matvec(x, y, batch);
   double worst = 0;
@@ -72,8 +81,8 @@ int check_scheme(int scheme, int64_t n, int64_t k, int64_t batch, std::mt19937& 
     }
   }
   const bool ok = worst < 1e-5;
-  std::printf("%-10s n=%lld k=%lld batch=%lld  max rel err %.3g  %s\n", name, (long long)n, (long long)k,
-              (long long)batch, worst, ok ? "ok" : "FAIL");
+  std::printf("%-10s n=%lld k=%lld batch=%lld%s  max rel err %.3g  %s\n", name, (long long)n, (long long)k,
+              (long long)batch, cuda::legacy_gemv() ? " (legacy)" : "", worst, ok ? "ok" : "FAIL");
   return ok ? 0 : 1;
 }
 
@@ -91,6 +100,23 @@ int main() {
   // K a multiple of 32: the vector path; N and batch 11 leave partial 8-row blocks and batch chunks.
   for (int scheme = 0; scheme < 4; ++scheme)
     for (int64_t batch : {1, 11}) failures += check_scheme(scheme, 1031, 4096, batch, rng);
+  // The tensor-core path (FP8 scheme 2, FP4 scheme 3) and, after it, the earlier FMA kernels.
+  for (const bool legacy : {false, true}) {
+    cuda::set_legacy_gemv(legacy);
+    for (int scheme = 2; scheme < 4; ++scheme) {
+      for (int64_t batch : {1, 2, 3, 8}) failures += check_scheme(scheme, 1031, 4096, batch, rng, {128});
+      if (legacy) continue;
+      // Row counts for 1..8 warps an item, partial last items.
+      for (int64_t batch : {1, 8}) failures += check_scheme(scheme, 9001, 1024, batch, rng, {128});
+      for (int64_t batch : {1, 8}) failures += check_scheme(scheme, 17003, 1024, batch, rng, {128});
+      // K not a multiple of 128 (a partial K chunk, FP4 scale rows not word-aligned, a partial FP8 tile).
+      for (int64_t batch : {2, 5}) failures += check_scheme(scheme, 300, 4000, batch, rng, {128});
+      // x of a wide dynamic range, E8M0 scales down to 0 (2^-127).
+      failures += check_scheme(scheme, 700, 2048, 1, rng, {128, 0, 135, true});
+      failures += check_scheme(scheme, 700, 2048, 7, rng, {128, 0, 135, true});
+    }
+  }
+  cuda::set_legacy_gemv(false);
   std::printf("%d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
 }

@@ -4,7 +4,12 @@
 #include "kernels.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
+
+#include <cuda_fp16.h>
 
 namespace dsv4::cuda {
 namespace {
@@ -130,6 +135,554 @@ __global__ void gemv_vec_kernel(MatrixView w, const float* __restrict__ x, int64
 
 }  // namespace
 
+// ---------------------------------------------------------------------------------------------
+// Tensor-core GEMV for FP8 (E4M3) and FP4 (E2M1) weights, batch chunks of up to 8 rows of x.
+//
+// Why: decoding E2M1/E4M3 to fp32 and one FFMA per value and batch row keep the FMA path far
+// under the memory rate (FP4 carries two values per byte; at batch 8 the FFMAs alone exceed the
+// issue rate). Here the weights are decoded to f16 (exact for both formats), x is split exactly
+// into three f16 parts, and mma.sync m16n8k16 (f16 x f16, f32 accumulate) forms the dot products.
+//
+// Numerics: every product w * x_part is exact (at most 4 x 11 significant bits); x = 2^-a (h0 + h1 +
+// h2) with a chosen per batch row from max|x| (max|x| 2^a in [2^14, 2^15)), which is exact for
+// every element down to 2^-16 max|x| (below that the error is under 2^-40 max|x| per element). Each
+// 32-column group's two k16 products (three parts each) sum in the tensor core's fp32 adder, the
+// group's weight scale multiplies that sum, and the groups add in fp32 (FFMA); the warps' K slices
+// and the parts add in a fixed order. So the result is the fp32 dot product up to summation order
+// and rounding (the tensor core's adder truncates), deterministic from run to run.
+//
+// Layout: mma lane (g, t) (g = lane / 4, t = lane % 4) holds rows g and g + 8 of a 16-row item and,
+// per 32-column group, columns 8t .. 8t + 7 of it: 4 bytes of FP4 or 8 bytes of FP8 per row. The k
+// order inside an mma is free (A and B agree), so those 8 columns fill the lane's k slots of the
+// group's two mmas in whatever order the decode produces them, and the block builds x's f16 parts
+// (the B fragments) in that order in shared memory. The weights reach shared memory by cp.async in
+// row segments of 128 bytes (coalesced; lanes reading their own fragments straight from global
+// memory touch 8 rows an instruction and ran at under half the rate), each warp through its own
+// ring of stages.
+// FP4: the nibble s.c (c = 3 magnitude bits) becomes the E4M3 byte (s << 7) | (c << 2), exactly
+// 2^-6 times the E2M1 value (c = 1 lands on an E4M3 subnormal), and the hardware converts E4M3
+// pairs to f16 pairs (FP8 weights take that conversion directly); the 2^6 returns with the final
+// scale. FP8 needs scale tiles of whole 128-column steps (bn a multiple of 128; others take the
+// FMA kernels); FP4 groups of 32.
+namespace tc {
+
+constexpr int kWarps = 8, kThreads = 32 * kWarps;
+// 32-column groups a step: 128 bytes of a row (FP4: 8 groups, FP8: 4).
+template <int Kind>
+constexpr int kGpw = Kind == MatrixView::Fp4Group ? 8 : 4;
+constexpr int kRedBytes = 2 * kWarps * 32 * 16;  // the warps' partial sums, two items deep
+
+__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  __trap();  // the host dispatch takes this path only on compute capability >= 8.0
+#endif
+}
+
+// Two E4M3 bytes (low 16 bits of v) to an f16 pair, exactly.
+__device__ __forceinline__ uint32_t e4m3x2_h2(uint32_t v) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(v & 0xFFFFu), __NV_E4M3);
+  return uint32_t(h.x) | (uint32_t(h.y) << 16);
+}
+
+// One lane's 8 columns of one row -> 4 f16 pairs p[0..3]; p[0], p[1] fill the group's first mma
+// (k slots 2t,2t+1 and 2t+8,2t+9), p[2], p[3] the second. The x pairs in the same order:
+// FP4 columns (0,2) (4,6) (1,3) (5,7), FP8 (0,1) (2,3) (4,5) (6,7) (relative to 8t).
+__device__ __forceinline__ void decode_fp4(uint32_t q, uint32_t (&p)[4]) {
+  const uint32_t lo = ((q << 2) & 0x1C1C1C1Cu) | ((q << 4) & 0x80808080u);  // E4M3 of nibbles 0 2 4 6
+  const uint32_t hi = ((q >> 2) & 0x1C1C1C1Cu) | (q & 0x80808080u);         // nibbles 1 3 5 7
+  p[0] = e4m3x2_h2(lo), p[1] = e4m3x2_h2(lo >> 16), p[2] = e4m3x2_h2(hi), p[3] = e4m3x2_h2(hi >> 16);
+}
+__device__ __forceinline__ void decode_fp8(uint2 q, uint32_t (&p)[4]) {
+  p[0] = e4m3x2_h2(q.x), p[1] = e4m3x2_h2(q.x >> 16), p[2] = e4m3x2_h2(q.y), p[3] = e4m3x2_h2(q.y >> 16);
+}
+
+// E8M0 byte -> 2^(b-127), b = 0 the subnormal 2^-127 (b = 255, NaN, gives +inf: still non-finite).
+__device__ __forceinline__ float e8m0_fast(uint32_t b) { return __uint_as_float(max(b << 23, 0x00400000u)); }
+
+// x (fp32, already scaled by 2^a) -> three f16 parts whose sum is x (see above). a, c: one pair.
+__device__ __forceinline__ void split3(float a, float c, uint32_t& h0, uint32_t& h1, uint32_t& h2) {
+  const __half2 p0 = __floats2half2_rn(a, c);
+  const float2 f0 = __half22float2(p0);
+  const float ra = a - f0.x, rc = c - f0.y;
+  const __half2 p1 = __floats2half2_rn(ra, rc);
+  const float2 f1 = __half22float2(p1);
+  const __half2 p2 = __floats2half2_rn(ra - f1.x, rc - f1.y);
+  h0 = *reinterpret_cast<const uint32_t*>(&p0);
+  h1 = *reinterpret_cast<const uint32_t*>(&p1);
+  h2 = *reinterpret_cast<const uint32_t*>(&p2);
+}
+
+// Biased exponent field of the power of two 2^a that brings max|x| (as bits) into [2^14, 2^15),
+// clamped so that 2^a and 2^-a are normal floats.
+__device__ __forceinline__ uint32_t xscale_field(uint32_t maxbits) {
+  const int e = int(maxbits >> 23);
+  return uint32_t(min(max(268 - e, 13), 253));
+}
+
+struct Args {
+  const MatrixView* mats = nullptr;  // experts: device views, job = routing slot s, matrix mats[experts[s]]
+  const int32_t* experts = nullptr;
+  MatrixView w;                      // plain: the matrix, job = chunk of 8 batch rows
+  const float* x = nullptr;
+  int64_t ldx = 0, x_div = 1;        // experts: x row s / x_div
+  float* y = nullptr;
+  int64_t ldy = 0, row0 = 0, nrows = 0;
+  int batch = 0;
+  int split = 1;   // warps per 16-row item (each a slice of K); divides kWarps
+  int kp = 0;      // 32-column groups per K pass (a multiple of kGpw): one pass's B fits shared memory
+};
+
+// A warp's weight pipeline: each step is 16 rows x 128 bytes (FP4: 8 groups, FP8: 4), copied with
+// cp.async (a warp instruction covers 4 rows x 128 contiguous bytes) into one of D shared stages;
+// rows padded so that the fragment reads (LDS.32 FP4 / LDS.64 FP8) hit distinct banks.
+template <int Kind>
+constexpr int kStride = Kind == MatrixView::Fp4Group ? 144 : 160;  // bytes a row in a stage
+template <int Kind>
+constexpr int kStageBytes = 16 * kStride<Kind>;
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Persistent GEMV: grid (blocks per job, jobs). A block builds the f16 parts of its job's x for a K
+// pass in shared memory, then groups of `split` warps take 16-row items in turn (item = group,
+// group + groups, ...), each warp streaming its K slice through a D-stage cp.async pipeline that
+// runs on across items; a group's partial sums meet in shared memory at each item's end. Rows and
+// K slices past the matrix read as zeros. Deterministic: fixed slices, fixed order of sums.
+// NM = 1: the three parts of every batch row are columns p * nb + b of one B matrix (nb <= 2);
+// NM = 3: part p is B matrix p, column b.
+template <int Kind, int NM, int MinBlocks, int D>
+__global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a) {
+  extern __shared__ uint4 smem[];
+  __shared__ uint32_t xmax[8];
+  constexpr bool kFp4 = Kind == MatrixView::Fp4Group;
+  constexpr int GPW = kGpw<Kind>;            // groups a step
+  constexpr int kBpg = kFp4 ? 16 : 32;       // bytes of a row per group
+  constexpr int ST = kStride<Kind>;
+  static_assert(GPW * kBpg == 128 && GPW % 4 == 0, "a step is 128 bytes of a row, groups in fours");
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+
+  MatrixView w;
+  const float* x;
+  float* y;
+  int nb;
+  int64_t ldx, ldy, rbase, rend, yoff;
+  if (a.mats != nullptr) {
+    const int64_t slot = blockIdx.y;
+    w = a.mats[a.experts[slot]];
+    x = a.x + (slot / a.x_div) * w.k, ldx = w.k;
+    y = a.y + slot * w.n, ldy = w.n;
+    nb = 1, rbase = 0, rend = w.n, yoff = 0;
+  } else {
+    w = a.w;
+    const int b0 = blockIdx.y * 8;
+    nb = min(8, a.batch - b0);
+    x = a.x + int64_t(b0) * a.ldx, ldx = a.ldx;
+    y = a.y + int64_t(b0) * a.ldy, ldy = a.ldy;
+    rbase = a.row0, rend = a.row0 + a.nrows, yoff = a.row0;
+  }
+  const int64_t K = w.k;
+  const int ngroups = int(K / 32);
+  const int ncols = NM == 1 ? 3 * nb : nb;  // B columns in use
+  const int S = a.split, sw = warp % S, GB = kWarps / S;
+  const int gg = blockIdx.x * GB + warp / S, NG = gridDim.x * GB;
+  const int nitems = int((rend - rbase + 15) / 16);
+  const int my_items = gg < nitems ? (nitems - gg + NG - 1) / NG : 0;
+  const int kp = a.kp;
+  const int sl = ((kp + S - 1) / S + GPW - 1) / GPW * GPW;  // groups of a warp's slice of a pass
+  const int spi = sl / GPW;                                // steps per item
+  const int nsteps = my_items * spi;
+
+  const int64_t rowbytes = kFp4 ? K / 2 : K;
+  const int64_t sc = kFp4 ? K / 32 : (K + w.bn - 1) / w.bn;  // scale columns
+  const bool s_word = kFp4 && sc % 8 == 0;                  // FP4: a step's 8 scale bytes as one load
+  const int gpb = kFp4 ? 1 : int(w.bn / 32);                // FP8: groups per scale block (a multiple of 4)
+  const bool gpb_pow2 = (gpb & (gpb - 1)) == 0;
+  const int gpb_shift = __ffs(gpb) - 1;
+
+  // smem (uint4 units): B fragments [group of the pass][part matrix][column][t], the partial sums,
+  // then the warps' stages.
+  const int bstride = NM * ncols * 4;
+  const int boff = g * 4 + t;
+  const int red_off = kp * bstride;
+  const uint32_t stage0 = uint32_t(__cvta_generic_to_shared(smem + red_off + kRedBytes / 16)) +
+                          uint32_t(warp * D * kStageBytes<Kind>);
+  const unsigned char* stage_ptr = reinterpret_cast<const unsigned char*>(smem + red_off + kRedBytes / 16) +
+                                   warp * D * kStageBytes<Kind>;
+
+  uint32_t sv[D][2][2];  // FP4: a step's 8 scale bytes a row (two words); FP8: the step's scale ([0])
+  int ld_item = -1;
+  int64_t ld_srow[2] = {0, 0};  // FP8: scale row offsets of the item being loaded
+
+  // Issues the copies of step (il, st) of pass [g0, g1) into stage d, and loads its scales.
+  auto issue = [&](int d, int il, int st, int g0, int g1) {
+    const int64_t rb = rbase + int64_t(gg + il * NG) * 16;
+    const int gs = g0 + sw * sl, gi0 = gs + st * GPW;
+    const int gend = min(g1, gs + sl);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int c = lane + 32 * k, row = c / 8, piece = c % 8;
+      const int64_t r = rb + row;
+      const bool valid = r < rend && gi0 + (kFp4 ? piece : piece / 2) < gend;
+      const uint8_t* src = valid ? w.data + r * rowbytes + int64_t(gi0) * kBpg + 16 * piece : w.data;
+      cp_async16(stage0 + uint32_t(d * kStageBytes<Kind> + row * ST + 16 * piece), src, valid);
+    }
+    if constexpr (!kFp4) {
+      if (ld_item != il) {
+        ld_item = il;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t r = rb + g + 8 * h;
+          ld_srow[h] = ((r < rend ? r : rend - 1) / w.bm) * sc;
+        }
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t r = rb + g + 8 * h;
+      const bool rl = r < rend;
+      if constexpr (kFp4) {
+        const uint8_t* sp = w.scale + r * sc + gi0;
+        uint32_t v0 = 0u, v1 = 0u;
+        if (rl && s_word && gi0 + 7 < gend) {
+          const uint2 v = __ldg(reinterpret_cast<const uint2*>(sp));
+          v0 = v.x, v1 = v.y;
+        } else if (rl) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e)
+            if (gi0 + e < gend) (e < 4 ? v0 : v1) |= uint32_t(__ldg(sp + e)) << (8 * (e % 4));
+        }
+        sv[d][0][h] = v0, sv[d][1][h] = v1;
+      } else {  // a step's 4 groups lie in one scale block (bn a multiple of 128)
+        uint32_t v = 0u;
+        if (rl && gi0 < gend) {
+          const int64_t si = ld_srow[h] + (gpb_pow2 ? (gi0 >> gpb_shift) : gi0 / gpb);
+          v = w.scale_is_f32 ? __ldg(reinterpret_cast<const uint32_t*>(w.scale) + si) : uint32_t(__ldg(w.scale + si));
+        }
+        sv[d][0][h] = v;
+      }
+    }
+  };
+
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  int parity = 0;
+
+  // Multiplies stage d (step (il, st)) into acc; at an item's last step the group adds its partial
+  // sums and writes (pass 0) or adds to (later passes) y.
+  auto compute = [&](int d, int il, int st, int g0, int g1, bool first_pass) {
+    const int gs = g0 + sw * sl, gl0 = sw * sl + st * GPW;  // group in the pass
+    const int gend = min(g1, gs + sl) - g0;
+    const unsigned char* sb = stage_ptr + d * kStageBytes<Kind> + g * ST + (kFp4 ? 4 : 8) * t;
+    constexpr int JB = NM == 1 ? 4 : 2;  // groups whose mmas are issued together
+#pragma unroll
+    for (int h4 = 0; h4 < GPW; h4 += JB) {
+      float dd[JB][4];
+#pragma unroll
+      for (int jj = 0; jj < JB; ++jj) {
+        const int j = h4 + jj;
+        dd[jj][0] = dd[jj][1] = dd[jj][2] = dd[jj][3] = 0.f;
+        // Groups past the slice hold zero weights (the copies zero-fill them): computed, not
+        // branched around, with a valid group's x parts.
+        const int gb = max(0, min(gl0 + j, gend - 1));
+        uint4 B[NM];
+#pragma unroll
+        for (int m = 0; m < NM; ++m)
+          B[m] = g < ncols ? smem[gb * bstride + m * ncols * 4 + boff] : make_uint4(0u, 0u, 0u, 0u);
+        uint32_t pa[4], pb[4];
+        if constexpr (kFp4) {
+          decode_fp4(*reinterpret_cast<const uint32_t*>(sb + 16 * j), pa);
+          decode_fp4(*reinterpret_cast<const uint32_t*>(sb + 8 * ST + 16 * j), pb);
+        } else {
+          decode_fp8(*reinterpret_cast<const uint2*>(sb + 32 * j), pa);
+          decode_fp8(*reinterpret_cast<const uint2*>(sb + 8 * ST + 32 * j), pb);
+        }
+#pragma unroll
+        for (int m = NM - 1; m >= 0; --m) {  // smallest part first
+          mma16816(dd[jj], pa[0], pb[0], pa[1], pb[1], B[m].x, B[m].y);
+          mma16816(dd[jj], pa[2], pb[2], pa[3], pb[3], B[m].z, B[m].w);
+        }
+      }
+#pragma unroll
+      for (int jj = 0; jj < JB; ++jj) {
+        const int j = h4 + jj;
+        float s0, s1;
+        if constexpr (kFp4) {
+          s0 = e8m0_fast((sv[d][j / 4][0] >> (8 * (j % 4))) & 0xFFu);
+          s1 = e8m0_fast((sv[d][j / 4][1] >> (8 * (j % 4))) & 0xFFu);
+        } else if (w.scale_is_f32) {
+          s0 = __uint_as_float(sv[d][0][0]), s1 = __uint_as_float(sv[d][0][1]);
+        } else {
+          s0 = e8m0_fast(sv[d][0][0]), s1 = e8m0_fast(sv[d][0][1]);
+        }
+        acc[0] = fmaf(dd[jj][0], s0, acc[0]);
+        acc[1] = fmaf(dd[jj][1], s0, acc[1]);
+        acc[2] = fmaf(dd[jj][2], s1, acc[2]);
+        acc[3] = fmaf(dd[jj][3], s1, acc[3]);
+      }
+    }
+    if (st != spi - 1) return;
+    // The item's end.
+    float4* red = reinterpret_cast<float4*>(smem + red_off);
+    red[(parity * kWarps + warp) * 32 + lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    acc[0] = acc[1] = acc[2] = acc[3] = 0.f;
+    if (S > 1)
+      asm volatile("bar.sync %0, %1;" ::"r"(1 + warp / S), "r"(32 * S) : "memory");
+    else
+      __syncwarp();
+    const int64_t rb = rbase + int64_t(gg + il * NG) * 16;
+    const float* redf = reinterpret_cast<const float*>(red + (parity * kWarps + (warp - sw)) * 32);
+    for (int o = sw * 32 + lane; o < 16 * nb; o += 32 * S) {
+      const int b = o % nb, rr = o / nb;
+      const int64_t r = rb + rr;
+      if (r >= rend) continue;
+      float v = 0.f;
+#pragma unroll
+      for (int p = 0; p < (NM == 1 ? 3 : 1); ++p) {
+        const int n = NM == 1 ? p * nb + b : b;
+        const int ln = (rr % 8) * 4 + n / 2, reg = (rr / 8) * 2 + (n & 1);
+        float vp = 0.f;
+        for (int s2 = 0; s2 < S; ++s2) vp += redf[(s2 * 32 + ln) * 4 + reg];
+        v += vp;
+      }
+      // 2^-a, and 2^6 for FP4 (a normal float: the field is at most 254 - 13 + 6).
+      v *= __uint_as_float((254u - xscale_field(xmax[b]) + (kFp4 ? 6u : 0u)) << 23);
+      float* yp = y + int64_t(b) * ldy + (r - yoff);
+      *yp = first_pass ? v : *yp + v;
+    }
+    parity ^= 1;
+  };
+
+  // One stream of steps per warp over (pass, item, step of the slice); the copies run D - 1 steps
+  // ahead, across item and pass boundaries. A pass's first step waits for the block to build its
+  // B (the block's barriers: every warp passes them once a pass, working or not).
+  const int passes = (ngroups + kp - 1) / kp, total = passes * nsteps;
+  auto advance = [&](int& p, int& il, int& st) {
+    if (++st == spi) {
+      st = 0;
+      if (++il == my_items) il = 0, ++p;
+    }
+  };
+  int lp = 0, lil = 0, lst = 0, cpass = 0, cil = 0, cst = 0;
+#pragma unroll
+  for (int d = 0; d < D - 1; ++d) {
+    if (d < total) {
+      issue(d, lil, lst, lp * kp, min(ngroups, lp * kp + kp));
+      advance(lp, lil, lst);
+    }
+    cp_commit();
+  }
+  if (tid < 8) xmax[tid] = 0u;
+  __syncthreads();
+  // max |x| per batch row (float bits: non-negative floats order as integers; NaN above inf).
+  for (int b = 0; b < nb; ++b) {
+    uint32_t m = 0;
+    const float4* xb = reinterpret_cast<const float4*>(x + int64_t(b) * ldx);
+#pragma unroll 4
+    for (int64_t j = tid; j < K / 4; j += kThreads) {
+      const float4 v = __ldg(xb + j);
+      m = max(m, max(max(__float_as_uint(v.x) & 0x7FFFFFFFu, __float_as_uint(v.y) & 0x7FFFFFFFu),
+                     max(__float_as_uint(v.z) & 0x7FFFFFFFu, __float_as_uint(v.w) & 0x7FFFFFFFu)));
+    }
+    for (int o = 16; o > 0; o /= 2) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if (lane == 0) atomicMax(&xmax[b], m);
+  }
+  // Builds pass p's x parts: unit (b, group, t) = 8 columns of one batch row; kU units a thread at once.
+  auto prep = [&](int p) {
+    __syncthreads();  // xmax complete; the previous pass's B no longer read
+    constexpr int kU = 2;
+    const int g0 = p * kp, ngp = min(ngroups, g0 + kp) - g0, nunits = nb * ngp * 4;
+    for (int u0 = tid; u0 < nunits; u0 += kU * kThreads) {
+      float4 v[kU][2];
+#pragma unroll
+      for (int k = 0; k < kU; ++k) {
+        const int u = u0 + k * kThreads;
+        if (u >= nunits) break;
+        const int ut = u & 3, G = (u >> 2) % ngp, b = (u >> 2) / ngp;
+        const float4* xp = reinterpret_cast<const float4*>(x + int64_t(b) * ldx + int64_t(g0 + G) * 32 + 8 * ut);
+        v[k][0] = __ldg(xp), v[k][1] = __ldg(xp + 1);
+      }
+#pragma unroll
+      for (int k = 0; k < kU; ++k) {
+        const int u = u0 + k * kThreads;
+        if (u >= nunits) break;
+        const int ut = u & 3, G = (u >> 2) % ngp, b = (u >> 2) / ngp;
+        const float mul = __uint_as_float(xscale_field(xmax[b]) << 23);
+        const float f[8] = {v[k][0].x * mul, v[k][0].y * mul, v[k][0].z * mul, v[k][0].w * mul,
+                            v[k][1].x * mul, v[k][1].y * mul, v[k][1].z * mul, v[k][1].w * mul};
+        uint32_t hh[3][4];
+#pragma unroll
+        for (int qq = 0; qq < 4; ++qq) {
+          const int i0 = kFp4 ? ((qq & 1) * 4 + (qq >> 1)) : 2 * qq;  // FP4: 0 4 1 5; FP8: 0 2 4 6
+          const int i1 = kFp4 ? i0 + 2 : i0 + 1;
+          split3(f[i0], f[i1], hh[0][qq], hh[1][qq], hh[2][qq]);
+        }
+#pragma unroll
+        for (int pp = 0; pp < 3; ++pp) {
+          const int m = NM == 1 ? 0 : pp, n = NM == 1 ? pp * nb + b : b;
+          smem[G * bstride + (m * ncols + n) * 4 + ut] = make_uint4(hh[pp][0], hh[pp][1], hh[pp][2], hh[pp][3]);
+        }
+      }
+    }
+    __syncthreads();
+  };
+  if (total == 0) {  // no items for this warp: it still helps build every pass's B
+    for (int p = 0; p < passes; ++p) prep(p);
+    return;
+  }
+  for (int q0 = 0; q0 < total; q0 += D) {
+#pragma unroll
+    for (int d = 0; d < D; ++d) {
+      const int qi = q0 + d;
+      if (qi >= total) break;
+      if (cil == 0 && cst == 0) prep(cpass);
+      __syncwarp();  // every lane is done with the stage the next copy overwrites (step qi - 1's)
+      if (qi + D - 1 < total) {
+        issue((d + D - 1) % D, lil, lst, lp * kp, min(ngroups, lp * kp + kp));
+        advance(lp, lil, lst);
+      }
+      cp_commit();
+      cp_wait<D - 1>();  // step qi's copies have landed (this lane's) ...
+      __syncwarp();      // ... and every lane's
+      compute(d, cil, cst, cpass * kp, min(ngroups, cpass * kp + kp), cpass == 0);
+      advance(cpass, cil, cst);
+    }
+  }
+  cp_wait<0>();
+}
+
+int sm_count() {
+  static const int n = [] {
+    int d = 0, v = 0;
+    if (cudaGetDevice(&d) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, d) != cudaSuccess)
+      v = 0;
+    (void)cudaGetLastError();
+    return v > 0 ? v : 132;
+  }();
+  return n;
+}
+
+bool supported() {  // mma.sync m16n8k16 f16 needs compute capability 8.0
+  static const bool ok = [] {
+    int d = 0, major = 0;
+    const bool r = cudaGetDevice(&d) == cudaSuccess &&
+                   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d) == cudaSuccess && major >= 8;
+    (void)cudaGetLastError();
+    return r;
+  }();
+  return ok;
+}
+
+// The dynamic shared memory a kernel may ask for (past the default 48 KB); set once per kernel.
+template <class Kernel>
+void allow_smem(Kernel k, int bytes) {
+  check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "gemv smem");
+}
+
+// Pipeline depth variants (stages a warp; two blocks a multiprocessor, 112 KB each, of which the
+// stages and partial sums leave the rest for B). DSV4_CUDA_GEMV_VARIANT=0|1 picks one (tuning; on
+// the H200 two stages gave FP4/FP8 0.39/0.72 of the copy rate at batch 1, three 0.37/0.70, four
+// 0.36/0.67).
+struct Variant {
+  int min_blocks, depth;
+};
+constexpr int kNumVariants = 2;
+constexpr Variant kVariants[kNumVariants] = {{2, 2}, {2, 3}};
+constexpr int kBlockSmem = 112 * 1024;
+int variant() {
+  static const int v = [] {
+    const char* e = std::getenv("DSV4_CUDA_GEMV_VARIANT");
+    const int x = e ? std::atoi(e) : 0;
+    return x >= 0 && x < kNumVariants ? x : 0;
+  }();
+  return v;
+}
+
+template <int Kind, int NM, int V>
+void launch_v(const Args& a, dim3 grid, int smem, cudaStream_t st) {
+  constexpr Variant var = kVariants[V];
+  auto* k = pgemv_kernel<Kind, NM, var.min_blocks, var.depth>;
+  static const bool once = (allow_smem(k, kBlockSmem), true);
+  (void)once;
+  k<<<grid, kThreads, smem, st>>>(a);
+}
+
+// Launches pgemv_kernel for `jobs` jobs of `nrows` rows each, K columns, up to nb_max batch rows.
+template <int Kind>
+void launch(Args a, int64_t jobs, int64_t nrows, int64_t K, int nb_max, cudaStream_t st) {
+  constexpr int GPW = kGpw<Kind>;
+  const int V = variant();
+  const Variant var = kVariants[V];
+  const bool one = nb_max <= 2;
+  const int ncols = one ? 3 * nb_max : nb_max;
+  const int64_t group_bytes = int64_t(one ? 1 : 3) * ncols * 64, ngroups = K / 32;
+  const int64_t stages = int64_t(kWarps) * var.depth * kStageBytes<Kind>;
+  const int64_t kp_max = std::max<int64_t>(GPW, (kBlockSmem - stages - kRedBytes) / group_bytes / GPW * GPW);
+  const int64_t passes = (ngroups + kp_max - 1) / kp_max;
+  int64_t kp = (ngroups + passes - 1) / passes;  // even passes
+  kp = (kp + GPW - 1) / GPW * GPW;               // <= kp_max
+  a.kp = int(kp);
+  const int smem = int(kp * group_bytes + kRedBytes + stages);
+  // Blocks: min_blocks a multiprocessor over all jobs; warps per item so that every group gets items.
+  const int64_t nitems = (nrows + 15) / 16;
+  int64_t bj = std::max<int64_t>(1, (var.min_blocks * int64_t(sm_count()) + jobs - 1) / jobs);
+  int split = 1;
+  while (split < kWarps && bj * kWarps / (2 * split) >= nitems && kp / (2 * split) >= GPW) split *= 2;
+  bj = std::min<int64_t>(bj, (nitems * split + kWarps - 1) / kWarps);
+  a.split = split;
+  const dim3 grid{unsigned(bj), unsigned(jobs), 1u};
+#define DSV4_TC_LAUNCH(VV)                                   \
+  if (V == VV) {                                             \
+    if (one) launch_v<Kind, 1, VV>(a, grid, smem, st);       \
+    else launch_v<Kind, 3, VV>(a, grid, smem, st);           \
+    return;                                                  \
+  }
+  DSV4_TC_LAUNCH(0)
+  DSV4_TC_LAUNCH(1)
+#undef DSV4_TC_LAUNCH
+}
+
+template <int Kind>
+void dispatch_gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float* y, int64_t ldy,
+                   int64_t row0, int64_t nrows, cudaStream_t st) {
+  Args a;
+  a.w = w, a.x = x, a.ldx = ldx, a.y = y, a.ldy = ldy, a.row0 = row0, a.nrows = nrows, a.batch = int(batch);
+  launch<Kind>(a, (batch + 7) / 8, nrows, w.k, int(std::min<int64_t>(batch, 8)), st);
+}
+
+template <int Kind>
+void dispatch_expert(const MatrixView* mats, const int32_t* experts, int64_t slots, int64_t n, int64_t k,
+                     const float* x, int64_t x_div, float* y, cudaStream_t st) {
+  // Slots on grid.y (at most 65535 a launch): chunks of whole x rows.
+  const int64_t most = 65535 - 65535 % x_div;
+  for (int64_t s0 = 0; s0 < slots; s0 += most) {
+    Args a;
+    a.mats = mats, a.experts = experts + s0, a.x = x + (s0 / x_div) * k, a.x_div = x_div, a.y = y + s0 * n;
+    launch<Kind>(a, std::min(most, slots - s0), n, k, 1, st);
+  }
+}
+
+}  // namespace tc
+
+namespace {
+std::atomic<bool> g_legacy{[] {
+  const char* e = std::getenv("DSV4_CUDA_GEMV");
+  return e != nullptr && std::string(e) == "legacy";
+}()};
+}  // namespace
+
+void set_legacy_gemv(bool on) { g_legacy.store(on); }
+bool legacy_gemv() { return g_legacy.load(); }
+
 bool device_available() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -177,6 +730,18 @@ void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float
   }
   // The vector path needs 16-byte aligned rows of x and K a multiple of 32 (whole words and groups).
   const bool x_ok = (reinterpret_cast<uintptr_t>(x) % 16 == 0) && ldx % 4 == 0 && w.k % 32 == 0;
+  if (x_ok && !legacy_gemv() && tc::supported()) {
+    if (w.kind == MatrixView::Fp4Group && w.group == 32) {
+      tc::dispatch_gemv<MatrixView::Fp4Group>(w, x, ldx, batch, y, ldy, row0, nrows, st);
+      check(cudaGetLastError(), "gemv launch");
+      return;
+    }
+    if (w.kind == MatrixView::Fp8Block && w.bn % 128 == 0) {
+      tc::dispatch_gemv<MatrixView::Fp8Block>(w, x, ldx, batch, y, ldy, row0, nrows, st);
+      check(cudaGetLastError(), "gemv launch");
+      return;
+    }
+  }
   const dim3 vgrid(unsigned((nrows + 7) / 8), unsigned((batch + 7) / 8));
   if (x_ok && w.kind == MatrixView::Fp4Group && w.group == 32) {
     gemv_vec_kernel<MatrixView::Fp4Group><<<vgrid, 256, 0, st>>>(w, x, ldx, y, ldy, row0, nrows, int(batch));
@@ -223,6 +788,18 @@ void expert_gemv(const MatrixView* mats, int kind, int64_t bn, int64_t n, int64_
   const dim3 grid(unsigned(slots), unsigned((n + 7) / 8));
   if ((n + 7) / 8 > 65535) throw Error("cuda: expert matrix with more than 524280 rows");
   const bool vec = kk % 32 == 0;
+  if (vec && !legacy_gemv() && tc::supported()) {
+    if (kind == MatrixView::Fp4Group) {
+      tc::dispatch_expert<MatrixView::Fp4Group>(mats, experts, slots, n, kk, x, x_div, y, st);
+      check(cudaGetLastError(), "expert gemv launch");
+      return;
+    }
+    if (kind == MatrixView::Fp8Block && bn % 128 == 0) {
+      tc::dispatch_expert<MatrixView::Fp8Block>(mats, experts, slots, n, kk, x, x_div, y, st);
+      check(cudaGetLastError(), "expert gemv launch");
+      return;
+    }
+  }
   if (vec && kind == MatrixView::Fp4Group) expert_gemv_kernel<MatrixView::Fp4Group><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
   else if (vec && kind == MatrixView::Fp8Block && bn % 8 == 0) expert_gemv_kernel<MatrixView::Fp8Block><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
   else if (vec && kind == MatrixView::Bf16) expert_gemv_kernel<MatrixView::Bf16><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);

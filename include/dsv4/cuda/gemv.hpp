@@ -50,6 +50,12 @@ class DeviceMatrix {
   MatrixView view_;  // data/scale point at device memory after construction
 };
 
+// FP8 and FP4 GEMVs run on the tensor cores by default (products exact, fp32 accumulation; see
+// src/cuda/gemv.cu). set_legacy_gemv(true), or DSV4_CUDA_GEMV=legacy in the environment at start,
+// selects the earlier per-warp FMA kernels instead (for comparisons).
+void set_legacy_gemv(bool on);
+bool legacy_gemv();
+
 // y [batch, rows row0..row1) = W x on device pointers: x [batch, K] with row stride ldx, y with row
 // stride ldy; enqueued on `stream` (a cudaStream_t). w describes device memory.
 void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float* y, int64_t ldy, int64_t row0,
