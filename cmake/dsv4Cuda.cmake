@@ -14,6 +14,16 @@ function(dsv4_add_cuda target src core)
   # CMake 3.25 knows no CUDA20 dialect for nvcc 13: give the flag directly (the headers use C++20).
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-std=c++20 --expt-relaxed-constexpr
     -Xcompiler=-Wall,-Wextra>)
+  # The GEMVs use cp.async and mma.sync (sm_80 and later): where the project lists an older
+  # architecture (e.g. nvcc's default), the backend is built for Hopper (sm_90), what it targets.
+  set(archs "${CMAKE_CUDA_ARCHITECTURES}")
+  foreach(a IN LISTS CMAKE_CUDA_ARCHITECTURES)
+    string(REGEX MATCH "^[0-9]+" n "${a}")
+    if(NOT "${n}" STREQUAL "" AND "${n}" LESS 80)
+      set(archs 90)
+    endif()
+  endforeach()
+  set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES "${archs}")
   target_link_libraries(${target} PUBLIC ${core} CUDA::cudart CUDA::cublas)
   target_compile_definitions(${target} PUBLIC DSV4_WITH_CUDA)
 endfunction()
