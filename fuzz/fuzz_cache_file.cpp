@@ -33,8 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (b.size() >= 24) {
     const uint64_t fp = m.fingerprint();
     std::memcpy(b.data() + 8, &fp, 8);
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i + 8 < b.size(); ++i) h = (h ^ b[i]) * 1099511628211ull;
+    const uint64_t h = dsv4::hash_bytes(b.data(), b.size() - 8);
     std::memcpy(b.data() + b.size() - 8, &h, 8);
   }
   dsv4::CacheFileExtras extras;

@@ -6,7 +6,7 @@
 // Layout (little-endian): "DSV4KVC" + format version byte, u64 model fingerprint, u8 cache type,
 // i64 position, u32 layers; per layer u8 attention kind then its stores (row stores as u8 format,
 // i64 width, i64 rope, i64 rows, rows × row_bytes bytes; fp32 arrays as i64 count + values; flags
-// as u8); then i64 token count + i32 tokens, i64 logit count + f32 logits; u64 FNV-1a checksum of
+// as u8); then i64 token count + i32 tokens, i64 logit count + f32 logits; u64 checksum (core/hash.hpp) of
 // everything before it. Reading checks every size against what this model's fresh cache of that
 // type holds, and the checksum, before anything is used: a file from another model, another
 // version or a damaged file is refused with a message naming the file and what is wrong.
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "dsv4/core/error.hpp"
+#include "dsv4/core/hash.hpp"
 #include "dsv4/model/model.hpp"
 
 namespace dsv4 {
@@ -36,10 +37,9 @@ namespace cache_file_detail {
 
 struct Writer {
   std::ofstream out;
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = kHashSeed;  // of everything written so far
   void bytes(const void* p, size_t n) {
-    const auto* b = static_cast<const unsigned char*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+    h = hash_bytes(p, n, h);
     out.write(static_cast<const char*>(p), std::streamsize(n));
   }
   template <class T>
@@ -126,9 +126,7 @@ inline void save_cache_file(const Model& model, const SequenceCache& cache, cons
   cache_file_detail::Writer w;
   w.out.open(tmp, std::ios::binary | std::ios::trunc);
   if (!w.out) fail("save cache '", path.string(), "': cannot create '", tmp.string(), "'");
-  w.out.write(kCacheFileMagic, 8);
-  w.h = 1469598103934665603ull;
-  for (char ch : kCacheFileMagic) w.h = (w.h ^ uint8_t(ch)) * 1099511628211ull;
+  w.bytes(kCacheFileMagic, 8);
   w.pod<uint64_t>(model.fingerprint());
   w.pod<uint8_t>(uint8_t(cache.cache_type()));
   w.pod<int64_t>(cache.position());
@@ -170,8 +168,7 @@ inline SequenceCache parse_cache_file(const Model& model, std::span<const uint8_
     r.bad("not a dsv4 cache file (no DSV4KVC header)");
   if (bytes[7] != uint8_t(kCacheFileMagic[7]))
     r.bad("format version " + std::to_string(bytes[7]) + ", this dsv4 reads version " + std::to_string(int(kCacheFileMagic[7])));
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i + 8 < bytes.size(); ++i) h = (h ^ bytes[i]) * 1099511628211ull;
+  const uint64_t h = hash_bytes(bytes.data(), bytes.size() - 8);
   uint64_t sum;
   std::memcpy(&sum, bytes.data() + bytes.size() - 8, 8);
   if (sum != h) r.bad("checksum mismatch: the file is damaged or truncated");

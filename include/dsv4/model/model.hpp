@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "dsv4/attention/attention.hpp"
+#include "dsv4/core/hash.hpp"
 #include "dsv4/io/config_json.hpp"
 #include "dsv4/model/cache_bytes.hpp"
 #include "dsv4/model/distribution.hpp"
@@ -72,10 +73,8 @@ enum class LogitRows { All, Last };
 // A fingerprint of what a rank loaded: the config, every tensor's name, dtype and shape, and the
 // first bytes of the embedding (which tell two random-weight checkpoints of one shape apart).
 inline uint64_t checkpoint_fingerprint(const ModelConfig& c, const Checkpoint& ck) {
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&](const void* p, size_t n) {
-    for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char*>(p)[i]) * 1099511628211ull;
-  };
+  uint64_t h = kHashSeed;
+  auto mix = [&](const void* p, size_t n) { h = hash_bytes(p, n, h); };
   std::vector<const TensorView*> ts;
   for (auto& [name, t] : ck.tensors()) ts.push_back(&t);
   std::sort(ts.begin(), ts.end(), [](auto* a, auto* b) { return a->name < b->name; });
