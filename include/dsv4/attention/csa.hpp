@@ -85,7 +85,6 @@ struct CsaAttention {
         if (record) (*record)[size_t(row)] = chosen;
       };
       float* kv = &p.kv[size_t(s.row0 * d)];
-      round_kv_like_cache(st.window, kv, s.count);
       latent_attend_with<B>(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, &st.compressor.entries, extra,
                             &o[size_t(s.row0 * hd)]);
       window_store(st.window, c, s, kv);

@@ -59,7 +59,6 @@ struct HcaAttention {
         for (int64_t e = 0; e < visible; ++e) ids.push_back(e);
       };
       float* kv = &p.kv[size_t(s.row0 * d)];
-      round_kv_like_cache(st.window, kv, s.count);
       latent_attend_with<B>(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, &st.compressor.entries, extra,
                             &o[size_t(s.row0 * hd)]);
       window_store(st.window, c, s, kv);

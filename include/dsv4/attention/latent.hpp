@@ -218,11 +218,14 @@ void latent_attend_blocked(const LatentWeights& w, const ModelConfig& c, const R
   }
 }
 
-// The bundle's choice between the per-query oracle and the blocked form.
+// The bundle's choice between the per-query oracle and the blocked form. The segment's kv is first
+// rounded in place as the cache stores it (round_kv_like_cache), so window_store keeps what the
+// attention read.
 template <KernelBundle B, class ExtraKeys>
 void latent_attend_with(const LatentWeights& w, const ModelConfig& c, const RopeTable& rope, const WindowState& win,
-                        const Segment& s, const float* q, const float* kv, const KvRows* entries, ExtraKeys&& extra,
-                        float* o) {
+                        const Segment& s, const float* q, float* kv /*[count, d]*/, const KvRows* entries,
+                        ExtraKeys&& extra, float* o) {
+  round_kv_like_cache(win, kv, s.count);
   if constexpr (B::kBlockedAttention) latent_attend_blocked<B>(w, c, rope, win, s, q, kv, entries, extra, o);
   else latent_attend(w, c, rope, win, s, q, kv, entries, extra, o);
 }

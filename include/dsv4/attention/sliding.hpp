@@ -44,7 +44,6 @@ struct SlidingAttention {
       const Segment& s = segs[si];
       State& st = *states[si];
       float* kv = &p.kv[size_t(s.row0 * c.head_dim)];
-      round_kv_like_cache(st.window, kv, s.count);
       latent_attend_with<B>(latent, c, rope, st.window, s, &p.q[size_t(s.row0 * hd)], kv, nullptr,
                             [](int64_t, auto&) {}, &o[size_t(s.row0 * hd)]);
       window_store(st.window, c, s, kv);
