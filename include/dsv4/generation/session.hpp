@@ -201,16 +201,14 @@ class Session {
       if (s->pending() > 0 && (s->model_ != sessions[0]->model_ || s->mode_ != sessions[0]->mode_))
         fail("session: a batch must use one model and one kernel mode");
     // Every id is checked before the first chunk runs, so a bad one changes nothing.
-    for (size_t b = 0; b < sessions.size(); ++b) {
-      Session* s = sessions[b];
-      const int64_t V = s->model_->config().vocab_size;
-      for (size_t i = size_t(s->cache_.position()); i < s->tokens_.size(); ++i)
-        if (s->tokens_[i] < 0 || s->tokens_[i] >= V) {
-          const int32_t bad = s->tokens_[i];
-          const size_t at = i - size_t(s->cache_.position());
-          for (Session* t : sessions) t->tokens_.resize(size_t(t->cache_.position()));
-          fail("forward: sequence ", b, " token ", at, " has id ", bad, ", outside the vocabulary [0, ", V, ")");
-        }
+    try {
+      size_t b = 0;  // the sequence's place in the forward batch (sessions with pending tokens)
+      for (Session* s : sessions)
+        if (s->pending() > 0)
+          s->model_->check_token_ids(std::span<const int32_t>(s->tokens_).subspan(size_t(s->cache_.position())), b++);
+    } catch (...) {
+      for (Session* t : sessions) t->tokens_.resize(size_t(t->cache_.position()));
+      throw;
     }
     while (run_batch_once(sessions)) {
     }

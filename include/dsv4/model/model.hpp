@@ -177,6 +177,14 @@ class Model {
     return s;
   }
 
+  // Fails, naming sequence `b` of a batch and the token, unless every id is in [0, vocab_size).
+  void check_token_ids(std::span<const int32_t> tokens, size_t b) const {
+    for (size_t i = 0; i < tokens.size(); ++i)
+      if (tokens[i] < 0 || tokens[i] >= config_.vocab_size)
+        fail("forward: sequence ", b, " token ", i, " has id ", tokens[i], ", outside the vocabulary [0, ",
+             config_.vocab_size, ")");
+  }
+
   // Runs the batch and writes logits: [sum of tokens, V] (All) or [sequences, V] (Last).
   template <KernelBundle B>
   void forward(std::span<const SequenceInput> batch, std::vector<float>& logits, LogitRows rows = LogitRows::All,
@@ -192,9 +200,7 @@ class Model {
       for (size_t o = 0; o < b; ++o)
         if (batch[o].cache == in.cache) fail("forward: sequences ", o, " and ", b, " share one cache");
       if (in.tokens.empty()) fail("forward: sequence ", b, " has no tokens (empty prompt)");
-      for (size_t i = 0; i < in.tokens.size(); ++i)
-        if (in.tokens[i] < 0 || in.tokens[i] >= V)
-          fail("forward: sequence ", b, " token ", i, " has id ", in.tokens[i], ", outside the vocabulary [0, ", V, ")");
+      check_token_ids(in.tokens, b);
       segs.push_back({int64_t(tokens.size()), int64_t(in.tokens.size()), in.cache->pos_});
       tokens.insert(tokens.end(), in.tokens.begin(), in.tokens.end());
     }
