@@ -20,6 +20,13 @@ for np in 2 3; do
   done
 done
 
+# Tensor parallelism (heads and the shared expert split too) over 2 ranks: the same tokens.
+for mode in reference fast; do
+  mpi -np 2 "$dsv4" "${gen[@]}" --mode $mode --parallel tensor >"$tmp/np.txt" 2>"$tmp/err.txt" ||
+    fail "generate -np 2 --parallel tensor --mode $mode: $(cat "$tmp/err.txt")"
+  cmp -s "$tmp/np.txt" "$tmp/one_$mode.txt" || fail "generate -np 2 --parallel tensor --mode $mode printed '$(cat "$tmp/np.txt")', one process '$(cat "$tmp/one_$mode.txt")'"
+done
+
 expect_error() {  # expect_error NAME PATTERN MIN_RANKS_REPORTING -- mpirun args...
   local name=$1 pattern=$2 min=$3
   shift 4
@@ -40,6 +47,12 @@ expect_error "missing checkpoint on one rank" "failed on rank 1" 2 -- \
   -np 1 "$dsv4" info --model "$tiny/orig" : -np 1 "$dsv4" info --model "$tmp/nonexistent"
 expect_error "more ranks than experts" "at least one routed expert per rank" 9 -- \
   -np 9 "$dsv4" info --model "$tiny/orig"
+expect_error "heads that do not split over the ranks" "does not split evenly over 3 ranks" 3 -- \
+  -np 3 "$dsv4" info --model "$tiny/orig" --parallel tensor
+expect_error "ranks that disagree on the parallelism" "parallelism (expert or tensor) differs between ranks" 2 -- \
+  -np 1 "$dsv4" info --model "$tiny/orig" --parallel tensor : -np 1 "$dsv4" info --model "$tiny/orig"
+"$dsv4" info --model "$tiny/orig" --parallel heads 2>"$tmp/err.txt" && fail "--parallel heads accepted"
+grep -q "not one of expert, tensor" "$tmp/err.txt" || fail "--parallel heads: $(cat "$tmp/err.txt")"
 DSV4_COMM_TIMEOUT_S=20 expect_error "a rank dies" "dsv4" 1 -- \
   -np 1 "$dsv4" "${gen[@]}" : -np 1 "$test_mpi" --die-after-init
 

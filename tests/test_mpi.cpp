@@ -1,6 +1,7 @@
-// Expert parallelism over MPI ranks: run under `mpirun -np N test_mpi`. Every golden case (V4 and
-// V3, both layouts) is loaded split over the ranks and must answer like the golden data and like
-// one process holding the whole model, with the ranks bit-identical to each other.
+// Expert and tensor parallelism over MPI ranks: run under `mpirun -np N test_mpi`. Every golden case
+// (V4 and V3, both layouts) is loaded split over the ranks, by experts and then by experts and
+// heads, and must answer like the golden data and like one process holding the whole model, with
+// the ranks bit-identical to each other; a rank count that does not divide the heads is refused.
 //   test_mpi --die-after-init   (helper for mpi_cli_test.sh: a rank that dies before any collective)
 #include <cstdio>
 #include <cstring>
@@ -66,11 +67,34 @@ bool same_on_all_ranks(Communicator& comm, const std::vector<float>& v) {
   return true;
 }
 
-void check_case(Communicator& comm, const GoldenCase& c, const char* layout, const char* expected) {
-  const std::string where = c.name + layout;
-  const Distribution dist{&comm};
-  const Model split = Model::load(c.dir + layout, dist);
+// Whether tensor parallelism over `ranks` can split this model: heads, output groups and the
+// shared expert's and dense MLPs' widths must divide evenly.
+bool tensor_splits(const ModelConfig& c, int ranks) {
+  bool ok = c.num_heads % ranks == 0 && (c.o_groups == 0 || c.o_groups % ranks == 0) &&
+            (c.moe_intermediate_size * c.n_shared_experts) % ranks == 0;
+  for (auto& l : c.layers) ok = ok && (l.ffn != FfnKind::Dense || c.intermediate_size % ranks == 0);
+  return ok;
+}
+
+// tensor: attention heads and shared / dense MLPs split too (Distribution::tensor).
+void check_case(Communicator& comm, const GoldenCase& c, const char* layout, const char* expected, bool tensor) {
+  const std::string where = c.name + layout + (tensor ? " tensor" : "");
+  const Distribution dist{&comm, tensor};
   const Model whole = Model::load(c.dir + layout);
+  if (tensor && !tensor_splits(whole.config(), comm.size())) {
+    // Refused on every rank, naming the size that does not split.
+    std::string msg;
+    try {
+      (void)Model::load(c.dir + layout, dist);
+    } catch (const Error& e) {
+      msg = e.what();
+    }
+    std::printf("  %-18s refused: %s\n", where.c_str(), msg.c_str());
+    check(msg.find("does not split evenly over " + std::to_string(comm.size()) + " ranks") != std::string::npos,
+          where + ": a model whose heads do not split is refused");
+    return;
+  }
+  const Model split = Model::load(c.dir + layout, dist);
   const Golden g(c.dir + expected);
   const ModelConfig& cfg = split.config();
 
@@ -80,11 +104,29 @@ void check_case(Communicator& comm, const GoldenCase& c, const char* layout, con
       const int64_t count = int64_t(moe->experts.size()), total = sum_over_ranks(comm, count);
       check(total == cfg.n_routed_experts && count == expert_shard(cfg.n_routed_experts, comm.rank(), comm.size()).count,
             where + ": experts split over ranks");
+      check(moe->shared.size() == (tensor || comm.rank() == 0 ? 1u : 0u), where + ": shared expert placement");
     }
+  // Tensor: each rank holds 1/p of every layer's heads.
+  for (auto& L : split.layers()) {
+    const int64_t heads = std::visit(
+        [](auto& a) -> int64_t {
+          if constexpr (requires { a.latent; }) return a.latent.heads;
+          else return a.w.heads;
+        },
+        L.attn);
+    check(heads * (tensor ? comm.size() : 1) == cfg.num_heads, where + ": heads per rank");
+  }
 
-  // ... and maps only its own: no other rank's expert weights are mapped here.
-  int64_t foreign = 0, own = 0;
+  // ... and maps only its own: no other rank's expert weights are mapped here, and under tensor
+  // parallelism no head-split or shared-expert matrix is mapped whole.
+  int64_t foreign = 0, own = 0, whole_split = 0;
   for (auto& [name, t] : split.checkpoint().tensors()) {
+    const bool head_split = name.find("attn.wq_b") != std::string::npos || name.find("attn.wo") != std::string::npos ||
+                            name.find("attn.wkv_b") != std::string::npos || name.find("shared_experts.") != std::string::npos ||
+                            name.find("self_attn.q_b_proj") != std::string::npos ||
+                            name.find("self_attn.kv_b_proj") != std::string::npos ||
+                            name.find("self_attn.o_proj") != std::string::npos || name.find("mlp.shared") != std::string::npos;
+    if (tensor && head_split && split.checkpoint().is_mapped(name)) ++whole_split;
     const auto at = name.find(".experts.");
     if (at == std::string::npos) continue;
     const int64_t e = std::stoll(name.substr(at + 9));
@@ -93,6 +135,15 @@ void check_case(Communicator& comm, const GoldenCase& c, const char* layout, con
     (mine ? own : foreign) += split.checkpoint().is_mapped(name) ? 1 : 0;
   }
   check(foreign == 0 && own > 0, where + ": only the rank's own experts are mapped");
+  check(whole_split == 0, where + ": no head-split matrix mapped whole");
+  if (tensor) {
+    const Model by_expert = Model::load(c.dir + layout, Distribution{&comm});
+    std::printf("  %-18s bytes in use on rank %d: %zu (expert parallel: %zu, whole: %zu)\n", where.c_str(), comm.rank(),
+                split.checkpoint().bytes_in_use(), by_expert.checkpoint().bytes_in_use(), whole.checkpoint().bytes_in_use());
+    // Summed over the ranks (rank 0 alone holds the shared expert under expert parallelism).
+    check(sum_over_ranks(comm, split.checkpoint().bytes_in_use()) < sum_over_ranks(comm, by_expert.checkpoint().bytes_in_use()),
+          where + ": tensor-parallel ranks read fewer bytes than expert-parallel ones");
+  }
 
   const auto ids = g.ids("input_ids");
   const auto ref = run<Fp32Reference>(split, ids, {});
@@ -100,7 +151,10 @@ void check_case(Communicator& comm, const GoldenCase& c, const char* layout, con
   std::printf("  %-12s reference: max abs logit error %.2e vs golden, %.2e vs one process\n", where.c_str(), err,
               max_abs_diff(ref, run<Fp32Reference>(whole, ids, {})));
   check(err < 1e-3, where + ": reference logits within 1e-3 of golden");
-  check(max_abs_diff(ref, run<Fp32Reference>(whole, ids, {})) < 1e-5, where + ": split == one process (reference)");
+  // Expert parallelism adds the same terms in the same order as one process; tensor parallelism
+  // sums the heads' shares of each projection in rank order, a different rounding.
+  check(max_abs_diff(ref, run<Fp32Reference>(whole, ids, {})) < (tensor ? 1e-4 : 1e-5),
+        where + ": split == one process (reference)");
   check(same_on_all_ranks(comm, ref), where + ": ranks bit-identical");
 
   const auto fast = run<FastCpu>(split, ids, {});
@@ -132,8 +186,10 @@ int main(int argc, char** argv) {
       const auto cases = dsv4::testing::golden_cases(arch);
       check(!cases.empty(), std::string("a golden case for ") + arch);
       for (const GoldenCase& c : cases) {
-        check_case(comm, c, "/hf", "/expected.safetensors");
-        check_case(comm, c, "/orig", "/expected_orig.safetensors");
+        for (bool tensor : {false, true}) {
+          check_case(comm, c, "/hf", "/expected.safetensors", tensor);
+          check_case(comm, c, "/orig", "/expected_orig.safetensors", tensor);
+        }
       }
     }
     // More ranks than experts: refused on every rank with a message that says why.

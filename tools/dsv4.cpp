@@ -49,7 +49,10 @@ const char* kUsage =
     "  bench     --model DIR [--prompt-tokens P] [--decode-tokens N] [--threads T] [--mode reference|fast]\n"
     "            [--cache-type f32|bf16|compact] [--context N] [--backend cpu|cuda [--batch 1,8,32]]\n"
     "  kv        (--model DIR | --config FILE | --preset v4-flash|v4-pro|v3) [--context N] [--cache-type T]\n"
-    "            cache bytes per layer kind; the last line is one JSON object\n";
+    "            cache bytes per layer kind; the last line is one JSON object\n"
+    "  under mpirun -np N: info, logits, generate, chat and bench split the model over the ranks;\n"
+    "            --parallel expert (default: routed experts and the head) | tensor (also attention heads\n"
+    "            and the shared expert / dense MLPs)\n";
 
 }  // namespace
 
@@ -65,7 +68,7 @@ namespace {
 int run_command(int argc, char** argv);
 }
 
-// Under an MPI launcher (mpirun -np N dsv4 ...) the ranks split the model's experts; rank 0 prints,
+// Under an MPI launcher (mpirun -np N dsv4 ...) the ranks split the model (--parallel); rank 0 prints,
 // the others keep quiet on stdout; an error is reported by every rank that sees it.
 int main(int argc, char** argv) {
 #if defined(DSV4_WITH_MPI)
@@ -115,9 +118,9 @@ int run_command(int argc, char** argv) {
   }
   const std::string cmd = argv[1];
   try {
-    if (cmd == "info") return cmd_info(Args(argc, argv, 2, {"model"}, {}));
+    if (cmd == "info") return cmd_info(Args(argc, argv, 2, {"model", "parallel"}, {}));
     if (cmd == "logits")
-      return cmd_logits(Args(argc, argv, 2, {"model", "input", "out", "mode", "chunks", "threads", "backend", "cache-type"}, {}));
+      return cmd_logits(Args(argc, argv, 2, {"model", "input", "out", "mode", "chunks", "threads", "backend", "cache-type", "parallel"}, {}));
     const std::set<std::string> sampling = {"temperature", "top-k", "top-p", "min-p", "repetition-penalty",
                                             "frequency-penalty", "presence-penalty", "seed"};
     auto plus = [](std::set<std::string> a, const std::set<std::string>& b) {
@@ -127,12 +130,12 @@ int run_command(int argc, char** argv) {
     if (cmd == "generate")
       return cmd_generate(Args(argc, argv, 2,
                                plus({"model", "prompt-ids", "prompt", "tokenizer", "max-new-tokens", "stop", "mode", "threads", "backend",
-                                     "cache-type", "save-cache", "load-cache"},
+                                     "cache-type", "save-cache", "load-cache", "parallel"},
                                     sampling),
                                {"greedy", "ignore-eos"}));
     if (cmd == "chat")
       return cmd_chat(Args(argc, argv, 2,
-                           plus({"model", "tokenizer", "system", "format", "max-new-tokens", "stop", "mode", "threads"},
+                           plus({"model", "tokenizer", "system", "format", "max-new-tokens", "stop", "mode", "threads", "parallel"},
                                 sampling),
                            {"greedy", "ignore-eos", "think", "keep-reasoning"}));
     if (cmd == "tokenize") return cmd_tokenize(Args(argc, argv, 2, {"tokenizer"}, {"bos", "bytes"}));
@@ -143,7 +146,7 @@ int run_command(int argc, char** argv) {
     if (cmd == "bench")
       return cmd_bench(Args(argc, argv, 2,
                             {"model", "prompt-tokens", "decode-tokens", "threads", "mode", "backend", "batch", "cache-type",
-                             "context"},
+                             "context", "parallel"},
                             {}));
     std::fprintf(stderr, "dsv4: unknown command '%s' (try 'dsv4 help')\n", cmd.c_str());
     return 2;

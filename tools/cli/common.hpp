@@ -90,7 +90,14 @@ inline Distribution& process_distribution() {
   return d;
 }
 
-inline Model load_model(const Args& a) { return Model::load(a.get("model"), process_distribution()); }
+// --parallel expert (the default) or tensor: how the ranks of an MPI launch split the model.
+inline Model load_model(const Args& a) {
+  Distribution d = process_distribution();
+  const std::string how = a.get("parallel", "expert");
+  if (how != "expert" && how != "tensor") fail("--parallel: '", how, "' is not one of expert, tensor");
+  d.tensor = how == "tensor";
+  return Model::load(a.get("model"), d);
+}
 
 // Runs fn.template operator()<Bundle>() for the bundle --mode names.
 template <class Fn>

@@ -15,10 +15,11 @@
 namespace dsv4 {
 
 template <class P>
-concept AttentionPolicy = requires(const P& p, const ModelConfig& c, const LayerConfig& l, const WeightSource& ws) {
+concept AttentionPolicy = requires(const P& p, const ModelConfig& c, const LayerConfig& l, const WeightSource& ws,
+                                   const TensorShard& tp) {
   typename P::State;
   { P::can_implement(c, l) } -> std::convertible_to<std::string>;
-  { P::load(ws, std::string(), c, l) } -> std::same_as<P>;
+  { P::load(ws, std::string(), c, l, tp) } -> std::same_as<P>;  // tp: this rank's share of the heads
   { p.new_state(c, CacheType::F32) } -> std::same_as<typename P::State>;
 };
 
@@ -32,19 +33,20 @@ static_assert(AttentionPolicy<SlidingAttention> && AttentionPolicy<CsaAttention>
 
 template <AttentionPolicy P>
 AttentionVariant load_attention(const WeightSource& ws, const std::string& prefix, const ModelConfig& c,
-                                const LayerConfig& l, int64_t layer) {
+                                const LayerConfig& l, int64_t layer, const TensorShard& tp) {
   if (std::string why = P::can_implement(c, l); !why.empty()) fail("layer ", layer, ": ", why);
-  return P::load(ws, prefix, c, l);
+  return P::load(ws, prefix, c, l, tp);
 }
 
+// tp: the share of the layer's heads this rank holds (all of them by default).
 inline AttentionVariant make_attention(const WeightSource& ws, const std::string& prefix, const ModelConfig& c,
-                                       int64_t layer) {
+                                       int64_t layer, const TensorShard& tp = {}) {
   const LayerConfig& l = c.layers[size_t(layer)];
   switch (l.attention) {
-    case AttentionKind::Sliding: return load_attention<SlidingAttention>(ws, prefix, c, l, layer);
-    case AttentionKind::CSA: return load_attention<CsaAttention>(ws, prefix, c, l, layer);
-    case AttentionKind::HCA: return load_attention<HcaAttention>(ws, prefix, c, l, layer);
-    case AttentionKind::MLA: return load_attention<MlaAttention>(ws, prefix, c, l, layer);
+    case AttentionKind::Sliding: return load_attention<SlidingAttention>(ws, prefix, c, l, layer, tp);
+    case AttentionKind::CSA: return load_attention<CsaAttention>(ws, prefix, c, l, layer, tp);
+    case AttentionKind::HCA: return load_attention<HcaAttention>(ws, prefix, c, l, layer, tp);
+    case AttentionKind::MLA: return load_attention<MlaAttention>(ws, prefix, c, l, layer, tp);
   }
   fail("layer ", layer, ": unknown attention kind");
 }

@@ -29,8 +29,8 @@ struct CsaAttention {
     return "";
   }
   static CsaAttention load(const WeightSource& ws, const std::string& prefix, const ModelConfig& c,
-                           const LayerConfig& l) {
-    return {LatentWeights::load(ws, prefix, c),
+                           const LayerConfig& l, const TensorShard& tp = {}) {
+    return {LatentWeights::load(ws, prefix, c, tp),
             CompressorWeights::load(ws, prefix + ".compressor", l.compress_ratio, c.head_dim, true, c.hidden_size),
             IndexerWeights::load(ws, prefix + ".indexer", c, l.compress_ratio)};
   }
@@ -61,7 +61,7 @@ struct CsaAttention {
     IndexerProjections ip;
     indexer_project<B>(indexer, c, rope, x, p.qr.data(), t, segs, ip);
 
-    const int64_t hd = c.num_heads * c.head_dim, d = c.head_dim, m = compressor.ratio;
+    const int64_t hd = latent.heads * c.head_dim, d = c.head_dim, m = compressor.ratio;
     const int64_t pw = compressor.proj_width(), ipw = indexer.compressor.proj_width();
     const int64_t nh = c.index_n_heads, ci = c.index_head_dim;
     const float eps = float(c.rms_norm_eps);

@@ -23,8 +23,8 @@ struct HcaAttention {
     return l.compress_ratio >= 1 ? "" : "HCA needs a compress ratio >= 1";
   }
   static HcaAttention load(const WeightSource& ws, const std::string& prefix, const ModelConfig& c,
-                           const LayerConfig& l) {
-    return {LatentWeights::load(ws, prefix, c),
+                           const LayerConfig& l, const TensorShard& tp = {}) {
+    return {LatentWeights::load(ws, prefix, c, tp),
             CompressorWeights::load(ws, prefix + ".compressor", l.compress_ratio, c.head_dim, false, c.hidden_size)};
   }
   State new_state(const ModelConfig& c, CacheType t) const {
@@ -47,7 +47,7 @@ struct HcaAttention {
     latent_project<B>(latent, c, rope, x, t, segs, p);
     std::vector<float> a, z;
     compressor_project<B>(compressor, x, t, segs, a, z);
-    const int64_t hd = c.num_heads * c.head_dim, d = c.head_dim, m = compressor.ratio, pw = compressor.proj_width();
+    const int64_t hd = latent.heads * c.head_dim, d = c.head_dim, m = compressor.ratio, pw = compressor.proj_width();
     std::vector<float> o(size_t(t * hd));
     for (size_t si = 0; si < segs.size(); ++si) {
       const Segment& s = segs[si];

@@ -15,30 +15,45 @@
 #include "dsv4/kernels/bundle.hpp"
 #include "dsv4/kernels/ops.hpp"
 #include "dsv4/kernels/rope.hpp"
+#include "dsv4/model/distribution.hpp"
 
 namespace dsv4 {
 
 struct LatentWeights {
+  int64_t heads = 0, groups = 0;  // the query heads and output groups held here (all unless split)
   Matrix wq_a;                 // [q_lora_rank, D]
   std::vector<float> q_norm;   // [q_lora_rank]
-  Matrix wq_b;                 // [H*d, q_lora_rank]
+  Matrix wq_b;                 // [heads*d, q_lora_rank]
   Matrix wkv;                  // [d, D]
   std::vector<float> kv_norm;  // [d]
-  Matrix wo_a;                 // [o_groups*o_lora_rank, H*d/o_groups]
-  Matrix wo_b;                 // [D, o_groups*o_lora_rank]
-  std::vector<float> sink;     // [H]
+  Matrix wo_a;                 // [groups*o_lora_rank, H*d/o_groups]
+  Matrix wo_b;                 // [D, groups*o_lora_rank]
+  std::vector<float> sink;     // [heads]
 
-  static LatentWeights load(const WeightSource& ws, const std::string& p, const ModelConfig& c) {
+  // Split over tp's ranks, rank r holds heads [r*H/p, (r+1)*H/p) and the output groups they feed;
+  // its out is then its share of the layer's output, to be summed over the ranks.
+  static LatentWeights load(const WeightSource& ws, const std::string& p, const ModelConfig& c,
+                            const TensorShard& tp = {}) {
+    tp.require_divides({{"num_attention_heads", c.num_heads}, {"o_groups", c.o_groups}}, p);
     LatentWeights w;
-    const int64_t hd = c.num_heads * c.head_dim;
+    const int64_t H = c.num_heads, d = c.head_dim, G = c.o_groups, R = c.o_lora_rank;
+    w.heads = tp.part(H), w.groups = tp.part(G);
     w.wq_a = ws.matrix(p + ".wq_a", c.q_lora_rank, c.hidden_size);
     w.q_norm = ws.floats(p + ".q_norm.weight", {c.q_lora_rank});
-    w.wq_b = ws.matrix(p + ".wq_b", hd, c.q_lora_rank);
-    w.wkv = ws.matrix(p + ".wkv", c.head_dim, c.hidden_size);
-    w.kv_norm = ws.floats(p + ".kv_norm.weight", {c.head_dim});
-    w.wo_a = ws.matrix(p + ".wo_a", c.o_groups * c.o_lora_rank, hd / c.o_groups);
-    w.wo_b = ws.matrix(p + ".wo_b", c.hidden_size, c.o_groups * c.o_lora_rank);
-    w.sink = ws.floats(p + ".attn_sink", {c.num_heads});
+    w.wkv = ws.matrix(p + ".wkv", d, c.hidden_size);
+    w.kv_norm = ws.floats(p + ".kv_norm.weight", {d});
+    w.sink = ws.floats(p + ".attn_sink", {H});
+    if (!tp.split()) {
+      w.wq_b = ws.matrix(p + ".wq_b", H * d, c.q_lora_rank);
+      w.wo_a = ws.matrix(p + ".wo_a", G * R, H * d / G);
+      w.wo_b = ws.matrix(p + ".wo_b", c.hidden_size, G * R);
+      return w;
+    }
+    w.wq_b = ws.matrix_rows(p + ".wq_b", H * d, c.q_lora_rank, tp.first(H) * d, w.heads * d);
+    w.wo_a = ws.matrix_rows(p + ".wo_a", G * R, H * d / G, tp.first(G) * R, w.groups * R);
+    w.wo_b = ws.matrix_cols(p + ".wo_b", c.hidden_size, G * R, tp.first(G) * R, w.groups * R);
+    w.sink.erase(w.sink.begin(), w.sink.begin() + tp.first(H));
+    w.sink.resize(size_t(w.heads));
     return w;
   }
 };
@@ -68,7 +83,7 @@ struct LatentProjections {
 template <KernelBundle B>
 void latent_project(const LatentWeights& w, const ModelConfig& c, const RopeTable& rope, const float* x /*[T, D]*/,
                     int64_t t, const std::vector<Segment>& segs, LatentProjections& p) {
-  const int64_t H = c.num_heads, d = c.head_dim, R = c.q_lora_rank;
+  const int64_t H = w.heads, d = c.head_dim, R = c.q_lora_rank;
   const float eps = float(c.rms_norm_eps);
   p.qr.resize(size_t(t * R));
   p.q.resize(size_t(t * H * d));
@@ -98,7 +113,7 @@ template <class ExtraKeys>
 void latent_attend(const LatentWeights& w, const ModelConfig& c, const RopeTable& rope, const WindowState& win,
                    const Segment& s, const float* q /*[count, H, d]*/, const float* kv /*[count, d]*/,
                    const KvRows* entries, ExtraKeys&& extra, float* o /*[count, H, d]*/) {
-  const int64_t H = c.num_heads, d = c.head_dim, W = c.sliding_window, ring = W - 1;
+  const int64_t H = w.heads, d = c.head_dim, W = c.sliding_window, ring = W - 1;
   const float scale = 1.0f / std::sqrt(float(d));
   std::vector<const float*> keys;
   std::vector<int64_t> ids;
@@ -143,7 +158,7 @@ template <KernelBundle B, class ExtraKeys>
 void latent_attend_blocked(const LatentWeights& w, const ModelConfig& c, const RopeTable& rope, const WindowState& win,
                            const Segment& s, const float* q /*[count, H, d]*/, const float* kv /*[count, d]*/,
                            const KvRows* entries, ExtraKeys&& extra, float* o /*[count, H, d]*/) {
-  const int64_t H = c.num_heads, d = c.head_dim, W = c.sliding_window, ring = W - 1;
+  const int64_t H = w.heads, d = c.head_dim, W = c.sliding_window, ring = W - 1;
   const float scale = 1.0f / std::sqrt(float(d));
   std::vector<std::vector<int64_t>> extras;
   std::vector<int64_t> uniq;
@@ -238,14 +253,14 @@ inline void window_store(WindowState& win, const ModelConfig& c, const Segment& 
     win.ring.set((s.pos0 + i) % ring, kv + i * d);
 }
 
-// Grouped low-rank output: o [T, H*d] split into o_groups groups, group g times rows
+// Grouped low-rank output: o [T, heads*d] split into the groups held here, group g times rows
 // [g*R, (g+1)*R) of wo_a, concatenated, then wo_b. out: [T, D].
 template <KernelBundle B>
 void latent_output(const LatentWeights& w, const ModelConfig& c, const float* o, int64_t t, float* out) {
-  const int64_t G = c.o_groups, R = c.o_lora_rank, gw = c.num_heads * c.head_dim / G;
+  const int64_t G = w.groups, R = c.o_lora_rank, hd = w.heads * c.head_dim, gw = hd / G;
   std::vector<float> z(size_t(t * G * R));
   for (int64_t g = 0; g < G; ++g)
-    B::matmul(w.wo_a, o + g * gw, c.num_heads * c.head_dim, t, z.data() + g * R, G * R, g * R, (g + 1) * R);
+    B::matmul(w.wo_a, o + g * gw, hd, t, z.data() + g * R, G * R, g * R, (g + 1) * R);
   linear<B>(w.wo_b, z.data(), t, out);
 }
 

@@ -23,43 +23,56 @@
 #include "dsv4/kernels/bundle.hpp"
 #include "dsv4/kernels/ops.hpp"
 #include "dsv4/kernels/rope.hpp"
+#include "dsv4/model/distribution.hpp"
 
 namespace dsv4 {
 
 // The sizes of an MLA layer, in the notation of MLA.md.
 struct MlaDims {
   int64_t H, c, dn, dr, dv;
-  explicit MlaDims(const ModelConfig& m)
-      : H(m.num_heads), c(m.kv_lora_rank), dn(m.qk_nope_head_dim), dr(m.rope_dim), dv(m.v_head_dim) {}
+  // heads: the heads this rank holds (all of them unless the layer is split over ranks).
+  explicit MlaDims(const ModelConfig& m, int64_t heads = 0)
+      : H(heads ? heads : m.num_heads), c(m.kv_lora_rank), dn(m.qk_nope_head_dim), dr(m.rope_dim), dv(m.v_head_dim) {}
   int64_t dq() const { return dn + dr; }       // query / key width per head
   int64_t latent() const { return c + dr; }    // cached values per token
   int64_t kv() const { return dn + dv; }       // kv_b_proj rows per head
 };
 
 struct MlaWeights {
-  Matrix wq;                   // [H·(dn+dr), D], only when q_lora_rank == 0
+  int64_t heads = 0;           // the heads held here (all unless split)
+  Matrix wq;                   // [heads·(dn+dr), D], only when q_lora_rank == 0
   Matrix wq_a;                 // [q_lora_rank, D]
   std::vector<float> q_norm;   // [q_lora_rank]
-  Matrix wq_b;                 // [H·(dn+dr), q_lora_rank]
+  Matrix wq_b;                 // [heads·(dn+dr), q_lora_rank]
   Matrix wkv_a;                // [c+dr, D]
   std::vector<float> kv_norm;  // [c]
-  Matrix wkv_b;                // [H·(dn+dv), c]: head h's k rows, then its v rows
-  Matrix wo;                   // [D, H·dv]
+  Matrix wkv_b;                // [heads·(dn+dv), c]: head h's k rows, then its v rows
+  Matrix wo;                   // [D, heads·dv]
 
-  static MlaWeights load(const WeightSource& ws, const std::string& p, const ModelConfig& m) {
+  // Split over tp's ranks, rank r holds heads [r*H/p, (r+1)*H/p): their query and kv_b rows and
+  // their columns of wo, whose output is then its share of the layer's, summed over the ranks.
+  static MlaWeights load(const WeightSource& ws, const std::string& p, const ModelConfig& m, const TensorShard& tp = {}) {
+    tp.require_divides({{"num_attention_heads", m.num_heads}}, p);
     const MlaDims d(m);
+    const int64_t h0 = tp.first(d.H);
     MlaWeights w;
+    w.heads = tp.part(d.H);
+    // Rows [h0·per, (h0+heads)·per) of an [H·per, k] matrix: this rank's heads.
+    auto head_rows = [&](const std::string& name, int64_t per, int64_t k) {
+      return tp.split() ? ws.matrix_rows(name, d.H * per, k, h0 * per, w.heads * per) : ws.matrix(name, d.H * per, k);
+    };
     if (m.q_lora_rank > 0) {
       w.wq_a = ws.matrix(p + ".wq_a", m.q_lora_rank, m.hidden_size);
       w.q_norm = ws.floats(p + ".q_norm.weight", {m.q_lora_rank});
-      w.wq_b = ws.matrix(p + ".wq_b", d.H * d.dq(), m.q_lora_rank);
+      w.wq_b = head_rows(p + ".wq_b", d.dq(), m.q_lora_rank);
     } else {
-      w.wq = ws.matrix(p + ".wq", d.H * d.dq(), m.hidden_size);
+      w.wq = head_rows(p + ".wq", d.dq(), m.hidden_size);
     }
     w.wkv_a = ws.matrix(p + ".wkv_a", d.latent(), m.hidden_size);
     w.kv_norm = ws.floats(p + ".kv_norm.weight", {d.c});
-    w.wkv_b = ws.matrix(p + ".wkv_b", d.H * d.kv(), d.c);
-    w.wo = ws.matrix(p + ".wo", m.hidden_size, d.H * d.dv);
+    w.wkv_b = head_rows(p + ".wkv_b", d.kv(), d.c);
+    w.wo = tp.split() ? ws.matrix_cols(p + ".wo", m.hidden_size, d.H * d.dv, h0 * d.dv, w.heads * d.dv)
+                      : ws.matrix(p + ".wo", m.hidden_size, d.H * d.dv);
     return w;
   }
 };
@@ -150,9 +163,10 @@ struct MlaAttention {
     if (m.rope_dim < 2 || m.rope_dim % 2) return "MLA needs an even qk_rope_head_dim >= 2";
     return "";
   }
-  static MlaAttention load(const WeightSource& ws, const std::string& prefix, const ModelConfig& m, const LayerConfig&) {
-    MlaAttention a{MlaWeights::load(ws, prefix, m), nullptr};
-    if (m.qk_nope_head_dim > 0) a.absorbed = AbsorbedKeys::build(a.w.wkv_b, MlaDims(m));
+  static MlaAttention load(const WeightSource& ws, const std::string& prefix, const ModelConfig& m, const LayerConfig&,
+                           const TensorShard& tp = {}) {
+    MlaAttention a{MlaWeights::load(ws, prefix, m, tp), nullptr};
+    if (m.qk_nope_head_dim > 0) a.absorbed = AbsorbedKeys::build(a.w.wkv_b, MlaDims(m, a.w.heads));
     return a;
   }
   State new_state(const ModelConfig&, CacheType t) const {
@@ -174,7 +188,7 @@ struct MlaAttention {
   void forward(const ModelConfig& m, const RopeTable& rope, const float* x /*[T, D]*/, int64_t t,
                const std::vector<Segment>& segs, const std::vector<State*>& states, float* out /*[T, D]*/,
                ForwardTrace*, int64_t) const {
-    const MlaDims d(m);
+    const MlaDims d(m, w.heads);
     const int64_t H = d.H, dq = d.dq(), lw = d.latent();
     const float eps = float(m.rms_norm_eps);
     const float scale = float(1.0 / std::sqrt(double(dq)) * mla_score_factor(m.rope_main.yarn));

@@ -19,8 +19,8 @@ struct SlidingAttention {
     return l.compress_ratio == 0 ? "" : "sliding attention takes no compress ratio";
   }
   static SlidingAttention load(const WeightSource& ws, const std::string& prefix, const ModelConfig& c,
-                               const LayerConfig&) {
-    return {LatentWeights::load(ws, prefix, c)};
+                               const LayerConfig&, const TensorShard& tp = {}) {
+    return {LatentWeights::load(ws, prefix, c, tp)};
   }
   State new_state(const ModelConfig& c, CacheType t) const {
     State s;
@@ -38,7 +38,7 @@ struct SlidingAttention {
                ForwardTrace*, int64_t) const {
     LatentProjections p;
     latent_project<B>(latent, c, rope, x, t, segs, p);
-    const int64_t hd = c.num_heads * c.head_dim;
+    const int64_t hd = latent.heads * c.head_dim;
     std::vector<float> o(size_t(t * hd));
     for (size_t si = 0; si < segs.size(); ++si) {
       const Segment& s = segs[si];

@@ -5,6 +5,7 @@
 // headers and the tensors looked up with find()/get() are mapped (a rank of a split model maps
 // its own slice); the data of an entry of tensors() is readable only after such a lookup.
 #include <algorithm>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -87,6 +88,44 @@ class Checkpoint {
     }
     return &it->second;
   }
+  // The entry of `name` without mapping its bytes: its data pointer only locates them, for
+  // map_part / read_part (a rank of a tensor-parallel model uses a part of the tensor).
+  const TensorView* find_unmapped(const std::string& name) const {
+    auto it = by_name_.find(name);
+    return it == by_name_.end() ? nullptr : &it->second;
+  }
+  // Makes bytes [p, p + n) of tensor t readable in place (no-op unless OnDemand).
+  void map_part(const TensorView& t, const uint8_t* p, size_t n) const {
+    if (mode_ != MapMode::OnDemand || n == 0 || mapped_.count(t.name)) return;
+    const MappedFile& f = file_of(t, p, n);
+    f.map_range(size_t(p - f.data()), n);
+    part_bytes_ += n;
+  }
+  // Copies bytes [p, p + n) of tensor t into dst without mapping them (OnDemand: read from the file).
+  void read_part(const TensorView& t, const uint8_t* p, size_t n, uint8_t* dst) const {
+    if (n == 0) return;
+    const MappedFile& f = file_of(t, p, n);
+    f.read(size_t(p - f.data()), n, dst);
+    part_bytes_ += n;
+  }
+  // n bytes of memory that lives as long as the checkpoint, for weights the loader rebuilt (a
+  // column slice of a matrix is not contiguous in the file, so a rank holds a copy of it).
+  uint8_t* own(size_t n) const {
+    owned_.emplace_back(n);
+    owned_bytes_ += n;
+    return owned_.back().data();
+  }
+  // Bytes of tensor data this process can read: whole tensors looked up with find()/get(), parts
+  // mapped or read, and the loader's copies (OnDemand; the file sizes when Whole).
+  size_t bytes_in_use() const {
+    if (mode_ == MapMode::Whole) return total_bytes();
+    size_t n = part_bytes_;
+    for (const std::string& name : mapped_) n += by_name_.at(name).nbytes;
+    return n;
+  }
+  // The loader's copies alone.
+  size_t owned_bytes() const { return owned_bytes_; }
+
   const TensorView& get(const std::string& name) const {
     if (auto* t = find(name)) return *t;
     fail(dir_.string(), ": missing tensor '", name, "'");
@@ -118,12 +157,19 @@ class Checkpoint {
     }
     maps_.push_back(std::move(m));
   }
+  const MappedFile& file_of(const TensorView& t, const uint8_t* p, size_t n) const {
+    if (p < t.data || n > t.nbytes || size_t(p - t.data) > t.nbytes - n)
+      fail(t.file, ": tensor '", t.name, "': bytes ", p - t.data, "+", n, " are outside its ", t.nbytes, " bytes");
+    return *maps_[map_of_.at(t.name)];
+  }
   std::filesystem::path dir_;
   std::vector<std::unique_ptr<MappedFile>> maps_;
   std::unordered_map<std::string, TensorView> by_name_;
   MapMode mode_ = MapMode::Whole;
   std::unordered_map<std::string, size_t> map_of_;  // tensor -> index into maps_
   mutable std::unordered_set<std::string> mapped_;  // OnDemand: tensors whose bytes are mapped
+  mutable std::deque<std::vector<uint8_t>> owned_;  // own(): a deque keeps every buffer where it is
+  mutable size_t part_bytes_ = 0, owned_bytes_ = 0;
 };
 
 }  // namespace dsv4

@@ -84,6 +84,23 @@ class MappedFile {
     if (p == MAP_FAILED) fail(path_, ": mmap of bytes ", begin, "..", end, " failed: ", std::strerror(errno));
   }
 
+  // Copies bytes [offset, offset + bytes) into dst. OnDemand: read from the file, nothing mapped
+  // (a rank's column slice of a matrix, copied out row by row); whole-file map: from the map.
+  void read(size_t offset, size_t bytes, uint8_t* dst) const {
+    if (offset > size_ || bytes > size_ - offset) fail(path_, ": range ", offset, "+", bytes, " is past the end");
+    if (fd_ < 0) {
+      std::memcpy(dst, data_ + offset, bytes);
+      return;
+    }
+    for (size_t done = 0; done < bytes;) {
+      const ssize_t n = ::pread(fd_, dst + done, bytes - done, off_t(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) fail(path_, ": read of bytes ", offset + done, "..", offset + bytes, " failed",
+                       n < 0 ? std::string(": ") + std::strerror(errno) : std::string(": end of file"));
+      done += size_t(n);
+    }
+  }
+
  private:
   void release() {
     if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);

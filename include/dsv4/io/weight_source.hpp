@@ -11,7 +11,7 @@
 #include "dsv4/io/checkpoint.hpp"
 #include "dsv4/model/config.hpp"
 #include "dsv4/numeric/bf16.hpp"
-#include "dsv4/quant/schemes.hpp"
+#include "dsv4/quant/matrix_part.hpp"
 
 namespace dsv4 {
 
@@ -75,15 +75,58 @@ class WeightSource {
 
   // `prefix` + ".weight" (and ".scale" for quantized schemes) as a logical [n, k] matrix.
   Matrix matrix(const std::string& prefix, int64_t n, int64_t k) const {
-    const TensorView& w = tensor(prefix + ".weight");
+    const Located l = locate(prefix, n, k);
+    ck_.find(l.weight->name);  // maps the bytes (OnDemand)
+    if (l.scale) ck_.find(l.scale->name);
+    return l.m;
+  }
+
+  // Rows [r0, r0 + count) of that matrix: a rank's share of the heads or of an MLP's width. Only
+  // those rows' bytes are mapped (see quant/matrix_part.hpp for when it is a copy instead).
+  Matrix matrix_rows(const std::string& prefix, int64_t n, int64_t k, int64_t r0, int64_t count) const {
+    const Located l = locate(prefix, n, k);
+    Part src{ck_, l.weight, l.scale};
+    return dsv4::matrix_rows(l.m, r0, count, src);
+  }
+  // Columns [c0, c0 + count): read from the file into memory the checkpoint owns.
+  Matrix matrix_cols(const std::string& prefix, int64_t n, int64_t k, int64_t c0, int64_t count) const {
+    const Located l = locate(prefix, n, k);
+    Part src{ck_, l.weight, l.scale};
+    return dsv4::matrix_cols(l.m, c0, count, src);
+  }
+
+ private:
+  struct Located {
+    Matrix m;  // points into the checkpoint's address space; its bytes are not mapped yet
+    const TensorView* weight = nullptr;
+    const TensorView* scale = nullptr;  // null for F32 and BF16
+  };
+  // A ByteSource over a weight tensor and its scale tensor.
+  struct Part {
+    const Checkpoint& ck;
+    const TensorView* weight;
+    const TensorView* scale;
+    const TensorView& of(const uint8_t* p) const {
+      return scale && p >= scale->data && p < scale->data + scale->nbytes ? *scale : *weight;
+    }
+    void map(const uint8_t* p, size_t n) { if (n) ck.map_part(of(p), p, n); }
+    void read(const uint8_t* p, size_t n, uint8_t* dst) { if (n) ck.read_part(of(p), p, n, dst); }
+    uint8_t* own(size_t n) { return ck.own(n); }
+  };
+  const TensorView& unmapped(const std::string& release) const {
+    if (auto* t = ck_.find_unmapped(name(release))) return *t;
+    fail(ck_.dir().string(), ": missing tensor '", name(release), "'");
+  }
+  Located locate(const std::string& prefix, int64_t n, int64_t k) const {
+    const TensorView& w = unmapped(prefix + ".weight");
     auto expect = [&](const Shape& s) {
       if (w.shape != s)
         fail(w.file, ": tensor '", w.name, "' has shape ", shape_str(w.shape), ", expected ", shape_str(s),
              " (", dtype_name(w.dtype), ")");
     };
     switch (w.dtype) {
-      case DType::F32: expect({n, k}); return F32Matrix{w.data, n, k};
-      case DType::BF16: expect({n, k}); return Bf16Matrix{w.data, n, k};
+      case DType::F32: expect({n, k}); return {F32Matrix{w.data, n, k}, &w};
+      case DType::BF16: expect({n, k}); return {Bf16Matrix{w.data, n, k}, &w};
       case DType::F8_E4M3: {
         expect({n, k});
         Fp8BlockMatrix m{w.data, nullptr, false, n, k, cfg_.fp8_block_rows, cfg_.fp8_block_cols};
@@ -96,7 +139,7 @@ class WeightSource {
           fail(s.file, ": tensor '", s.name, "' has shape ", shape_str(s.shape), ", expected ", shape_str(want),
                " for ", shape_str({n, k}), " in ", m.bm, "x", m.bn, " blocks");
         m.scale = s.data;
-        return m;
+        return {m, &w, &s};
       }
       case DType::I8: {
         if (k % 2) fail(w.file, ": tensor '", w.name, "': packed FP4 needs an even input size, got ", k);
@@ -109,7 +152,7 @@ class WeightSource {
         if (s.shape != want)
           fail(s.file, ": tensor '", s.name, "' has shape ", shape_str(s.shape), ", expected ", shape_str(want));
         m.scale = s.data;
-        return m;
+        return {m, &w, &s};
       }
       default:
         fail(w.file, ": tensor '", w.name, "' has dtype ", dtype_name(w.dtype),
@@ -117,6 +160,7 @@ class WeightSource {
     }
   }
 
+ public:
   // An unquantized matrix stored under exactly `release` (no ".weight" suffix): F32 or BF16.
   Matrix plain_matrix(std::string_view release, int64_t n, int64_t k) const {
     const TensorView& w = tensor(release);
@@ -147,7 +191,7 @@ class WeightSource {
  private:
   const TensorView& scale_for(const std::string& prefix, const TensorView& w) const {
     for (const char* suffix : {".scale", ".weight_scale_inv"})
-      if (auto* s = ck_.find(name(prefix + suffix))) return *s;
+      if (auto* s = ck_.find_unmapped(name(prefix + suffix))) return *s;
     fail(w.file, ": tensor '", w.name, "' is ", dtype_name(w.dtype), " but its scale '", name(prefix + ".scale"),
          "' is missing");
   }

@@ -7,17 +7,43 @@
 // so dispatch costs nothing and the combine is one sum over ranks per MoE layer, done in rank
 // order so that all ranks stay bit-identical (see allreduce_sum).
 #include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "dsv4/core/communicator.hpp"
 
 namespace dsv4 {
 
+// Tensor parallelism (Distribution::tensor): each attention layer's query heads and output groups,
+// the shared expert's and dense MLPs' intermediate width are split in equal contiguous blocks too.
+// A rank computes its heads' attention over the full (replicated) kv cache and its block of the
+// output projection's columns; the partial outputs are summed over the ranks (one sum after the
+// attention, and the MoE layer's one sum covers the shared expert).
+struct TensorShard {
+  int rank = 0, ranks = 1;
+  bool split() const { return ranks > 1; }
+  // The block [first(n), first(n) + part(n)) of n this rank holds (n divisible by ranks).
+  int64_t part(int64_t n) const { return n / ranks; }
+  int64_t first(int64_t n) const { return part(n) * rank; }
+  // Fails unless every one of `sizes` (named by `what`) splits evenly over the ranks.
+  void require_divides(std::initializer_list<std::pair<const char*, int64_t>> sizes, const std::string& where) const {
+    for (auto& [what, n] : sizes)
+      if (n % ranks)
+        fail("tensor parallelism over ", ranks, " ranks: ", where, " has ", what, " = ", n,
+             ", which does not split evenly over ", ranks, " ranks (use a rank count that divides it, or expert "
+             "parallelism alone)");
+  }
+};
+
 struct Distribution {
   Communicator* comm = nullptr;  // null: one process holds the whole model
+  bool tensor = false;           // also split attention heads and shared / dense MLPs (TensorShard)
   int rank() const { return comm ? comm->rank() : 0; }
   int size() const { return comm ? comm->size() : 1; }
   bool split() const { return size() > 1; }
+  TensorShard tensor_shard() const { return tensor && split() ? TensorShard{rank(), size()} : TensorShard{}; }
 };
 
 // The routed experts [first, first + count) that rank r of p owns, out of E.

@@ -92,11 +92,13 @@ inline uint64_t checkpoint_fingerprint(const ModelConfig& c, const Checkpoint& c
 
 class Model {
  public:
-  // Loads the model in `dir`. Split over the ranks of `dist` (expert parallelism), each rank maps
-  // the checkpoint but reads only its own experts; every rank must call load with the same model,
-  // and a failure on any rank fails the load on all of them.
+  // Loads the model in `dir`. Split over the ranks of `dist` (expert parallelism, and with
+  // dist.tensor tensor parallelism), each rank maps the checkpoint's headers but reads only its own
+  // experts (and share of the heads); every rank must call load with the same model and the same
+  // Distribution, and a failure on any rank fails the load on all of them.
   static Model load(const std::filesystem::path& dir, const Distribution& dist = {}) {
     if (!dist.split()) return load_local(dir, dist);
+    require_same_on_all_ranks(*dist.comm, dist.tensor ? 1 : 0, "the parallelism (expert or tensor)");
     std::string error;
     Model m;
     try {
@@ -144,7 +146,7 @@ class Model {
                      make_residual(ws, p + ".hc_ffn", c),
                      ws.floats(p + ".attn_norm.weight", {c.hidden_size}),
                      ws.floats(p + ".ffn_norm.weight", {c.hidden_size}),
-                     make_attention(ws, p + ".attn", c, l),
+                     make_attention(ws, p + ".attn", c, l, dist.tensor_shard()),
                      make_ffn(ws, p + ".ffn", c, l, dist)};
       m.layers_.push_back(std::move(d));
     }
@@ -214,7 +216,7 @@ class Model {
     }
     if (trace) trace->hidden.clear(), trace->indexer_topk.clear();
 
-    std::vector<float> u(size_t(T * D)), y(size_t(T * D));
+    std::vector<float> u(size_t(T * D)), y(size_t(T * D)), reduce_scratch;
     HcMix mix;
     const float eps = float(c.rms_norm_eps);
     auto pre = [&](const ResidualVariant& r) {
@@ -237,6 +239,7 @@ class Model {
                                      int64_t(l));
           },
           L.attn);
+      if (dist_.tensor_shard().split()) allreduce_sum(*dist_.comm, y.data(), T * D, reduce_scratch);  // heads' shares
       post(L.attn_residual);
       pre(L.ffn_residual);
       for (int64_t i = 0; i < T; ++i) rms_norm(&u[size_t(i * D)], L.ffn_norm.data(), D, eps, &u[size_t(i * D)]);

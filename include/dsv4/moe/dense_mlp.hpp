@@ -8,11 +8,12 @@
 namespace dsv4 {
 
 struct DenseMlp {
-  ExpertWeights w;  // w1, w3: [intermediate_size, D]; w2: [D, intermediate_size]
+  ExpertWeights w;  // w1, w3: [intermediate_size, D]; w2: [D, intermediate_size] (split: a block of it)
+  bool split = false;  // holds a block of the width: forward's out is a share, summed over the ranks
 
-  static DenseMlp load(const WeightSource& ws, const std::string& p, const ModelConfig& c) {
+  static DenseMlp load(const WeightSource& ws, const std::string& p, const ModelConfig& c, const TensorShard& tp = {}) {
     if (c.intermediate_size < 1) fail("a dense MLP layer needs intermediate_size >= 1");
-    return {ExpertWeights::load(ws, p, c.hidden_size, c.intermediate_size)};
+    return {ExpertWeights::load(ws, p, c.hidden_size, c.intermediate_size, tp), tp.split()};
   }
   template <class F>
   void for_each_matrix(F&& f) const {

@@ -16,7 +16,7 @@ inline FfnVariant make_ffn(const WeightSource& ws, const std::string& prefix, co
   const LayerConfig& l = c.layers[size_t(layer)];
   switch (l.ffn) {
     case FfnKind::Moe: return MoeWeights::load(ws, prefix, c, l, dist);
-    case FfnKind::Dense: return DenseMlp::load(ws, prefix, c);
+    case FfnKind::Dense: return DenseMlp::load(ws, prefix, c, dist.tensor_shard());
   }
   fail("layer ", layer, ": unknown feed-forward kind");
 }
@@ -36,12 +36,18 @@ void for_each_ffn_matrix(const FfnVariant& v, F&& f) {
 }
 
 // out [T, D] = ffn(x [T, D]); tokens [T] are the input ids (hash routing reads them). comm: the
-// ranks a MoE layer's experts are split over (null when one process holds them all).
+// ranks a MoE layer's experts (or a split dense MLP's width) are split over (null when one
+// process holds them all).
 template <KernelBundle B>
 void ffn_forward(const FfnVariant& f, const ModelConfig& c, const float* x, const int32_t* tokens, int64_t t,
                  float* out, Communicator* comm = nullptr) {
-  if (auto* moe = std::get_if<MoeWeights>(&f)) moe_forward<B>(*moe, c, x, tokens, t, out, comm);
-  else std::get<DenseMlp>(f).forward<B>(c, x, tokens, t, out);
+  if (auto* moe = std::get_if<MoeWeights>(&f)) return moe_forward<B>(*moe, c, x, tokens, t, out, comm);
+  const DenseMlp& mlp = std::get<DenseMlp>(f);
+  mlp.forward<B>(c, x, tokens, t, out);
+  if (mlp.split && comm) {
+    thread_local std::vector<float> scratch;
+    allreduce_sum(*comm, out, t * c.hidden_size, scratch);
+  }
 }
 
 }  // namespace dsv4

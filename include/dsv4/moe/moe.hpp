@@ -17,8 +17,16 @@ struct ExpertWeights {
   Matrix w2;  // [D, I] down
   Matrix w3;  // [I, D] up
 
-  static ExpertWeights load(const WeightSource& ws, const std::string& p, int64_t hidden, int64_t inter) {
-    return {ws.matrix(p + ".w1", inter, hidden), ws.matrix(p + ".w2", hidden, inter), ws.matrix(p + ".w3", inter, hidden)};
+  // Split over tp's ranks, rank r holds the intermediate block [r*I/p, (r+1)*I/p): its rows of w1
+  // and w3 and its columns of w2, so its output is its share of the expert's, summed over ranks.
+  static ExpertWeights load(const WeightSource& ws, const std::string& p, int64_t hidden, int64_t inter,
+                            const TensorShard& tp = {}) {
+    if (!tp.split())
+      return {ws.matrix(p + ".w1", inter, hidden), ws.matrix(p + ".w2", hidden, inter), ws.matrix(p + ".w3", inter, hidden)};
+    tp.require_divides({{"an intermediate size", inter}}, p);
+    const int64_t i0 = tp.first(inter), n = tp.part(inter);
+    return {ws.matrix_rows(p + ".w1", inter, hidden, i0, n), ws.matrix_cols(p + ".w2", hidden, inter, i0, n),
+            ws.matrix_rows(p + ".w3", inter, hidden, i0, n)};
   }
 };
 
@@ -42,7 +50,7 @@ struct MoeWeights {
   RouterVariant router;
   int64_t first_expert = 0;           // experts[i] is routed expert first_expert + i
   std::vector<ExpertWeights> experts; // the routed experts this process holds (all of them unless split)
-  std::vector<ExpertWeights> shared;  // 0 or 1 (only on the rank that computes it when split)
+  std::vector<ExpertWeights> shared;  // 0 or 1: on rank 0 when split, or a share on every rank (tensor)
 
   static MoeWeights load(const WeightSource& ws, const std::string& p, const ModelConfig& c, const LayerConfig& l,
                          const Distribution& dist = {}) {
@@ -55,9 +63,10 @@ struct MoeWeights {
     else m.router = TopKRouter::load(ws, p + ".gate", c);
     for (int64_t e = shard.first; e < shard.first + shard.count; ++e)
       m.experts.push_back(ExpertWeights::load(ws, p + ".experts." + std::to_string(e), c.hidden_size, c.moe_intermediate_size));
-    if (c.n_shared_experts > 0 && dist.rank() == 0)
+    const TensorShard tp = dist.tensor_shard();
+    if (c.n_shared_experts > 0 && (dist.rank() == 0 || tp.split()))
       m.shared.push_back(ExpertWeights::load(ws, p + ".shared_experts", c.hidden_size,
-                                             c.moe_intermediate_size * c.n_shared_experts));
+                                             c.moe_intermediate_size * c.n_shared_experts, tp));
     return m;
   }
 };
