@@ -195,13 +195,16 @@ int cmd_bench(const Args& a) {
   std::printf("memory read bw  %.2f GB/s (measured in this run)\n", bw / 1e9);
   std::printf("roofline        %.1f%%\n", 100.0 * achieved / bw);
   if (comm)
-    std::printf("ranks           %d (expert parallel); rank 0 in collectives %.1f%% of decode (%.2f ms/token)\n",
-                comm->size(), 100.0 * comm_decode_s / decode_s, 1e3 * comm_decode_s / double(N));
+    std::printf("ranks           %d (%s); rank 0 in collectives %.1f%% of decode (%.2f ms/token)\n", comm->size(),
+                m.distribution().tensor ? "tensor + expert parallel" : "expert parallel", 100.0 * comm_decode_s / decode_s,
+                1e3 * comm_decode_s / double(N));
   std::printf("{\"prefill_tokens_per_s\": %.4f, \"decode_tokens_per_s\": %.4f, \"active_bytes_per_token\": %lld, "
               "\"achieved_gbps\": %.3f, \"read_bandwidth_gbps\": %.3f, \"roofline_fraction\": %.4f, \"context\": %lld, "
-              "\"cache_type\": \"%s\", \"cache_bytes\": %lld}\n",
+              "\"cache_type\": \"%s\", \"cache_bytes\": %lld, \"ranks\": %d, \"parallel\": \"%s\", "
+              "\"collectives_fraction\": %.4f}\n",
               context > 0 ? 0.0 : double(P) / prefill_s, decode_tps, (long long)active, achieved / 1e9, bw / 1e9,
-              achieved / bw, (long long)context, cache_type_name(type), (long long)cache_bytes);
+              achieved / bw, (long long)context, cache_type_name(type), (long long)cache_bytes, comm ? comm->size() : 1,
+              !comm ? "none" : m.distribution().tensor ? "tensor" : "expert", comm ? comm_decode_s / decode_s : 0.0);
   return 0;
 }
 
