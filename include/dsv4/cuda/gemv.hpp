@@ -61,6 +61,13 @@ bool legacy_gemv();
 void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float* y, int64_t ldy, int64_t row0,
           int64_t row1, void* stream);
 
+// A block-diagonal product in one launch (the grouped low-rank attention output): W [groups m, K],
+// rows [g m, (g+1) m) times columns [g x_group, g x_group + K) of x [batch, *] (row stride ldx), into
+// columns [g y_group, g y_group + m) of y (row stride ldy). FP8/FP4 take the tensor-core GEMV with
+// the groups on grid.z; other formats one gemv a group.
+void gemv_grouped(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float* y, int64_t ldy,
+                  int64_t groups, int64_t x_group, int64_t y_group, void* stream);
+
 // Describes a loaded dsv4 weight matrix for upload.
 inline MatrixView view_of(const Matrix& m) {
   MatrixView v;
