@@ -10,80 +10,159 @@
 namespace dsv4::cuda::k {
 namespace {
 
-constexpr int kHcCols = 64;     // columns of D a hc_post_mix block covers (its threads)
-constexpr int kHcFinish = 512;  // threads of a hc_finish block
+constexpr int kHcCols = 64;       // columns of D a hc_post_mix block covers
+constexpr int kHcThreads = 256;   // threads of a hc_post_mix block
+constexpr int kHcFinish = 1024;   // threads of a hc_finish block
 
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+template <bool F32>
 __device__ __forceinline__ float fn_at(const MatrixView& w, int64_t r, int64_t j) {
-  if (w.kind == MatrixView::F32) return __ldg(reinterpret_cast<const float*>(w.data) + r * w.k + j);
-  return weight_at(w, r, j);
+  if constexpr (F32) return __ldg(reinterpret_cast<const float*>(w.data) + r * w.k + j);
+  else return weight_at(w, r, j);
 }
 
-// grid (ceil(D / kHcCols), T), kHcCols threads, one column k of every stream each.
+// grid (ceil(D / kHcCols), T): a block owns columns [k0, k0 + kHcCols) of every stream.
 // With post: x [T, n, D] <- post_j y + sum_i comb[i][j] X_i (hc_post). With fn.data: the partial sums
-// of the next mixes over this block's columns: part [T, chunks, nm + 1] = (fn_r . X, sum X^2).
-__global__ void hc_post_mix_kernel(const float* __restrict__ post, const float* __restrict__ comb,
-                                   const float* __restrict__ y, float* x, int n, int64_t D, MatrixView fn,
-                                   int nm, float* __restrict__ part) {
-  __shared__ float red[kHcCols / 32][kHcMaxMix + 1];
-  const int64_t t = blockIdx.y, k = int64_t(blockIdx.x) * kHcCols + threadIdx.x;
-  const bool valid = k < D;
+// of the next mixes over this block's n x kHcCols values: part [T, chunks, nm + 1] = (fn_r . X, sum X^2).
+// The new values go through shared memory; a warp then takes 4 of the nm + 1 sums at a time with its
+// lanes over the values, so that each thread has 16 independent weight loads in flight (one weight
+// row per warp had too few bytes in flight to reach the memory rate).
+template <bool F32>  // fn stored as F32 (the checkpoints' format), else any format
+__global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __restrict__ post,
+                                                                  const float* __restrict__ comb,
+                                                                  const float* __restrict__ y, float* x, int n,
+                                                                  int64_t D, MatrixView fn, int nm,
+                                                                  float* __restrict__ part) {
+  __shared__ float xs[16 * kHcCols];  // [n, kHcCols] the block's new values
+  __shared__ float red[kHcMaxMix + 1];
+  const int64_t t = blockIdx.y, k0 = int64_t(blockIdx.x) * kHcCols;
+  const int tid = threadIdx.x, ne = n * kHcCols;
   float* xt = x + t * n * D;
-  float v[16];
+  for (int e = tid; e < ne; e += kHcThreads) {
+    const int j = e / kHcCols;
+    const int64_t k = k0 + e % kHcCols;
+    float v = 0.f;
+    if (k < D) {
+      if (post != nullptr) {
+        const float* C = comb + t * n * n;
+        v = post[t * n + j] * y[t * D + k];
 #pragma unroll
-  for (int s = 0; s < 16; ++s) v[s] = s < n && valid ? xt[s * D + k] : 0.f;
-  if (post != nullptr && valid) {
-    const float* C = comb + t * n * n;
-    const float yk = y[t * D + k];
-    float o[16];
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      if (j >= n) break;
-      float a = post[t * n + j] * yk;
-#pragma unroll
-      for (int s = 0; s < 16; ++s)
-        if (s < n) a += C[s * n + j] * v[s];
-      o[j] = a;
+        for (int s = 0; s < 16; ++s)
+          if (s < n) v += C[s * n + j] * xt[s * D + k];
+      } else {
+        v = xt[j * D + k];
+      }
     }
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-      if (j < n) xt[j * D + k] = v[j] = o[j];
+    xs[e] = v;
   }
-  if (fn.data == nullptr) return;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float ss = 0.f;
-#pragma unroll
-  for (int s = 0; s < 16; ++s) ss += v[s] * v[s];
-#pragma unroll 4
-  for (int r = 0; r <= nm; ++r) {
-    float d = ss;
-    if (r < nm) {
-      d = 0.f;
-#pragma unroll
-      for (int s = 0; s < 16; ++s)
-        if (s < n && valid) d += fn_at(fn, r, s * D + k) * v[s];
+  __syncthreads();  // every old value of these columns read before any is overwritten
+  if (post != nullptr)
+    for (int e = tid; e < ne; e += kHcThreads) {
+      const int64_t k = k0 + e % kHcCols;
+      if (k < D) xt[(e / kHcCols) * D + k] = xs[e];
     }
-    for (int o = 16; o > 0; o /= 2) d += __shfl_xor_sync(0xffffffffu, d, o);
-    if (lane == 0) red[warp][r] = d;
+  if (fn.data == nullptr) return;
+  const int warp = tid / 32, lane = tid % 32;
+  constexpr int kW = kHcThreads / 32, kR = 4;  // warps; sums a warp forms at a time (rows r0 + kW q)
+  for (int r0 = warp; r0 <= nm; r0 += kW * kR) {
+    float acc[kR] = {0.f, 0.f, 0.f, 0.f};
+    for (int e0 = 0; e0 < ne; e0 += 128) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int e = e0 + lane + 32 * i;
+        const int64_t col = int64_t(e / kHcCols) * D + k0 + e % kHcCols;
+        const bool ok = e < ne && k0 + e % kHcCols < D;
+        const float v = ok ? xs[e] : 0.f;
+#pragma unroll
+        for (int q = 0; q < kR; ++q) {
+          const int r = r0 + kW * q;
+          if (r < nm) acc[q] += (ok ? fn_at<F32>(fn, r, col) : 0.f) * v;
+          else if (r == nm) acc[q] += v * v;
+        }
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < kR; ++q) {
+      float a = acc[q];
+      for (int o = 16; o > 0; o /= 2) a += __shfl_xor_sync(0xffffffffu, a, o);
+      const int r = r0 + kW * q;
+      if (lane == 0 && r <= nm) red[r] = a;
+    }
   }
   __syncthreads();
   float* pt = part + (t * gridDim.x + blockIdx.x) * (nm + 1);
-  for (int r = threadIdx.x; r <= nm; r += blockDim.x) {
-    float a = 0.f;
-    for (int w = 0; w < kHcCols / 32; ++w) a += red[w][r];
-    pt[r] = a;
+  for (int r = tid; r <= nm; r += kHcThreads) pt[r] = red[r];
+}
+
+// Sinkhorn of the n x n matrix held one element a lane (lane = i n + j < n^2 <= 32), the sums in the
+// oracle's order (include/dsv4/model/mhc.hpp): softmax over rows + eps, columns, then iters - 1
+// times rows and columns.
+__device__ float sinkhorn_lanes(float c, int n, int iters, float eps) {
+  const int lane = threadIdx.x % 32, i = lane / n, j = lane % n;
+  float mx = -FLT_MAX;
+  for (int q = 0; q < n; ++q) mx = fmaxf(mx, __shfl_sync(0xffffffffu, c, (i * n + q) & 31));
+  const float e = expf(c - mx);
+  float sum = 0.f;
+  for (int q = 0; q < n; ++q) sum += __shfl_sync(0xffffffffu, e, (i * n + q) & 31);
+  c = e / sum + eps;
+  for (int it = 0; it < iters; ++it) {
+    if (it > 0) {
+      float rs = 0.f;
+      for (int q = 0; q < n; ++q) rs += __shfl_sync(0xffffffffu, c, (i * n + q) & 31);
+      c /= (rs + eps);
+    }
+    float cs = 0.f;
+    for (int q = 0; q < n; ++q) cs += __shfl_sync(0xffffffffu, c, (q * n + j) & 31);
+    c /= (cs + eps);
+  }
+  return c;
+}
+
+// The same in shared memory for n^2 > 32 (warp 0, lane i < n owns row/column i's sums).
+__device__ void sinkhorn_shared(float* C, float* stat, float* stat2, int n, int iters, float eps) {
+  const int lane = threadIdx.x % 32, nn = n * n;
+  if (lane < n) {
+    float mx = C[lane * n];
+    for (int j = 1; j < n; ++j) mx = fmaxf(mx, C[lane * n + j]);
+    float sum = 0.f;
+    for (int j = 0; j < n; ++j) sum += expf(C[lane * n + j] - mx);
+    stat[lane] = mx, stat2[lane] = sum;
+  }
+  __syncwarp();
+  for (int e = lane; e < nn; e += 32) C[e] = expf(C[e] - stat[e / n]) / stat2[e / n] + eps;
+  __syncwarp();
+  for (int it = 0; it < iters; ++it) {
+    if (it > 0) {
+      if (lane < n) {
+        float sum = 0.f;
+        for (int j = 0; j < n; ++j) sum += C[lane * n + j];
+        stat[lane] = sum;
+      }
+      __syncwarp();
+      for (int e = lane; e < nn; e += 32) C[e] /= (stat[e / n] + eps);
+      __syncwarp();
+    }
+    if (lane < n) {
+      float sum = 0.f;
+      for (int i = 0; i < n; ++i) sum += C[i * n + lane];
+      stat[lane] = sum;
+    }
+    __syncwarp();
+    for (int e = lane; e < nn; e += 32) C[e] /= (stat[e % n] + eps);
+    __syncwarp();
   }
 }
 
-// One block per token: the mixes from the partial sums (sum over chunks in a fixed order, then the
-// unweighted RMS factor), pre/post/comb (Sinkhorn in warp 0) or, for the head, pre only; then
-// u = sum_i pre_i X_i and out = rms_norm(u) * w. Warps 1.. prefetch X into L1 during Sinkhorn.
-__global__ void hc_finish_kernel(const float* __restrict__ part, int chunks, const float* __restrict__ base,
-                                 const float* __restrict__ scale, const float* __restrict__ x, int n, int64_t D,
-                                 int iters, float hc_eps, float norm_eps, bool head, float* __restrict__ pre_out,
-                                 float* __restrict__ post_out, float* __restrict__ comb_out,
-                                 const float* __restrict__ w, float* __restrict__ out) {
+// One block per token: the mixes from the partial sums (summed over chunks in a fixed order, times
+// the unweighted RMS factor), pre (and post) for every thread; then warp 0 runs Sinkhorn for comb
+// while the other warps form u = sum_i pre_i X_i and out = rms_norm(u) * w (comb is needed only by
+// the hc_post after the sub-layer). The hyper head (head): pre only.
+__global__ void __launch_bounds__(kHcFinish) hc_finish_kernel(
+    const float* __restrict__ part, int chunks, const float* __restrict__ base, const float* __restrict__ scale,
+    const float* __restrict__ x, int n, int64_t D, int iters, float hc_eps, float norm_eps, bool head,
+    float* __restrict__ pre_out, float* __restrict__ post_out, float* __restrict__ comb_out,
+    const float* __restrict__ w, float* __restrict__ out) {
   __shared__ float mix[kHcMaxMix + 1], sp[16], C[256], stat[16], stat2[16], red[32];
   const int64_t t = blockIdx.x;
   const int nm = head ? n : (2 + n) * n, nn = n * n;
@@ -96,75 +175,54 @@ __global__ void hc_finish_kernel(const float* __restrict__ part, int chunks, con
     if (lane == 0) mix[r] = a;
   }
   __syncthreads();
-  const float* xt = x + t * n * D;
+  const float inv = 1.0f / sqrtf(mix[nm] / float(n * D) + norm_eps);
+  if (threadIdx.x < n) sp[threadIdx.x] = sigmoidf(mix[threadIdx.x] * inv * scale[0] + base[threadIdx.x]) + hc_eps;
+  __syncthreads();
   if (warp == 0) {
-    const float inv = 1.0f / sqrtf(mix[nm] / float(n * D) + norm_eps);
-    if (head) {
-      if (lane < n) sp[lane] = sigmoidf(mix[lane] * inv * scale[0] + base[lane]) + hc_eps;
+    if (head) return;
+    if (lane < n) {
+      pre_out[t * n + lane] = sp[lane];
+      post_out[t * n + lane] = 2.0f * sigmoidf(mix[n + lane] * inv * scale[1] + base[n + lane]);
+    }
+    if (nn <= 32) {
+      const float c0 = lane < nn ? mix[2 * n + lane] * inv * scale[2] + base[2 * n + lane] : 0.f;
+      const float c = sinkhorn_lanes(c0, n, iters, hc_eps);
+      if (lane < nn) comb_out[t * nn + lane] = c;
     } else {
-      if (lane < n) {
-        sp[lane] = pre_out[t * n + lane] = sigmoidf(mix[lane] * inv * scale[0] + base[lane]) + hc_eps;
-        post_out[t * n + lane] = 2.0f * sigmoidf(mix[n + lane] * inv * scale[1] + base[n + lane]);
-      }
       for (int e = lane; e < nn; e += 32) C[e] = mix[2 * n + e] * inv * scale[2] + base[2 * n + e];
       __syncwarp();
-      if (lane < n) {  // softmax of row `lane`
-        float mx = C[lane * n];
-        for (int j = 1; j < n; ++j) mx = fmaxf(mx, C[lane * n + j]);
-        float sum = 0.f;
-        for (int j = 0; j < n; ++j) sum += expf(C[lane * n + j] - mx);
-        stat[lane] = mx, stat2[lane] = sum;
-      }
-      __syncwarp();
-      for (int e = lane; e < nn; e += 32) C[e] = expf(C[e] - stat[e / n]) / stat2[e / n] + hc_eps;
-      __syncwarp();
-      for (int it = 0; it < iters; ++it) {
-        if (it > 0) {
-          if (lane < n) {
-            float sum = 0.f;
-            for (int j = 0; j < n; ++j) sum += C[lane * n + j];
-            stat[lane] = sum;
-          }
-          __syncwarp();
-          for (int e = lane; e < nn; e += 32) C[e] /= (stat[e / n] + hc_eps);
-          __syncwarp();
-        }
-        if (lane < n) {
-          float sum = 0.f;
-          for (int i = 0; i < n; ++i) sum += C[i * n + lane];
-          stat[lane] = sum;
-        }
-        __syncwarp();
-        for (int e = lane; e < nn; e += 32) C[e] /= (stat[e % n] + hc_eps);
-        __syncwarp();
-      }
+      sinkhorn_shared(C, stat, stat2, n, iters, hc_eps);
       for (int e = lane; e < nn; e += 32) comb_out[t * nn + e] = C[e];
     }
-  } else {
-    const char* p = reinterpret_cast<const char*>(xt);
-    const int64_t bytes = int64_t(n) * D * 4;
-    for (int64_t o = int64_t(threadIdx.x - 32) * 128; o < bytes; o += int64_t(blockDim.x - 32) * 128)
-      asm volatile("prefetch.global.L1 [%0];" ::"l"(p + o));
+    return;
   }
-  __syncthreads();
-  // u = sum_i pre_i X_i into out, then its RMS norm with weight w (each thread rescales its own
-  // columns: no barrier between the two passes).
+  // Warps 1..: u into out (four columns a thread at once, the streams' loads issued together), then
+  // its RMS norm with weight w; each thread rescales its own columns.
+  const float* xt = x + t * n * D;
   float* ut = out + t * D;
+  const int64_t tid = threadIdx.x - 32, step = blockDim.x - 32;
   float ss = 0.f;
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
-    float a = 0.f;
-    for (int s = 0; s < n; ++s) a += sp[s] * xt[s * D + j];
-    ut[j] = a, ss += a * a;
+  for (int64_t j0 = tid; j0 < D; j0 += 4 * step) {
+    float a[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int s = 0; s < 16; ++s) {
+      if (s >= n) break;
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+        if (j0 + q * step < D) a[q] += sp[s] * xt[s * D + j0 + q * step];
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      if (j0 + q * step < D) ut[j0 + q * step] = a[q], ss += a[q] * a[q];
   }
   for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
   if (lane == 0) red[warp] = ss;
-  __syncthreads();
-  float tot = lane < nw ? red[lane] : 0.f;
+  asm volatile("bar.sync 1, %0;" ::"r"(int(step)) : "memory");  // warps 1.. only
+  float tot = lane >= 1 && lane < nw ? red[lane] : 0.f;
   for (int o = 16; o > 0; o /= 2) tot += __shfl_xor_sync(0xffffffffu, tot, o);
-  const float inv = 1.0f / sqrtf(tot / float(D) + norm_eps);
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) ut[j] = ut[j] * inv * w[j];
+  const float inv2 = 1.0f / sqrtf(tot / float(D) + norm_eps);
+  for (int64_t j = tid; j < D; j += step) ut[j] = ut[j] * inv2 * w[j];
 }
-
 
 // ---- attention split over the keys ------------------------------------------------------------
 // All heads of a row attend over the same keys (one latent kv per position), so a block takes a
@@ -214,24 +272,38 @@ __global__ void __launch_bounds__(kAttThreads) attend_split_kernel(AttendArgs a,
   float* qs = sh;                             // [kAttHeads, d]
   float* ks = qs + kAttHeads * d;             // [kAttKeys, d + 4]
   float* pl = ks + kAttKeys * ks_ld;          // [kAttHeads, kAttKeys] logits, then weights
+  __shared__ const float* kptr[kAttKeys];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int64_t d4 = d / 4;
-  for (int64_t e = tid; e < kAttHeads * d4; e += kAttThreads) {
-    const int hh = int(e / d4);
-    const int64_t j = e % d4;
-    reinterpret_cast<float4*>(qs)[hh * d4 + j] =
-        hh < hn ? __ldg(reinterpret_cast<const float4*>(a.q + (row * H + h0 + hh) * d) + j) : make_float4(0, 0, 0, 0);
-  }
-  for (int64_t e = tid; e < kAttKeys * d4; e += kAttThreads) {
-    const int kk = int(e / d4);
-    const int64_t j = e % d4;
-    float4 v = make_float4(0, 0, 0, 0);
-    if (kk < kn) {
-      const float* kp = att_key(a, ri, row, p_first, nwin, i0 + kk) + 4 * j;
-      if (reinterpret_cast<uintptr_t>(kp) % 16 == 0) v = *reinterpret_cast<const float4*>(kp);
-      else v = make_float4(kp[0], kp[1], kp[2], kp[3]);  // cache state of widths not a multiple of 4
+  if (tid < kAttKeys) kptr[tid] = tid < kn ? att_key(a, ri, row, p_first, nwin, i0 + tid) : nullptr;
+  __syncthreads();
+  // q rows and keys into shared memory, 4 loads a thread in flight at once.
+  constexpr int U = 4;
+  const int64_t nq = kAttHeads * d4, nkv = kAttKeys * d4;
+  for (int64_t e0 = tid; e0 < nq + nkv; e0 += U * kAttThreads) {
+    float4 v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t e = e0 + u * kAttThreads;
+      v[u] = make_float4(0, 0, 0, 0);
+      if (e < nq) {
+        const int hh = int(e / d4);
+        if (hh < hn) v[u] = __ldg(reinterpret_cast<const float4*>(a.q + (row * H + h0 + hh) * d) + e % d4);
+      } else if (e < nq + nkv) {
+        const float* kp = kptr[(e - nq) / d4];
+        if (kp != nullptr) {
+          kp += 4 * ((e - nq) % d4);
+          if (reinterpret_cast<uintptr_t>(kp) % 16 == 0) v[u] = *reinterpret_cast<const float4*>(kp);
+          else v[u] = make_float4(kp[0], kp[1], kp[2], kp[3]);  // cache state of widths not a multiple of 4
+        }
+      }
     }
-    *reinterpret_cast<float4*>(ks + kk * ks_ld + 4 * j) = v;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t e = e0 + u * kAttThreads;
+      if (e < nq) reinterpret_cast<float4*>(qs)[e] = v[u];
+      else if (e < nq + nkv) *reinterpret_cast<float4*>(ks + ((e - nq) / d4) * ks_ld + 4 * ((e - nq) % d4)) = v[u];
+    }
   }
   __syncthreads();
   // Logits: a warp per (head, key) pair at a time, lanes over d.
@@ -298,9 +370,18 @@ __global__ void attend_combine_kernel(AttendArgs a, const float* __restrict__ pa
   for (int64_t c = threadIdx.x; c < nc; c += blockDim.x) wc[c] = expf(ml[c * H * 2] - M);
   __syncthreads();
   const float inv = 1.0f / den;
+  const float* po = part_o + (row * nchunks * H + h) * d;  // chunk c at po + c H d
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
     float acc = 0.f;
-    for (int64_t c = 0; c < nc; ++c) acc += wc[c] * part_o[((row * nchunks + c) * H + h) * d + j];
+    int64_t c = 0;
+    for (; c + 8 <= nc; c += 8) {  // 8 loads in flight, summed in chunk order
+      float v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) v[u] = po[(c + u) * H * d + j];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) acc += wc[c + u] * v[u];
+    }
+    for (; c < nc; ++c) acc += wc[c] * po[c * H * d + j];
     os[j] = acc * inv;
   }
   __syncthreads();
@@ -333,7 +414,9 @@ void hc_post_mix(const float* post, const float* comb, const float* y, float* x,
   const int nm = fn ? int(fn->n) : 0;
   if (nm > kHcMaxMix) throw Error("cuda: more than 288 mHC mixes");
   const dim3 grid(unsigned(hc_chunks(D)), unsigned(t));
-  hc_post_mix_kernel<<<grid, kHcCols, 0, st(s)>>>(post, comb, y, x, int(n), D, fn ? *fn : MatrixView{}, nm, part);
+  const MatrixView f = fn ? *fn : MatrixView{};
+  if (f.kind == MatrixView::F32) hc_post_mix_kernel<true><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part);
+  else hc_post_mix_kernel<false><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part);
   check(cudaGetLastError(), "hc_post_mix");
 }
 
@@ -365,7 +448,7 @@ void attend_split(const AttendArgs& a, float* part_o, float* part_ml, void* s) {
   const dim3 grid(unsigned(nc), unsigned((a.heads + kAttHeads - 1) / kAttHeads), unsigned(a.t));
   attend_split_kernel<<<grid, kAttThreads, bytes, st(s)>>>(a, part_o, part_ml);
   check(cudaGetLastError(), "attend_split");
-  attend_combine_kernel<<<dim3(unsigned(a.heads), unsigned(a.t)), 128, size_t(a.d) * sizeof(float), st(s)>>>(
+  attend_combine_kernel<<<dim3(unsigned(a.heads), unsigned(a.t)), 256, size_t(a.d) * sizeof(float), st(s)>>>(
       a, part_o, part_ml, nc);
   check(cudaGetLastError(), "attend_combine");
 }

@@ -59,9 +59,10 @@ __device__ void rope_block(float* v, int64_t n, int64_t pos, Rope rope, int sign
   }
 }
 
+// grid (ceil(D / kBlock), T).
 __global__ void embed_kernel(MatrixView e, const int32_t* tokens, int64_t n, float* x) {
-  const int64_t t = blockIdx.x, D = e.k;
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+  const int64_t t = blockIdx.y, D = e.k;
+  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < D; j += int64_t(gridDim.x) * blockDim.x) {
     const float v = weight_at(e, tokens[t], j);
     for (int64_t s = 0; s < n; ++s) x[(t * n + s) * D + j] = v;
   }
@@ -547,7 +548,7 @@ void launched(const char* what) { check(cudaGetLastError(), what); }
 
 void embed(const MatrixView& e, const int32_t* tokens, int64_t t, int64_t n, float* x, void* s) {
   if (t == 0) return;
-  embed_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(e, tokens, n, x);
+  embed_kernel<<<dim3(blocks_for(e.k), unsigned(t)), kBlock, 0, st(s)>>>(e, tokens, n, x);
   launched("embed");
 }
 
