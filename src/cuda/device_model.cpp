@@ -263,6 +263,11 @@ struct DeviceModel::Impl {
   }
   void grouped_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float* y);
   void lin(const DeviceMatrix& w, const float* x, int64_t t, float* y) { lin_rows(w, x, w.cols(), t, y, w.rows(), 0, w.rows()); }
+  // ya = A x and yb = B x: one GEMV launch where both take the GEMV path.
+  void lin2(const DeviceMatrix& a, float* ya, const DeviceMatrix& b, float* yb, const float* x, int64_t t) {
+    if (use_gemm(a, t) || use_gemm(b, t) || a.cols() != b.cols()) return lin(a, x, t, ya), lin(b, x, t, yb);
+    gemv_pair(a.view(), ya, a.rows(), b.view(), yb, b.rows(), x, a.cols(), t, stream);
+  }
 };
 
 namespace {
@@ -701,10 +706,9 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     I.mark("mhc");
     hc_pre(Ly.hc_attn, Ly.attn_norm);
     I.mark("attn.project");
-    I.lin(*Ly.lat.wq_a, u, T, qr);
+    I.lin2(*Ly.lat.wq_a, qr, *Ly.lat.wkv, kv, u, T);
     k::rms_norm_rows(qr, Ly.lat.q_norm.get(), T, R, R, eps, qr, s);
     I.lin(*Ly.lat.wq_b, qr, T, q);
-    I.lin(*Ly.lat.wkv, u, T, kv);
     k::norm_rope_heads(q, d_rows, T, H, d, true, eps, rope, s);
     k::rms_norm_rows(kv, Ly.lat.kv_norm.get(), T, d, d, eps, kv, s);
     k::norm_rope_heads(kv, d_rows, T, 1, d, false, eps, rope, s);
@@ -784,8 +788,7 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     const float limit = float(c.swiglu_limit);
     I.mark("moe.shared");
     if (Ly.sw1) {
-      I.lin(*Ly.sw1, u, T, h1);
-      I.lin(*Ly.sw3, u, T, h3);
+      I.lin2(*Ly.sw1, h1, *Ly.sw3, h3, u, T);
       k::swiglu(h1, h3, T * sI, limit, h1, s);
       I.lin(*Ly.sw2, h1, T, y);
     } else {

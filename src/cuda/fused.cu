@@ -10,7 +10,7 @@
 namespace dsv4::cuda::k {
 namespace {
 
-constexpr int kHcCols = 64;       // columns of D a hc_post_mix block covers
+constexpr int kHcCols = 32;       // columns of D a hc_post_mix block covers
 constexpr int kHcThreads = 256;   // threads of a hc_post_mix block
 constexpr int kHcFinish = 1024;   // threads of a hc_finish block
 
@@ -64,30 +64,40 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
     }
   if (fn.data == nullptr) return;
   const int warp = tid / 32, lane = tid % 32;
-  constexpr int kW = kHcThreads / 32, kR = 4;  // warps; sums a warp forms at a time (rows r0 + kW q)
-  for (int r0 = warp; r0 <= nm; r0 += kW * kR) {
+  constexpr int kW = kHcThreads / 32, kR = 4;  // warps; rows a warp takes at a time (r0 + kW q)
+  // Row nm, the sum of squares, from shared memory; the weight rows with every load of a pass
+  // issued before its products (addresses clamped into the matrix, values of clamped ones zeroed).
+  if (warp == kW - 1) {
+    float a = 0.f;
+    for (int e = lane; e < ne; e += 32) a += xs[e] * xs[e];
+    for (int o = 16; o > 0; o /= 2) a += __shfl_xor_sync(0xffffffffu, a, o);
+    if (lane == 0) red[nm] = a;
+  }
+  for (int r0 = warp; r0 < nm; r0 += kW * kR) {
     float acc[kR] = {0.f, 0.f, 0.f, 0.f};
     for (int e0 = 0; e0 < ne; e0 += 128) {
+      float wv[4][kR], v[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int e = e0 + lane + 32 * i;
-        const int64_t col = int64_t(e / kHcCols) * D + k0 + e % kHcCols;
-        const bool ok = e < ne && k0 + e % kHcCols < D;
-        const float v = ok ? xs[e] : 0.f;
+        const int64_t kc = k0 + e % kHcCols;
+        const bool ok = e < ne && kc < D;
+        const int64_t col = ok ? int64_t(e / kHcCols) * D + kc : 0;
+        v[i] = ok ? xs[e] : 0.f;
 #pragma unroll
-        for (int q = 0; q < kR; ++q) {
-          const int r = r0 + kW * q;
-          if (r < nm) acc[q] += (ok ? fn_at<F32>(fn, r, col) : 0.f) * v;
-          else if (r == nm) acc[q] += v * v;
-        }
+        for (int q = 0; q < kR; ++q) wv[i][q] = fn_at<F32>(fn, min(r0 + kW * q, nm - 1), col);
       }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int q = 0; q < kR; ++q) acc[q] += wv[i][q] * v[i];
     }
 #pragma unroll
     for (int q = 0; q < kR; ++q) {
       float a = acc[q];
       for (int o = 16; o > 0; o /= 2) a += __shfl_xor_sync(0xffffffffu, a, o);
       const int r = r0 + kW * q;
-      if (lane == 0 && r <= nm) red[r] = a;
+      if (lane == 0 && r < nm) red[r] = a;
     }
   }
   __syncthreads();

@@ -68,6 +68,12 @@ void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float
 void gemv_grouped(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float* y, int64_t ldy,
                   int64_t groups, int64_t x_group, int64_t y_group, void* stream);
 
+// Two GEMVs of the same x in one launch: y1 [batch, w1.n] (row stride ldy1) = W1 x and y2 = W2 x
+// (x [batch, K], row stride ldx). One tensor-core launch when both are FP8 (or both FP4) of the same
+// layout, else two gemv calls.
+void gemv_pair(const MatrixView& w1, float* y1, int64_t ldy1, const MatrixView& w2, float* y2, int64_t ldy2,
+               const float* x, int64_t ldx, int64_t batch, void* stream);
+
 // Describes a loaded dsv4 weight matrix for upload.
 inline MatrixView view_of(const Matrix& m) {
   MatrixView v;
