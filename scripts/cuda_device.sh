@@ -8,8 +8,10 @@
 # profile: bench/cuda_decode_bench (median ms per decode step at batch 1, 8, 32), the
 # DSV4_CUDA_PROFILE split of batch-1 decode, and every kernel of one replayed decode step at batch 1
 # and 8 timed by Nsight Compute (bench/cuda_kernel_table.py: launches per step, per-kernel times).
-# decode: the decode bench and dsv4 bench only. final: test, then profile. BASE=DIR builds the tree DIR too (e.g. main) and
-# runs the same benches on it, alternating, for before/after numbers from one run.
+# decode: the decode bench and dsv4 bench only. final: test, then profile. BASE=DIR builds the tree
+# DIR too (e.g. `git archive main include src tools bench`) and runs the same benches on it,
+# alternating, for before/after numbers from one run. PACK=1: everything in $OUT/results.tgz (the
+# device tool brings back at most 8 files).
 # Logs and JSON results go to $OUT. Plain compiler commands (no CMake): what CI builds with CMake is
 # the same sources.
 set -uo pipefail
