@@ -2,9 +2,16 @@
 # Build, test and benchmark the CUDA backend on a GPU machine that has the CUDA toolkit but none of
 # the Debian -dev packages (the lent H100): headers and a static PCRE2 come from $DEPS
 # (include/{nlohmann,xsimd,catch2,pcre2.h}, lib/libpcre2-8.a, copied from a Debian machine).
-#   DEPS=third_party_device/deps OUT=/tmp/out scripts/cuda_device.sh [test|bench|all|gemv] [layers]
+#   DEPS=third_party_device/deps OUT=/tmp/out [BASE=DIR] scripts/cuda_device.sh [test|bench|all|gemv|profile|decode] [layers]
 # gemv: only the GEMV (src/cuda/gemv.cu): its test, the bandwidth bench and the SASS of the
 # tensor-core kernels, in about a minute. bench: also DSV4_CUDA_GEMV=legacy for the earlier kernels.
+# profile: bench/cuda_decode_bench (median ms per decode step at batch 1, 8, 32), the
+# DSV4_CUDA_PROFILE split of batch-1 decode, and every kernel of one replayed decode step at batch 1
+# and 8 timed by Nsight Compute (bench/cuda_kernel_table.py: launches per step, per-kernel times).
+# decode: the decode bench and dsv4 bench only. final: test, then profile. BASE=DIR builds the tree
+# DIR too (e.g. `git archive main include src tools bench`) and runs the same benches on it,
+# alternating, for before/after numbers from one run. PACK=1: everything in $OUT/results.tgz (the
+# device tool brings back at most 8 files).
 # Logs and JSON results go to $OUT. Plain compiler commands (no CMake): what CI builds with CMake is
 # the same sources.
 set -uo pipefail
@@ -15,6 +22,8 @@ nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 cuda=$(dirname "$(dirname "$nvcc")")
 b=/tmp/dsv4-cuda-build
 mkdir -p "$b" "$OUT"
+# At most 8 files come back from the device machine: PACK=1 packs everything into $OUT/results.tgz.
+[[ -n ${PACK:-} ]] && trap '(cd "$OUT" && tar czf /tmp/results.tgz . && rm -rf ./* && mv /tmp/results.tgz .)' EXIT
 nvidia-smi -L | tee "$OUT/device.txt"
 
 flags=(-std=c++20 -O2 -fopenmp -march=native -Iinclude -I"$DEPS/include" -I"$cuda/include" -DDSV4_WITH_CUDA
@@ -55,41 +64,63 @@ if [[ $what == gemv ]]; then
   exit $status
 fi
 
+# build_tree SRC DIR: the CUDA component, the tool, the tests and the benches of the tree SRC into DIR
+# (the decode bench always from this tree: it uses only the public API).
+build_tree() {
+  local src=$1 dir=$2 f o
+  local fl=("${flags[@]/#-Iinclude/-I$src/include}")
+  local objs=() cli=()
+  mkdir -p "$dir"
+  for f in "$src"/src/cuda/*.cu; do
+    o=$dir/$(basename "$f").o; objs+=("$o")
+    "$nvcc" -std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -Xcompiler -Wall,-Wextra -I"$src/include" -I"$DEPS/include" \
+      -c "$f" -o "$o" >>"$OUT/build.log" 2>&1 &
+  done
+  for f in "$src"/src/cuda/*.cpp; do
+    o=$dir/$(basename "$f").o; objs+=("$o")
+    g++ "${fl[@]}" -Wall -Wextra -c "$f" -o "$o" >>"$OUT/build.log" 2>&1 &
+  done
+  for f in "$src"/tools/dsv4.cpp "$src"/tools/cli/cmd_*.cpp; do
+    o=$dir/cli_$(basename "$f").o; cli+=("$o")
+    g++ "${fl[@]}" -c "$f" -o "$o" >>"$OUT/build.log" 2>&1 &
+  done
+  if [[ $src == "$PWD" ]]; then
+    g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_model.cpp -o "$dir/test_cuda_model.o" >>"$OUT/build.log" 2>&1 &
+    g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_gemv.cpp -o "$dir/test_cuda_gemv.o" >>"$OUT/build.log" 2>&1 &
+  fi
+  g++ "${fl[@]}" -Wall -Wextra -c bench/cuda_decode_bench.cpp -o "$dir/cuda_decode_bench.o" >>"$OUT/build.log" 2>&1 &
+  wait
+  if [[ $src == "$PWD" ]]; then
+    g++ -o "$dir/test_cuda_model" "$dir/test_cuda_model.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
+    g++ -o "$dir/test_cuda_gemv" "$dir/test_cuda_gemv.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
+  fi
+  g++ -o "$dir/dsv4" "${cli[@]}" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
+  g++ -o "$dir/cuda_decode_bench" "$dir/cuda_decode_bench.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
+  "$nvcc" -std=c++20 -O3 -arch=sm_90 -I"$src/include" "$src/bench/cuda_gemv_bench.cu" "$dir/gemv.cu.o" -o "$dir/cuda_gemv_bench" \
+    >>"$OUT/build.log" 2>&1
+}
+
 echo "== build" | tee "$OUT/build.log"
-objs=()
-for f in src/cuda/*.cu; do
-  o=$b/$(basename "$f").o; objs+=("$o")
-  "$nvcc" -std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -Iinclude -I"$DEPS/include" -c "$f" -o "$o" >>"$OUT/build.log" 2>&1 &
-done
-for f in src/cuda/*.cpp; do
-  o=$b/$(basename "$f").o; objs+=("$o")
-  g++ "${flags[@]}" -c "$f" -o "$o" >>"$OUT/build.log" 2>&1 &
-done
-cli=()
-for f in tools/dsv4.cpp tools/cli/cmd_*.cpp; do
-  o=$b/cli_$(basename "$f").o; cli+=("$o")
-  g++ "${flags[@]}" -c "$f" -o "$o" >>"$OUT/build.log" 2>&1 &
-done
-g++ "${flags[@]}" -c tests/test_cuda_model.cpp -o "$b/test_cuda_model.o" >>"$OUT/build.log" 2>&1 &
-g++ "${flags[@]}" -c tests/test_cuda_gemv.cpp -o "$b/test_cuda_gemv.o" >>"$OUT/build.log" 2>&1 &
+# BASE=DIR: also the tree at DIR (e.g. the unchanged main branch), for before/after in one run.
+base_b=/tmp/dsv4-cuda-base
+[[ -n ${BASE:-} ]] && build_tree "$(cd "$BASE" && pwd)" "$base_b" &
+build_tree "$PWD" "$b"
 wait
-g++ -o "$b/test_cuda_model" "$b/test_cuda_model.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
-g++ -o "$b/test_cuda_gemv" "$b/test_cuda_gemv.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
-g++ -o "$b/dsv4" "${cli[@]}" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
-"$nvcc" -std=c++20 -O3 -arch=sm_90 -Iinclude bench/cuda_gemv_bench.cu "$b/gemv.cu.o" -o "$b/cuda_gemv_bench" >>"$OUT/build.log" 2>&1
-ls "$b/dsv4" "$b/test_cuda_model" "$b/test_cuda_gemv" >/dev/null || { tail -50 "$OUT/build.log"; exit 1; }
+ls "$b/dsv4" "$b/test_cuda_model" "$b/test_cuda_gemv" "$b/cuda_decode_bench" >/dev/null || { grep -E "error|Error" "$OUT/build.log" | head -40; tail -30 "$OUT/build.log"; exit 1; }
+[[ -z ${BASE:-} ]] || ls "$base_b/dsv4" "$base_b/cuda_decode_bench" >/dev/null || { tail -50 "$OUT/build.log"; exit 1; }
+grep -E "warning" "$OUT/build.log" | grep -v "^nvcc warning" | head -20
 echo "built"
 
 # The synthetic model for the bench is written in the background while the tests run.
 m=/tmp/v4f_$layers
 synth_pid=
-if [[ ($what == bench || $what == all) && ! -f $m/config.json ]]; then
+if [[ $what != test && ! -f $m/config.json ]]; then
   (time "$b/dsv4" synth --preset v4-flash --layers "$layers" --out "$m") > "$b/synth.log" 2>&1 &
   synth_pid=$!
 fi
 
 status=0
-if [[ $what == test || $what == all ]]; then
+if [[ $what == test || $what == all || $what == final ]]; then
   echo "== tests"
   "$b/test_cuda_gemv" 2>&1 | tail -5 | tee "$OUT/test_cuda_gemv.log" || status=1
   timeout ${MODEL_TEST_TIMEOUT:-400} "$b/test_cuda_model" >"$OUT/test_cuda_model.log" 2>&1 || status=1
@@ -127,5 +158,37 @@ if [[ $what == bench || $what == all ]]; then
   # transformers holds BF16 weights: 4 layers of V4-Flash fit an 80 GB GPU, 8 do not.
   [[ -n ${SKIP_TRANSFORMERS:-} ]] || PYTHONUNBUFFERED=1 timeout 300 python3 bench/transformers_v4.py --layers "$layers" --prompt-tokens 2048 \
     --decode-tokens 8 --batch 1,8 2>&1 | tail -5 | tee "$OUT/transformers_$layers.txt"
+fi
+if [[ $what == profile || $what == decode || $what == final ]]; then
+  [[ -n $synth_pid ]] && { wait "$synth_pid"; tail -3 "$b/synth.log"; synth_pid=; }
+  trees=("$b"); names=(new)
+  [[ -n ${BASE:-} ]] && trees=("$base_b" "$b") names=(base new)
+  rounds=1; [[ -n ${BASE:-} ]] && rounds="1 2"
+  for round in $rounds; do
+    for i in "${!trees[@]}"; do
+      t=${trees[$i]} n=${names[$i]}
+      echo "== decode bench: $n, round $round" | tee -a "$OUT/decode_bench.txt"
+      timeout 300 "$t/cuda_decode_bench" "$m" ${PROMPT:-2048} 32 1,8,32 2>&1 | tee -a "$OUT/decode_bench.txt"
+    done
+  done
+  for i in "${!trees[@]}"; do
+    t=${trees[$i]} n=${names[$i]}
+    echo "== dsv4 bench: $n" | tee -a "$OUT/dsv4_bench_decode.txt"
+    timeout 300 "$t/dsv4" bench --backend cuda --model "$m" --prompt-tokens 2048 --decode-tokens 32 --batch 1,8,32 2>&1 \
+      | grep -E "device copy|prefill  |decode batch" | tee -a "$OUT/dsv4_bench_decode.txt"
+    [[ $what == decode ]] && continue
+    # The part split of batch-1 decode (events between parts, graphs off).
+    DSV4_CUDA_PROFILE=1 timeout 300 "$t/dsv4" bench --backend cuda --model "$m" --prompt-tokens 2048 --decode-tokens 16 \
+      --batch 1 2>&1 | grep -E "profile decode|decode batch" > "$OUT/profile_split_$n.txt"
+    cat "$OUT/profile_split_$n.txt"
+    ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    for B in 1 8; do
+      DSV4_DECODE_NCU=$B timeout 300 "$ncu_bin" --clock-control none --cache-control none --profile-from-start off \
+        --metrics gpu__time_duration.sum --csv --print-units base "$t/cuda_decode_bench" "$m" ${PROMPT:-2048} 4 $B \
+        > "$OUT/ncu_step_${n}_b$B.csv" 2> "$OUT/ncu_step_${n}_b$B.err"
+      python3 bench/cuda_kernel_table.py "$OUT/ncu_step_${n}_b$B.csv" > "$OUT/kernels_${n}_b$B.txt" 2>&1
+      echo "-- $n batch $B"; head -40 "$OUT/kernels_${n}_b$B.txt"
+    done
+  done
 fi
 exit $status

@@ -2,12 +2,14 @@
 // sizes with partial scale tiles, batch 1 and 3; the tensor-core FP8/FP4 path (batch chunks of 1..8,
 // matrices of 300 to 17003 rows, K not a multiple of the pipeline step, unaligned scale rows, x of a
 // wide dynamic range, E8M0 scale 0) and the earlier FMA kernels (set_legacy_gemv; FP8 tiles of 32
-// columns always take those). Exits 77 (ctest SKIP) when no GPU is present.
+// columns always take those), and the grouped GEMV of the attention output. Exits 77 (ctest SKIP) when no GPU is present.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
+
+#include <cuda_runtime.h>
 
 #include "dsv4/cuda/gemv.hpp"
 
@@ -86,6 +88,140 @@ int check_scheme(int scheme, int64_t n, int64_t k, int64_t batch, std::mt19937& 
   return ok ? 0 : 1;
 }
 
+// gemv_grouped on device buffers: W [groups m, K] block-diagonal against x [batch, ldx] (group g
+// reads columns g x_group ..), into y [batch, ldy] (group g writes columns g y_group ..); y starts
+// as NaN so that unwritten and stray writes both show.
+int check_grouped(int scheme, int64_t groups, int64_t m, int64_t k, int64_t x_group, int64_t y_group, int64_t batch,
+                  std::mt19937& rng) {
+  std::uniform_int_distribution<int> byte(0, 255), scale_byte(120, 130);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  const int64_t n = groups * m;
+  std::vector<uint8_t> q, s;
+  Matrix mat;
+  if (scheme == 2) {
+    q.resize(size_t(n * k));
+    for (auto& b : q) b = uint8_t(byte(rng) & 0xF7);
+    s.resize(size_t(((n + 127) / 128) * ((k + 127) / 128)));
+    for (auto& b : s) b = uint8_t(scale_byte(rng));
+    mat = Fp8BlockMatrix{q.data(), s.data(), false, n, k, 128, 128};
+  } else if (scheme == 3) {
+    q.resize(size_t(n * k / 2));
+    for (auto& b : q) b = uint8_t(byte(rng));
+    s.resize(size_t(n * ((k + 31) / 32)));
+    for (auto& b : s) b = uint8_t(scale_byte(rng));
+    mat = Fp4GroupMatrix{q.data(), s.data(), n, k, 32};
+  } else {
+    q.resize(size_t(n * k * 2));
+    for (int64_t i = 0; i < n * k; ++i) q[size_t(2 * i)] = uint8_t(byte(rng)), q[size_t(2 * i + 1)] = uint8_t(0x3c + byte(rng) % 3);
+    mat = Bf16Matrix{q.data(), n, k};
+  }
+  const int64_t ldx = (groups - 1) * x_group + k + 4, ldy = (groups - 1) * y_group + m + 3;
+  std::vector<float> x(size_t(batch * ldx)), y(size_t(batch * ldy), std::nanf("")), row(static_cast<size_t>(k));
+  for (auto& v : x) v = normal(rng);
+  const cuda::DeviceMatrix dm(cuda::view_of(mat));
+  float *dx = nullptr, *dy = nullptr;
+  if (cudaMalloc(&dx, x.size() * 4) != cudaSuccess || cudaMalloc(&dy, y.size() * 4) != cudaSuccess) return 1;
+  cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dy, y.data(), y.size() * 4, cudaMemcpyHostToDevice);
+  cuda::gemv_grouped(dm.view(), dx, ldx, batch, dy, ldy, groups, x_group, y_group, nullptr);
+  const bool ran = cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+  cudaFree(dx), cudaFree(dy);
+  double worst = ran ? 0 : 1;
+  int64_t stray = 0;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t j = 0; j < ldy; ++j) {
+      const int64_t g = j / y_group, i = j % y_group;
+      const bool mine = g < groups && i < m;
+      const float got = y[size_t(b * ldy + j)];
+      if (!mine) {
+        stray += !std::isnan(got);
+        continue;
+      }
+      std::visit([&](const auto& w) { w.decode_row(g * m + i, row.data()); }, mat);
+      double ref = 0, mag = 0;
+      for (int64_t c = 0; c < k; ++c) {
+        const double t = double(row[size_t(c)]) * x[size_t(b * ldx + g * x_group + c)];
+        ref += t, mag += std::fabs(t);
+      }
+      const double err = std::fabs(ref - got) / (mag + 1e-30);
+      if (!(err <= worst)) worst = err;
+    }
+  const bool ok = worst < 1e-5 && stray == 0;
+  std::printf("grouped %d x (%lld x %lld) scheme %d batch %lld x_group %lld y_group %lld  max rel err %.3g, stray %lld  %s\n",
+              int(groups), (long long)m, (long long)k, scheme, (long long)batch, (long long)x_group, (long long)y_group,
+              worst, (long long)stray, ok ? "ok" : "FAIL");
+  return ok ? 0 : 1;
+}
+
+// A random stored matrix of scheme 2 (FP8, 128 x 128 tiles) or 3 (FP4, groups of 32), bytes kept in q/s.
+Matrix random_matrix(int scheme, int64_t n, int64_t k, std::vector<uint8_t>& q, std::vector<uint8_t>& s,
+                     std::mt19937& rng) {
+  std::uniform_int_distribution<int> byte(0, 255), scale_byte(120, 130);
+  if (scheme == 2) {
+    q.resize(size_t(n * k));
+    for (auto& b : q) b = uint8_t(byte(rng) & 0xF7);
+    s.resize(size_t(((n + 127) / 128) * ((k + 127) / 128)));
+    for (auto& b : s) b = uint8_t(scale_byte(rng));
+    return Fp8BlockMatrix{q.data(), s.data(), false, n, k, 128, 128};
+  }
+  q.resize(size_t(n * k / 2));
+  for (auto& b : q) b = uint8_t(byte(rng));
+  s.resize(size_t(n * ((k + 31) / 32)));
+  for (auto& b : s) b = uint8_t(scale_byte(rng));
+  return Fp4GroupMatrix{q.data(), s.data(), n, k, 32};
+}
+
+// gemv_pair: y1 = W1 x, y2 = W2 x in one launch, each y with a row stride past its rows (NaN there
+// must stay NaN).
+int check_pair(int scheme, int64_t n1, int64_t n2, int64_t k, int64_t batch, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<uint8_t> q1, s1, q2, s2;
+  const Matrix m1 = random_matrix(scheme, n1, k, q1, s1, rng), m2 = random_matrix(scheme, n2, k, q2, s2, rng);
+  const int64_t ld1 = n1 + 5, ld2 = n2 + 2;
+  std::vector<float> x(size_t(batch * k)), y1(size_t(batch * ld1), std::nanf("")), y2(size_t(batch * ld2), std::nanf(""));
+  for (auto& v : x) v = normal(rng);
+  const cuda::DeviceMatrix d1(cuda::view_of(m1)), d2(cuda::view_of(m2));
+  float *dx = nullptr, *dy1 = nullptr, *dy2 = nullptr;
+  if (cudaMalloc(&dx, x.size() * 4) != cudaSuccess || cudaMalloc(&dy1, y1.size() * 4) != cudaSuccess ||
+      cudaMalloc(&dy2, y2.size() * 4) != cudaSuccess)
+    return 1;
+  cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dy1, y1.data(), y1.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dy2, y2.data(), y2.size() * 4, cudaMemcpyHostToDevice);
+  cuda::gemv_pair(d1.view(), dy1, ld1, d2.view(), dy2, ld2, dx, k, batch, nullptr);
+  bool ran = cudaMemcpy(y1.data(), dy1, y1.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+  ran = ran && cudaMemcpy(y2.data(), dy2, y2.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+  cudaFree(dx), cudaFree(dy1), cudaFree(dy2);
+  double worst = ran ? 0 : 1;
+  int64_t stray = 0;
+  std::vector<float> row(static_cast<size_t>(k));
+  for (int which = 0; which < 2; ++which) {
+    const Matrix& m = which ? m2 : m1;
+    const std::vector<float>& y = which ? y2 : y1;
+    const int64_t n = which ? n2 : n1, ld = which ? ld2 : ld1;
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t i = 0; i < ld; ++i) {
+        const float got = y[size_t(b * ld + i)];
+        if (i >= n) {
+          stray += !std::isnan(got);
+          continue;
+        }
+        std::visit([&](const auto& w) { w.decode_row(i, row.data()); }, m);
+        double ref = 0, mag = 0;
+        for (int64_t c = 0; c < k; ++c) {
+          const double t = double(row[size_t(c)]) * x[size_t(b * k + c)];
+          ref += t, mag += std::fabs(t);
+        }
+        const double err = std::fabs(ref - got) / (mag + 1e-30);
+        if (!(err <= worst)) worst = err;
+      }
+  }
+  const bool ok = worst < 1e-5 && stray == 0;
+  std::printf("pair (%lld, %lld) x %lld scheme %d batch %lld  max rel err %.3g, stray %lld  %s\n", (long long)n1,
+              (long long)n2, (long long)k, scheme, (long long)batch, worst, (long long)stray, ok ? "ok" : "FAIL");
+  return ok ? 0 : 1;
+}
+
 }  // namespace
 
 int main() {
@@ -117,6 +253,19 @@ int main() {
     }
   }
   cuda::set_legacy_gemv(false);
+  // Grouped (block-diagonal) GEMVs: FP8/FP4 in one tensor-core launch, BF16 one launch a group; groups
+  // of rows that are not a multiple of 16, K not a multiple of 128, batch chunks of 1..8 and 11.
+  for (int scheme : {2, 3, 1})
+    for (int64_t batch : {1, 3, 8, 11}) {
+      failures += check_grouped(scheme, 8, 1024, 512, 512, 1024, batch, rng);
+      failures += check_grouped(scheme, 3, 300, 4000, 4004, 301, batch, rng);
+    }
+  // Paired GEMVs of one x (one launch; row counts not a multiple of 16, K not of 128).
+  for (int scheme : {2, 3})
+    for (int64_t batch : {1, 3, 8, 11}) {
+      failures += check_pair(scheme, 1024, 512, 4096, batch, rng);
+      failures += check_pair(scheme, 300, 517, 4000, batch, rng);
+    }
   std::printf("%d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
 }

@@ -263,6 +263,11 @@ struct DeviceModel::Impl {
   }
   void grouped_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float* y);
   void lin(const DeviceMatrix& w, const float* x, int64_t t, float* y) { lin_rows(w, x, w.cols(), t, y, w.rows(), 0, w.rows()); }
+  // ya = A x and yb = B x: one GEMV launch where both take the GEMV path.
+  void lin2(const DeviceMatrix& a, float* ya, const DeviceMatrix& b, float* yb, const float* x, int64_t t) {
+    if (use_gemm(a, t) || use_gemm(b, t) || a.cols() != b.cols()) return lin(a, x, t, ya), lin(b, x, t, yb);
+    gemv_pair(a.view(), ya, a.rows(), b.view(), yb, b.rows(), x, a.cols(), t, stream);
+  }
 };
 
 namespace {
@@ -659,8 +664,6 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
   float* x = I.buf("x", T * n * D);
   float* u = I.buf("u", T * D);
   float* y = I.buf("y", T * D);
-  float* f = I.buf("f", T * n * D);
-  float* mix = I.buf("mix", T * nm);
   float* pre = I.buf("pre", T * n);
   float* post = I.buf("post", T * n);
   float* comb = I.buf("comb", T * n * n);
@@ -677,16 +680,23 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
   float* h3 = I.buf("h3", T * std::max(K * Iw, sI));
   float* ye = I.buf("ye", T * K * D);
 
+  // mHC partial sums of the next mixes: [T, chunks, mixes + 1], written by each residual update.
+  float* part = I.buf("hc_part", T * k::hc_chunks(D) * (nm + 1));
   I.mark("embed");
   k::embed(I.embed->view(), d_tokens, T, n, x, s);
 
-  auto hc_pre = [&](const DevHc& hc) {
-    k::rms_norm_rows(x, nullptr, T, n * D, n * D, eps, f, s);
-    I.lin(*hc.fn, f, T, mix);
-    k::hc_pre_mix(mix, hc.base.get(), hc.scale.get(), x, T, n, D, c.hc_sinkhorn_iters, float(c.hc_eps), pre, post,
-                  comb, u, s);
+  // Residual updates: hc_post (when y is ready) and the next mixes' partial sums in one launch; the
+  // mixes, Sinkhorn, u and its RMS norm (the sub-layer's input norm, weight norm_w) in another.
+  auto hc_pre = [&](const DevHc& hc, const Floats& norm_w) {
+    k::hc_finish(part, hc.base.get(), hc.scale.get(), x, T, n, D, c.hc_sinkhorn_iters, float(c.hc_eps), eps, pre, post,
+                 comb, norm_w.get(), u, s);
   };
-  auto hc_post = [&]() { k::hc_post(post, comb, y, T, n, D, x, s); };
+  auto hc_post = [&](const DevHc* next) {
+    k::hc_post_mix(post, comb, y, x, T, n, D, next ? &next->fn->view() : nullptr, part, s);
+  };
+  const DevHc* first_hc = L > 0 ? &I.layers[0].hc_attn : all_rows ? &I.hc_head : nullptr;
+  I.mark("mhc");
+  if (first_hc) k::hc_post_mix(nullptr, nullptr, nullptr, x, T, n, D, &first_hc->fn->view(), part, s);
 
   for (int64_t l = 0; l < L; ++l) {
     const DevLayer& Ly = I.layers[size_t(l)];
@@ -694,13 +704,11 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     const k::Rope rope = I.rope_of(Ly.kind);
     // Attention.
     I.mark("mhc");
-    hc_pre(Ly.hc_attn);
+    hc_pre(Ly.hc_attn, Ly.attn_norm);
     I.mark("attn.project");
-    k::rms_norm_rows(u, Ly.attn_norm.get(), T, D, D, eps, u, s);
-    I.lin(*Ly.lat.wq_a, u, T, qr);
+    I.lin2(*Ly.lat.wq_a, qr, *Ly.lat.wkv, kv, u, T);
     k::rms_norm_rows(qr, Ly.lat.q_norm.get(), T, R, R, eps, qr, s);
     I.lin(*Ly.lat.wq_b, qr, T, q);
-    I.lin(*Ly.lat.wkv, u, T, kv);
     k::norm_rope_heads(q, d_rows, T, H, d, true, eps, rope, s);
     k::rms_norm_rows(kv, Ly.lat.kv_norm.get(), T, d, d, eps, kv, s);
     k::norm_rope_heads(kv, d_rows, T, 1, d, false, eps, rope, s);
@@ -751,29 +759,36 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
       aa.max_keys += std::min(topk, kmax_end / Ly.comp.ratio);
     }
     I.mark("attn.core");
-    k::attend(aa, s);
+    if (k::attend_split_ok(aa)) {  // few rows: split over the keys, a group of heads a block
+      const int64_t nc = k::attend_split_chunks(aa);
+      k::attend_split(aa, I.buf("att_part_o", T * nc * H * d), I.buf("att_part_ml", T * nc * H * 2), s);
+    } else {
+      k::attend(aa, s);
+    }
     k::window_store(kv, d_rows, seqs, T, d, c.sliding_window, s);
     I.mark("attn.output");
     // Grouped low-rank output.
     const int64_t gw = hd / G;
-    for (int64_t g = 0; g < G; ++g)
-      I.lin_rows(*Ly.lat.wo_a, o + g * gw, hd, T, zo + g * OR, G * OR, g * OR, (g + 1) * OR);
+    if (!I.use_gemm(*Ly.lat.wo_a, T)) {  // the G block-diagonal GEMVs in one launch
+      gemv_grouped(Ly.lat.wo_a->view(), o, hd, T, zo, G * OR, G, gw, OR, s);
+    } else {
+      for (int64_t g = 0; g < G; ++g)
+        I.lin_rows(*Ly.lat.wo_a, o + g * gw, hd, T, zo + g * OR, G * OR, g * OR, (g + 1) * OR);
+    }
     I.lin(*Ly.lat.wo_b, zo, T, y);
     I.mark("mhc");
-    hc_post();
+    hc_post(&Ly.hc_ffn);
 
     // Feed-forward: the routed experts and the shared one.
-    hc_pre(Ly.hc_ffn);
+    hc_pre(Ly.hc_ffn, Ly.ffn_norm);
     I.mark("moe.route");
-    k::rms_norm_rows(u, Ly.ffn_norm.get(), T, D, D, eps, u, s);
     I.lin(*Ly.gate, u, T, glog);
     k::route(glog, d_tokens, Ly.hash.size() ? Ly.hash.get() : nullptr, Ly.bias.get(), T, E, K,
              float(c.routed_scaling_factor), I.experts.get(), wts, s);
     const float limit = float(c.swiglu_limit);
     I.mark("moe.shared");
     if (Ly.sw1) {
-      I.lin(*Ly.sw1, u, T, h1);
-      I.lin(*Ly.sw3, u, T, h3);
+      I.lin2(*Ly.sw1, h1, *Ly.sw3, h3, u, T);
       k::swiglu(h1, h3, T * sI, limit, h1, s);
       I.lin(*Ly.sw2, h1, T, y);
     } else {
@@ -791,7 +806,7 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
       k::combine(ye, wts, T, K, D, y, s);
     }
     I.mark("mhc");
-    hc_post();
+    hc_post(l + 1 < L ? &I.layers[size_t(l + 1)].hc_attn : all_rows ? &I.hc_head : nullptr);
   }
   I.mark("head");
 
@@ -802,13 +817,11 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     check(cudaMemcpyAsync(xs + r * n * D, x + want[size_t(r)] * n * D, size_t(n * D) * sizeof(float),
                           cudaMemcpyDeviceToDevice, s),
           "gather rows");
-  float* hf = I.buf("hf", NR * n * D);
-  float* hm = I.buf("hm", NR * n);
   float* h = I.buf("h", NR * D);
-  k::rms_norm_rows(xs, nullptr, NR, n * D, n * D, eps, hf, s);
-  I.lin(*I.hc_head.fn, hf, NR, hm);
-  k::hc_head(hm, I.hc_head.base.get(), I.hc_head.scale.get(), xs, NR, n, D, float(c.hc_eps), h, s);
-  k::rms_norm_rows(h, I.norm.get(), NR, D, D, eps, h, s);
+  // The hyper head's mixes: from the last residual update when every row is wanted, else here.
+  if (!all_rows) k::hc_post_mix(nullptr, nullptr, nullptr, xs, NR, n, D, &I.hc_head.fn->view(), part, s);
+  k::hc_finish(part, I.hc_head.base.get(), I.hc_head.scale.get(), xs, NR, n, D, 0, float(c.hc_eps), eps, nullptr,
+               nullptr, nullptr, I.norm.get(), h, s);
   float* lg = I.buf("logits", NR * V);
   I.lin(*I.head, h, NR, lg);
   check(cudaMemcpyAsync(I.logits_host, lg, size_t(NR * V) * sizeof(float), cudaMemcpyDeviceToHost, s), "logits");

@@ -35,7 +35,26 @@ __global__ void gemv_splitk_kernel(MatrixView w, const float* __restrict__ x, in
   const int64_t r = blockIdx.x, b = blockIdx.y;
   const float* xb = x + b * ldx;
   float acc = 0.f;
-  for (int64_t j = threadIdx.x; j < w.k; j += blockDim.x) acc += weight_at(w, row0 + r, j) * xb[j];
+  if (w.kind == MatrixView::F32 || w.kind == MatrixView::Bf16) {
+    // The stored gates, mixes and head weights: 8 independent loads in flight a thread.
+    const bool f32 = w.kind == MatrixView::F32;
+    const int64_t base = (row0 + r) * w.k;
+    auto at = [&](int64_t j) {
+      return f32 ? __ldg(reinterpret_cast<const float*>(w.data) + base + j)
+                 : bf16(__ldg(reinterpret_cast<const uint16_t*>(w.data) + base + j));
+    };
+    int64_t j = threadIdx.x;
+    for (; j + 7 * blockDim.x < w.k; j += 8 * blockDim.x) {
+      float wv[8], xv[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) wv[u] = at(j + u * blockDim.x), xv[u] = xb[j + u * blockDim.x];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) acc += wv[u] * xv[u];
+    }
+    for (; j < w.k; j += blockDim.x) acc += at(j) * xb[j];
+  } else {
+    for (int64_t j = threadIdx.x; j < w.k; j += blockDim.x) acc += weight_at(w, row0 + r, j) * xb[j];
+  }
   for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
   if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = acc;
   __syncthreads();
@@ -232,6 +251,10 @@ struct Args {
   int64_t ldx = 0, x_div = 1;        // experts: x row s / x_div
   float* y = nullptr;
   int64_t ldy = 0, row0 = 0, nrows = 0;
+  int64_t x_group = 0, y_group = 0;  // plain, grid.z = group g: rows row0 + g nrows, x + g x_group, y + g y_group
+  MatrixView w2;                     // plain pair (w2.data set): grid.z = 1 is W2 [nrows2, K] into y2 (stride ldy2)
+  float* y2 = nullptr;
+  int64_t ldy2 = 0, nrows2 = 0;
   int batch = 0;
   int split = 1;   // warps per 16-row item (each a slice of K); divides kWarps
   int kp = 0;      // 32-column groups per K pass (a multiple of kGpw): one pass's B fits shared memory
@@ -286,10 +309,16 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
   } else {
     w = a.w;
     const int b0 = blockIdx.y * 8;
+    const int64_t gz = blockIdx.z;
     nb = min(8, a.batch - b0);
-    x = a.x + int64_t(b0) * a.ldx, ldx = a.ldx;
-    y = a.y + int64_t(b0) * a.ldy, ldy = a.ldy;
-    rbase = a.row0, rend = a.row0 + a.nrows, yoff = a.row0;
+    x = a.x + int64_t(b0) * a.ldx + gz * a.x_group, ldx = a.ldx;
+    y = a.y + int64_t(b0) * a.ldy + gz * a.y_group, ldy = a.ldy;
+    rbase = a.row0 + gz * a.nrows, rend = rbase + a.nrows, yoff = rbase;
+    if (a.w2.data != nullptr && gz == 1) {  // the pair's second matrix, same x
+      w = a.w2, x = a.x + int64_t(b0) * a.ldx;
+      y = a.y2 + int64_t(b0) * a.ldy2, ldy = a.ldy2;
+      rbase = 0, rend = a.nrows2, yoff = 0;
+    }
   }
   const int64_t K = w.k;
   const int ngroups = int(K / 32);
@@ -616,9 +645,10 @@ void launch_v(const Args& a, dim3 grid, int smem, cudaStream_t st) {
   k<<<grid, kThreads, smem, st>>>(a);
 }
 
-// Launches pgemv_kernel for `jobs` jobs of `nrows` rows each, K columns, up to nb_max batch rows.
+// Launches pgemv_kernel for `jobs` x `groups` jobs of `nrows` rows each, K columns, up to nb_max
+// batch rows.
 template <int Kind>
-void launch(Args a, int64_t jobs, int64_t nrows, int64_t K, int nb_max, cudaStream_t st) {
+void launch(Args a, int64_t jobs, int64_t nrows, int64_t K, int nb_max, cudaStream_t st, int64_t groups = 1) {
   constexpr int GPW = kGpw<Kind>;
   const int V = variant();
   const Variant var = kVariants[V];
@@ -634,12 +664,12 @@ void launch(Args a, int64_t jobs, int64_t nrows, int64_t K, int nb_max, cudaStre
   const int smem = int(kp * group_bytes + kRedBytes + stages);
   // Blocks: min_blocks a multiprocessor over all jobs; warps per item so that every group gets items.
   const int64_t nitems = (nrows + 15) / 16;
-  int64_t bj = std::max<int64_t>(1, (var.min_blocks * int64_t(sm_count()) + jobs - 1) / jobs);
+  int64_t bj = std::max<int64_t>(1, (var.min_blocks * int64_t(sm_count()) + jobs * groups - 1) / (jobs * groups));
   int split = 1;
   while (split < kWarps && bj * kWarps / (2 * split) >= nitems && kp / (2 * split) >= GPW) split *= 2;
   bj = std::min<int64_t>(bj, (nitems * split + kWarps - 1) / kWarps);
   a.split = split;
-  const dim3 grid{unsigned(bj), unsigned(jobs), 1u};
+  const dim3 grid{unsigned(bj), unsigned(jobs), unsigned(groups)};
 #define DSV4_TC_LAUNCH(VV)                                   \
   if (V == VV) {                                             \
     if (one) launch_v<Kind, 1, VV>(a, grid, smem, st);       \
@@ -653,10 +683,12 @@ void launch(Args a, int64_t jobs, int64_t nrows, int64_t K, int nb_max, cudaStre
 
 template <int Kind>
 void dispatch_gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float* y, int64_t ldy,
-                   int64_t row0, int64_t nrows, cudaStream_t st) {
+                   int64_t row0, int64_t nrows, cudaStream_t st, int64_t groups = 1, int64_t x_group = 0,
+                   int64_t y_group = 0) {
   Args a;
   a.w = w, a.x = x, a.ldx = ldx, a.y = y, a.ldy = ldy, a.row0 = row0, a.nrows = nrows, a.batch = int(batch);
-  launch<Kind>(a, (batch + 7) / 8, nrows, w.k, int(std::min<int64_t>(batch, 8)), st);
+  a.x_group = x_group, a.y_group = y_group;
+  launch<Kind>(a, (batch + 7) / 8, nrows, w.k, int(std::min<int64_t>(batch, 8)), st, groups);
 }
 
 template <int Kind>
@@ -754,6 +786,53 @@ void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float
     gemv_kernel<<<grid, 256, 0, st>>>(w, x, ldx, y, ldy, row0, nrows);
   }
   check(cudaGetLastError(), "gemv launch");
+}
+
+void gemv_pair(const MatrixView& w1, float* y1, int64_t ldy1, const MatrixView& w2, float* y2, int64_t ldy2,
+               const float* x, int64_t ldx, int64_t batch, void* stream) {
+  if (batch <= 0) return;
+  const auto st = static_cast<cudaStream_t>(stream);
+  const bool same = w1.kind == w2.kind && w1.k == w2.k && w1.bn == w2.bn && w1.group == w2.group &&
+                    w1.scale_is_f32 == w2.scale_is_f32 && w1.n > 256 && w2.n > 256;
+  const bool x_ok = reinterpret_cast<uintptr_t>(x) % 16 == 0 && ldx % 4 == 0 && w1.k % 32 == 0 && batch <= 65535 &&
+                    same && !legacy_gemv() && tc::supported();
+  const bool fp4 = w1.kind == MatrixView::Fp4Group && w1.group == 32, fp8 = w1.kind == MatrixView::Fp8Block && w1.bn % 128 == 0;
+  if (!x_ok || !(fp4 || fp8)) {
+    gemv(w1, x, ldx, batch, y1, ldy1, 0, w1.n, stream);
+    gemv(w2, x, ldx, batch, y2, ldy2, 0, w2.n, stream);
+    return;
+  }
+  tc::Args a;
+  a.w = w1, a.x = x, a.ldx = ldx, a.y = y1, a.ldy = ldy1, a.row0 = 0, a.nrows = w1.n, a.batch = int(batch);
+  a.w2 = w2, a.y2 = y2, a.ldy2 = ldy2, a.nrows2 = w2.n;
+  const int64_t jobs = (batch + 7) / 8, rows = std::max(w1.n, w2.n);
+  const int nb = int(std::min<int64_t>(batch, 8));
+  if (fp4) tc::launch<MatrixView::Fp4Group>(a, jobs, rows, w1.k, nb, st, 2);
+  else tc::launch<MatrixView::Fp8Block>(a, jobs, rows, w1.k, nb, st, 2);
+  check(cudaGetLastError(), "paired gemv launch");
+}
+
+void gemv_grouped(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float* y, int64_t ldy,
+                  int64_t groups, int64_t x_group, int64_t y_group, void* stream) {
+  if (groups <= 0 || w.n % groups != 0) throw Error("cuda gemv_grouped: the rows do not split into the groups");
+  const int64_t m = w.n / groups;
+  if (batch <= 0 || m <= 0) return;
+  const auto st = static_cast<cudaStream_t>(stream);
+  // One launch on the tensor-core path (each group's x slice 16-byte aligned); else one GEMV a group.
+  const bool x_ok = reinterpret_cast<uintptr_t>(x) % 16 == 0 && ldx % 4 == 0 && x_group % 4 == 0 && w.k % 32 == 0 &&
+                    batch <= 65535 && !legacy_gemv() && tc::supported();
+  if (x_ok && w.kind == MatrixView::Fp4Group && w.group == 32) {
+    tc::dispatch_gemv<MatrixView::Fp4Group>(w, x, ldx, batch, y, ldy, 0, m, st, groups, x_group, y_group);
+    check(cudaGetLastError(), "grouped gemv launch");
+    return;
+  }
+  if (x_ok && w.kind == MatrixView::Fp8Block && w.bn % 128 == 0) {
+    tc::dispatch_gemv<MatrixView::Fp8Block>(w, x, ldx, batch, y, ldy, 0, m, st, groups, x_group, y_group);
+    check(cudaGetLastError(), "grouped gemv launch");
+    return;
+  }
+  for (int64_t g = 0; g < groups; ++g)
+    gemv(w, x + g * x_group, ldx, batch, y + g * y_group, ldy, g * m, (g + 1) * m, stream);
 }
 
 namespace {

@@ -12,6 +12,9 @@ namespace dsv4::cuda::k {
 namespace {
 
 constexpr int kBlock = 256;
+// Indexer entries a scores block takes (two a warp): at decode the visible entries of one row
+// spread over many blocks (64 a block left 9 blocks for 522 entries).
+constexpr int kIdxEntries = 16;
 
 unsigned blocks_for(int64_t n, int per = kBlock) { return unsigned((n + per - 1) / per); }
 
@@ -40,8 +43,6 @@ __device__ float block_max(float v) {
   return t;
 }
 
-__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 // Rotates the last r dims of v [n] by +pos (sign 1) or -pos (sign -1), pairs interleaved; the angle
 // in fp32 as the oracle forms it, cos/sin in double (the oracle evaluates them accurately).
 // Called by every thread of a block; v in shared or global memory, synchronized by the caller.
@@ -58,9 +59,10 @@ __device__ void rope_block(float* v, int64_t n, int64_t pos, Rope rope, int sign
   }
 }
 
+// grid (ceil(D / kBlock), T).
 __global__ void embed_kernel(MatrixView e, const int32_t* tokens, int64_t n, float* x) {
-  const int64_t t = blockIdx.x, D = e.k;
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+  const int64_t t = blockIdx.y, D = e.k;
+  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < D; j += int64_t(gridDim.x) * blockDim.x) {
     const float v = weight_at(e, tokens[t], j);
     for (int64_t s = 0; s < n; ++s) x[(t * n + s) * D + j] = v;
   }
@@ -73,86 +75,6 @@ __global__ void rms_norm_kernel(const float* x, const float* w, int64_t width, i
   for (int64_t j = threadIdx.x; j < width; j += blockDim.x) ss += xr[j] * xr[j];
   const float inv = 1.0f / sqrtf(block_sum(ss) / float(width) + eps);
   for (int64_t j = threadIdx.x; j < width; j += blockDim.x) yr[j] = w ? xr[j] * inv * w[j] : xr[j] * inv;
-}
-
-// One block per token: warp 0 forms the mixes and runs Sinkhorn on the n x n matrix in shared
-// memory (lane i < n owns row/column i's sums), then every thread forms u.
-__global__ void hc_pre_kernel(const float* m, const float* base, const float* scale, const float* x, int64_t n,
-                              int64_t D, int64_t iters, float eps, float* pre, float* post, float* comb, float* u) {
-  const int64_t t = blockIdx.x, nm = (2 + n) * n, nn = n * n;
-  const float* mi = m + t * nm;
-  __shared__ float sp[16], C[256], stat[16], stat2[16];
-  const int lane = threadIdx.x;
-  if (threadIdx.x < 32) {
-    if (lane < n) {
-      sp[lane] = pre[t * n + lane] = sigmoidf(mi[lane] * scale[0] + base[lane]) + eps;
-      post[t * n + lane] = 2.0f * sigmoidf(mi[n + lane] * scale[1] + base[n + lane]);
-    }
-    for (int64_t e = lane; e < nn; e += 32) C[e] = mi[2 * n + e] * scale[2] + base[2 * n + e];
-    __syncwarp();
-    if (lane < n) {  // softmax of row `lane`: its max and sum
-      float mx = C[lane * n];
-      for (int64_t j = 1; j < n; ++j) mx = fmaxf(mx, C[lane * n + j]);
-      float sum = 0.f;
-      for (int64_t j = 0; j < n; ++j) sum += expf(C[lane * n + j] - mx);
-      stat[lane] = mx, stat2[lane] = sum;
-    }
-    __syncwarp();
-    for (int64_t e = lane; e < nn; e += 32) C[e] = expf(C[e] - stat[e / n]) / stat2[e / n] + eps;
-    __syncwarp();
-    for (int64_t it = 0; it < iters; ++it) {
-      if (it > 0) {
-        if (lane < n) {
-          float sum = 0.f;
-          for (int64_t j = 0; j < n; ++j) sum += C[lane * n + j];
-          stat[lane] = sum;
-        }
-        __syncwarp();
-        for (int64_t e = lane; e < nn; e += 32) C[e] /= (stat[e / n] + eps);
-        __syncwarp();
-      }
-      if (lane < n) {
-        float sum = 0.f;
-        for (int64_t i = 0; i < n; ++i) sum += C[i * n + lane];
-        stat[lane] = sum;
-      }
-      __syncwarp();
-      for (int64_t e = lane; e < nn; e += 32) C[e] /= (stat[e % n] + eps);
-      __syncwarp();
-    }
-    for (int64_t e = lane; e < nn; e += 32) comb[t * nn + e] = C[e];
-  }
-  __syncthreads();
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
-    float acc = 0.f;
-    for (int64_t s = 0; s < n; ++s) acc += sp[s] * x[(t * n + s) * D + j];
-    u[t * D + j] = acc;
-  }
-}
-
-__global__ void hc_post_kernel(const float* post, const float* comb, const float* y, int64_t n, int64_t D, float* x) {
-  const int64_t t = blockIdx.x;
-  const float* C = comb + t * n * n;
-  float* xt = x + t * n * D;
-  for (int64_t k = threadIdx.x; k < D; k += blockDim.x) {
-    float old[16];
-    for (int64_t s = 0; s < n; ++s) old[s] = xt[s * D + k];
-    for (int64_t j = 0; j < n; ++j) {
-      float o = post[t * n + j] * y[t * D + k];
-      for (int64_t s = 0; s < n; ++s) o += C[s * n + j] * old[s];
-      xt[j * D + k] = o;
-    }
-  }
-}
-
-__global__ void hc_head_kernel(const float* m, const float* base, const float* scale, const float* x, int64_t n,
-                               int64_t D, float eps, float* h) {
-  const int64_t t = blockIdx.x;
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
-    float acc = 0.f;
-    for (int64_t s = 0; s < n; ++s) acc += (sigmoidf(m[t * n + s] * scale[0] + base[s]) + eps) * x[(t * n + s) * D + j];
-    h[t * D + j] = acc;
-  }
 }
 
 // One block per (row, head).
@@ -374,14 +296,14 @@ __global__ void compress_pend_kernel(CompressArgs a, const RowInfo* segs) {
   }
 }
 
-// grid (rows, entry blocks of 64): scores[row, e] of the visible entries; the row's query in
+// grid (rows, entry blocks of kIdxEntries): scores[row, e] of the visible entries; the row's query in
 // shared memory (rows padded against bank conflicts), a warp per entry, lanes over heads.
 __global__ void indexer_scores_kernel(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs,
                                       int64_t nh, int64_t ci, int64_t m, int64_t ld, float* scores) {
   extern __shared__ float sh[];
   const int64_t row = blockIdx.x;
   const RowInfo ri = rows[row];
-  const int64_t visible = (int64_t(ri.pos) + 1) / m, e0 = int64_t(blockIdx.y) * 64;
+  const int64_t visible = (int64_t(ri.pos) + 1) / m, e0 = int64_t(blockIdx.y) * kIdxEntries;
   if (e0 >= visible) return;
   const int64_t qstride = ci + 1;
   float* qs = sh;                 // [nh, ci + 1]
@@ -392,7 +314,7 @@ __global__ void indexer_scores_kernel(const float* q, const float* g, const RowI
   const float kscale = 1.0f / sqrtf(float(ci));
   const float* keys = seqs[ri.seq].ientries;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
-  const int64_t e1 = min(visible, e0 + 64);
+  const int64_t e1 = min(visible, e0 + kIdxEntries);
   for (int64_t e = e0 + warp; e < e1; e += nw) {
     const float* kp = keys + e * ci;
     float sc = 0.f;
@@ -510,9 +432,10 @@ __global__ void swiglu_kernel(const float* g, const float* u, int64_t n, float l
   act[i] = gi / (1.0f + expf(-gi)) * ui;
 }
 
+// grid (ceil(D / kBlock), T): a column per thread (a decode row spreads over D / 256 blocks).
 __global__ void combine_kernel(const float* y, const float* weights, int64_t k, int64_t D, float* out) {
-  const int64_t t = blockIdx.x;
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+  const int64_t t = blockIdx.y;
+  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < D; j += int64_t(gridDim.x) * blockDim.x) {
     float acc = out[t * D + j];
     for (int64_t s = 0; s < k; ++s) acc += weights[t * k + s] * y[(t * k + s) * D + j];
     out[t * D + j] = acc;
@@ -625,7 +548,7 @@ void launched(const char* what) { check(cudaGetLastError(), what); }
 
 void embed(const MatrixView& e, const int32_t* tokens, int64_t t, int64_t n, float* x, void* s) {
   if (t == 0) return;
-  embed_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(e, tokens, n, x);
+  embed_kernel<<<dim3(blocks_for(e.k), unsigned(t)), kBlock, 0, st(s)>>>(e, tokens, n, x);
   launched("embed");
 }
 
@@ -633,24 +556,6 @@ void rms_norm_rows(const float* x, const float* w, int64_t t, int64_t width, int
   if (t == 0) return;
   rms_norm_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(x, w, width, ld, eps, y);
   launched("rms_norm");
-}
-
-void hc_pre_mix(const float* m, const float* base, const float* scale, const float* x, int64_t t, int64_t n,
-                int64_t D, int64_t iters, float eps, float* pre, float* post, float* comb, float* u, void* s) {
-  if (n > 16) throw Error("cuda: hc_mult > 16 is not supported");
-  hc_pre_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(m, base, scale, x, n, D, iters, eps, pre, post, comb, u);
-  launched("hc_pre");
-}
-
-void hc_post(const float* post, const float* comb, const float* y, int64_t t, int64_t n, int64_t D, float* x, void* s) {
-  hc_post_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(post, comb, y, n, D, x);
-  launched("hc_post");
-}
-
-void hc_head(const float* m, const float* base, const float* scale, const float* x, int64_t t, int64_t n, int64_t D,
-             float eps, float* h, void* s) {
-  hc_head_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(m, base, scale, x, n, D, eps, h);
-  launched("hc_head");
 }
 
 void norm_rope_heads(float* v, const RowInfo* rows, int64_t t, int64_t heads, int64_t width, bool norm, float eps,
@@ -714,7 +619,7 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
     if (qbytes > set)
       check(cudaFuncSetAttribute(indexer_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(qbytes)),
             "indexer shared memory"), set = qbytes;
-    const dim3 grid(unsigned(t), unsigned((max_visible + 63) / 64));
+    const dim3 grid(unsigned(t), unsigned((max_visible + kIdxEntries - 1) / kIdxEntries));
     indexer_scores_kernel<<<grid, 256, qbytes, st(s)>>>(q, g, rows, seqs, nh, ci, m, max_visible, scores);
     launched("indexer scores");
   }
@@ -744,7 +649,8 @@ void swiglu(const float* g, const float* u, int64_t n, float limit, float* act, 
 }
 
 void combine(const float* y, const float* weights, int64_t t, int64_t k, int64_t D, float* out, void* s) {
-  combine_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(y, weights, k, D, out);
+  if (t == 0) return;
+  combine_kernel<<<dim3(blocks_for(D), unsigned(t)), kBlock, 0, st(s)>>>(y, weights, k, D, out);
   launched("combine");
 }
 

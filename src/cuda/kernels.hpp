@@ -48,14 +48,20 @@ struct Rope {
 void embed(const MatrixView& e, const int32_t* tokens, int64_t t, int64_t n, float* x, void* s);
 // y[t] = x[t] * rsqrt(mean(x[t]^2) + eps) (* w), rows of width `width` with stride ld; in place ok.
 void rms_norm_rows(const float* x, const float* w, int64_t t, int64_t width, int64_t ld, float eps, float* y, void* s);
-// mHC: m [T, (2+n)n] mixes -> pre/post [T, n], comb [T, n, n] (Sinkhorn), u [T, D] = sum pre_i X_i.
-void hc_pre_mix(const float* m, const float* base, const float* scale, const float* x, int64_t t, int64_t n,
-                int64_t D, int64_t iters, float eps, float* pre, float* post, float* comb, float* u, void* s);
-// x [T, n, D] <- post_j y + sum_i comb[i][j] X_i.
-void hc_post(const float* post, const float* comb, const float* y, int64_t t, int64_t n, int64_t D, float* x, void* s);
-// h [T, D] = sum_i (sigmoid(m_i scale + base_i) + eps) X_i.
-void hc_head(const float* m, const float* base, const float* scale, const float* x, int64_t t, int64_t n, int64_t D,
-             float eps, float* h, void* s);
+// mHC (src/cuda/fused.cu), two launches per residual update of x [T, n, D]:
+// hc_post_mix: when post != null, x <- post_j y + sum_i comb[i][j] X_i (post [T, n], comb [T, n, n],
+// y [T, D]); then, when fn != null, per token and chunk of columns the partial sums of the next
+// mixes: part [T, hc_chunks(D), fn.n + 1] (fn_r . X for the fn [nm, n D] rows, then sum X^2).
+constexpr int kHcMaxMix = (2 + 16) * 16;
+int64_t hc_chunks(int64_t D);
+void hc_post_mix(const float* post, const float* comb, const float* y, float* x, int64_t t, int64_t n, int64_t D,
+                 const MatrixView* fn, float* part, void* s);
+// hc_finish: from part, the mixes m of the unweighted-RMS-normed X: pre/post [T, n] and comb
+// [T, n, n] (softmax + Sinkhorn), or with post == null the hyper head's pre only; then
+// out [T, D] = rms_norm(sum_i pre_i X_i) * w.
+void hc_finish(const float* part, const float* base, const float* scale, const float* x, int64_t t, int64_t n,
+               int64_t D, int64_t iters, float hc_eps, float norm_eps, float* pre, float* post, float* comb,
+               const float* w, float* out, void* s);
 // Per row r and head h of v [T, heads, width]: optional unweighted RMS norm, then rope at rows[r].pos.
 void norm_rope_heads(float* v, const RowInfo* rows, int64_t t, int64_t heads, int64_t width, bool norm, float eps,
                      Rope rope, void* s);
@@ -83,6 +89,12 @@ struct AttendArgs {
   float* o;                 // [T, H, d]
 };
 void attend(const AttendArgs& a, void* s);
+// The same split over the keys (src/cuda/fused.cu), for few rows: blocks of 16 keys x 8 heads write
+// partial softmax sums, part_o [T, chunks, H, d] and part_ml [T, chunks, H, 2], which a second launch
+// merges. attend_split_ok: d a multiple of 4 and the partial buffers small (T <= 64).
+bool attend_split_ok(const AttendArgs& a);
+int64_t attend_split_chunks(const AttendArgs& a);
+void attend_split(const AttendArgs& a, float* part_o, float* part_ml, void* s);
 // ring[(pos) mod (W-1)] = kv[row] for each segment's last W-1 rows.
 void window_store(const float* kv, const RowInfo* rows, const SeqLayerState* seqs, int64_t t, int64_t d,
                   int64_t window, void* s);

@@ -61,6 +61,19 @@ bool legacy_gemv();
 void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float* y, int64_t ldy, int64_t row0,
           int64_t row1, void* stream);
 
+// A block-diagonal product in one launch (the grouped low-rank attention output): W [groups m, K],
+// rows [g m, (g+1) m) times columns [g x_group, g x_group + K) of x [batch, *] (row stride ldx), into
+// columns [g y_group, g y_group + m) of y (row stride ldy). FP8/FP4 take the tensor-core GEMV with
+// the groups on grid.z; other formats one gemv a group.
+void gemv_grouped(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float* y, int64_t ldy,
+                  int64_t groups, int64_t x_group, int64_t y_group, void* stream);
+
+// Two GEMVs of the same x in one launch: y1 [batch, w1.n] (row stride ldy1) = W1 x and y2 = W2 x
+// (x [batch, K], row stride ldx). One tensor-core launch when both are FP8 (or both FP4) of the same
+// layout, else two gemv calls.
+void gemv_pair(const MatrixView& w1, float* y1, int64_t ldy1, const MatrixView& w2, float* y2, int64_t ldy2,
+               const float* x, int64_t ldx, int64_t batch, void* stream);
+
 // Describes a loaded dsv4 weight matrix for upload.
 inline MatrixView view_of(const Matrix& m) {
   MatrixView v;

@@ -1,0 +1,466 @@
+// Kernels that replace chains of small launches in a decode step (few rows, where every launch is
+// latency, not bandwidth): the mHC mixes in two launches per residual update, and attention split
+// over the keys with a group of heads per block. Results differ from the unfused kernels only in
+// summation order; each kernel sums in a fixed order (graph replays stay bit-identical).
+#include <cfloat>
+
+#include "decode.cuh"
+#include "kernels.hpp"
+
+namespace dsv4::cuda::k {
+namespace {
+
+constexpr int kHcCols = 32;       // columns of D a hc_post_mix block covers
+constexpr int kHcThreads = 256;   // threads of a hc_post_mix block
+constexpr int kHcFinish = 1024;   // threads of a hc_finish block
+
+__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+template <bool F32>
+__device__ __forceinline__ float fn_at(const MatrixView& w, int64_t r, int64_t j) {
+  if constexpr (F32) return __ldg(reinterpret_cast<const float*>(w.data) + r * w.k + j);
+  else return weight_at(w, r, j);
+}
+
+// grid (ceil(D / kHcCols), T): a block owns columns [k0, k0 + kHcCols) of every stream.
+// With post: x [T, n, D] <- post_j y + sum_i comb[i][j] X_i (hc_post). With fn.data: the partial sums
+// of the next mixes over this block's n x kHcCols values: part [T, chunks, nm + 1] = (fn_r . X, sum X^2).
+// The new values go through shared memory; a warp then takes 4 of the nm + 1 sums at a time with its
+// lanes over the values, so that each thread has 16 independent weight loads in flight (one weight
+// row per warp had too few bytes in flight to reach the memory rate).
+template <bool F32>  // fn stored as F32 (the checkpoints' format), else any format
+__global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __restrict__ post,
+                                                                  const float* __restrict__ comb,
+                                                                  const float* __restrict__ y, float* x, int n,
+                                                                  int64_t D, MatrixView fn, int nm,
+                                                                  float* __restrict__ part) {
+  __shared__ float xs[16 * kHcCols];  // [n, kHcCols] the block's new values
+  __shared__ float red[kHcMaxMix + 1];
+  const int64_t t = blockIdx.y, k0 = int64_t(blockIdx.x) * kHcCols;
+  const int tid = threadIdx.x, ne = n * kHcCols;
+  float* xt = x + t * n * D;
+  for (int e = tid; e < ne; e += kHcThreads) {
+    const int j = e / kHcCols;
+    const int64_t k = k0 + e % kHcCols;
+    float v = 0.f;
+    if (k < D) {
+      if (post != nullptr) {
+        const float* C = comb + t * n * n;
+        v = post[t * n + j] * y[t * D + k];
+#pragma unroll
+        for (int s = 0; s < 16; ++s)
+          if (s < n) v += C[s * n + j] * xt[s * D + k];
+      } else {
+        v = xt[j * D + k];
+      }
+    }
+    xs[e] = v;
+  }
+  __syncthreads();  // every old value of these columns read before any is overwritten
+  if (post != nullptr)
+    for (int e = tid; e < ne; e += kHcThreads) {
+      const int64_t k = k0 + e % kHcCols;
+      if (k < D) xt[(e / kHcCols) * D + k] = xs[e];
+    }
+  if (fn.data == nullptr) return;
+  const int warp = tid / 32, lane = tid % 32;
+  constexpr int kW = kHcThreads / 32, kR = 4;  // warps; rows a warp takes at a time (r0 + kW q)
+  // Row nm, the sum of squares, from shared memory; the weight rows with every load of a pass
+  // issued before its products (addresses clamped into the matrix, values of clamped ones zeroed).
+  if (warp == kW - 1) {
+    float a = 0.f;
+    for (int e = lane; e < ne; e += 32) a += xs[e] * xs[e];
+    for (int o = 16; o > 0; o /= 2) a += __shfl_xor_sync(0xffffffffu, a, o);
+    if (lane == 0) red[nm] = a;
+  }
+  for (int r0 = warp; r0 < nm; r0 += kW * kR) {
+    float acc[kR] = {0.f, 0.f, 0.f, 0.f};
+    for (int e0 = 0; e0 < ne; e0 += 128) {
+      float wv[4][kR], v[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int e = e0 + lane + 32 * i;
+        const int64_t kc = k0 + e % kHcCols;
+        const bool ok = e < ne && kc < D;
+        const int64_t col = ok ? int64_t(e / kHcCols) * D + kc : 0;
+        v[i] = ok ? xs[e] : 0.f;
+#pragma unroll
+        for (int q = 0; q < kR; ++q) wv[i][q] = fn_at<F32>(fn, min(r0 + kW * q, nm - 1), col);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int q = 0; q < kR; ++q) acc[q] += wv[i][q] * v[i];
+    }
+#pragma unroll
+    for (int q = 0; q < kR; ++q) {
+      float a = acc[q];
+      for (int o = 16; o > 0; o /= 2) a += __shfl_xor_sync(0xffffffffu, a, o);
+      const int r = r0 + kW * q;
+      if (lane == 0 && r < nm) red[r] = a;
+    }
+  }
+  __syncthreads();
+  float* pt = part + (t * gridDim.x + blockIdx.x) * (nm + 1);
+  for (int r = tid; r <= nm; r += kHcThreads) pt[r] = red[r];
+}
+
+// Sinkhorn of the n x n matrix held one element a lane (lane = i n + j < n^2 <= 32), the sums in the
+// oracle's order (include/dsv4/model/mhc.hpp): softmax over rows + eps, columns, then iters - 1
+// times rows and columns.
+__device__ float sinkhorn_lanes(float c, int n, int iters, float eps) {
+  const int lane = threadIdx.x % 32, i = lane / n, j = lane % n;
+  float mx = -FLT_MAX;
+  for (int q = 0; q < n; ++q) mx = fmaxf(mx, __shfl_sync(0xffffffffu, c, (i * n + q) & 31));
+  const float e = expf(c - mx);
+  float sum = 0.f;
+  for (int q = 0; q < n; ++q) sum += __shfl_sync(0xffffffffu, e, (i * n + q) & 31);
+  c = e / sum + eps;
+  for (int it = 0; it < iters; ++it) {
+    if (it > 0) {
+      float rs = 0.f;
+      for (int q = 0; q < n; ++q) rs += __shfl_sync(0xffffffffu, c, (i * n + q) & 31);
+      c /= (rs + eps);
+    }
+    float cs = 0.f;
+    for (int q = 0; q < n; ++q) cs += __shfl_sync(0xffffffffu, c, (q * n + j) & 31);
+    c /= (cs + eps);
+  }
+  return c;
+}
+
+// The same in shared memory for n^2 > 32 (warp 0, lane i < n owns row/column i's sums).
+__device__ void sinkhorn_shared(float* C, float* stat, float* stat2, int n, int iters, float eps) {
+  const int lane = threadIdx.x % 32, nn = n * n;
+  if (lane < n) {
+    float mx = C[lane * n];
+    for (int j = 1; j < n; ++j) mx = fmaxf(mx, C[lane * n + j]);
+    float sum = 0.f;
+    for (int j = 0; j < n; ++j) sum += expf(C[lane * n + j] - mx);
+    stat[lane] = mx, stat2[lane] = sum;
+  }
+  __syncwarp();
+  for (int e = lane; e < nn; e += 32) C[e] = expf(C[e] - stat[e / n]) / stat2[e / n] + eps;
+  __syncwarp();
+  for (int it = 0; it < iters; ++it) {
+    if (it > 0) {
+      if (lane < n) {
+        float sum = 0.f;
+        for (int j = 0; j < n; ++j) sum += C[lane * n + j];
+        stat[lane] = sum;
+      }
+      __syncwarp();
+      for (int e = lane; e < nn; e += 32) C[e] /= (stat[e / n] + eps);
+      __syncwarp();
+    }
+    if (lane < n) {
+      float sum = 0.f;
+      for (int i = 0; i < n; ++i) sum += C[i * n + lane];
+      stat[lane] = sum;
+    }
+    __syncwarp();
+    for (int e = lane; e < nn; e += 32) C[e] /= (stat[e % n] + eps);
+    __syncwarp();
+  }
+}
+
+// One block per token: the mixes from the partial sums (summed over chunks in a fixed order, times
+// the unweighted RMS factor), pre (and post) for every thread; then warp 0 runs Sinkhorn for comb
+// while the other warps form u = sum_i pre_i X_i and out = rms_norm(u) * w (comb is needed only by
+// the hc_post after the sub-layer). The hyper head (head): pre only.
+__global__ void __launch_bounds__(kHcFinish) hc_finish_kernel(
+    const float* __restrict__ part, int chunks, const float* __restrict__ base, const float* __restrict__ scale,
+    const float* __restrict__ x, int n, int64_t D, int iters, float hc_eps, float norm_eps, bool head,
+    float* __restrict__ pre_out, float* __restrict__ post_out, float* __restrict__ comb_out,
+    const float* __restrict__ w, float* __restrict__ out) {
+  __shared__ float mix[kHcMaxMix + 1], sp[16], C[256], stat[16], stat2[16], red[32];
+  const int64_t t = blockIdx.x;
+  const int nm = head ? n : (2 + n) * n, nn = n * n;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+  const float* pt = part + t * chunks * (nm + 1);
+  for (int r = warp; r <= nm; r += nw) {  // lanes over chunks, a fixed tree
+    float a = 0.f;
+    for (int c = lane; c < chunks; c += 32) a += pt[c * (nm + 1) + r];
+    for (int o = 16; o > 0; o /= 2) a += __shfl_xor_sync(0xffffffffu, a, o);
+    if (lane == 0) mix[r] = a;
+  }
+  __syncthreads();
+  const float inv = 1.0f / sqrtf(mix[nm] / float(n * D) + norm_eps);
+  if (threadIdx.x < n) sp[threadIdx.x] = sigmoidf(mix[threadIdx.x] * inv * scale[0] + base[threadIdx.x]) + hc_eps;
+  __syncthreads();
+  if (warp == 0) {
+    if (head) return;
+    if (lane < n) {
+      pre_out[t * n + lane] = sp[lane];
+      post_out[t * n + lane] = 2.0f * sigmoidf(mix[n + lane] * inv * scale[1] + base[n + lane]);
+    }
+    if (nn <= 32) {
+      const float c0 = lane < nn ? mix[2 * n + lane] * inv * scale[2] + base[2 * n + lane] : 0.f;
+      const float c = sinkhorn_lanes(c0, n, iters, hc_eps);
+      if (lane < nn) comb_out[t * nn + lane] = c;
+    } else {
+      for (int e = lane; e < nn; e += 32) C[e] = mix[2 * n + e] * inv * scale[2] + base[2 * n + e];
+      __syncwarp();
+      sinkhorn_shared(C, stat, stat2, n, iters, hc_eps);
+      for (int e = lane; e < nn; e += 32) comb_out[t * nn + e] = C[e];
+    }
+    return;
+  }
+  // Warps 1..: u into out (four columns a thread at once, the streams' loads issued together), then
+  // its RMS norm with weight w; each thread rescales its own columns.
+  const float* xt = x + t * n * D;
+  float* ut = out + t * D;
+  const int64_t tid = threadIdx.x - 32, step = blockDim.x - 32;
+  float ss = 0.f;
+  for (int64_t j0 = tid; j0 < D; j0 += 4 * step) {
+    float a[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int s = 0; s < 16; ++s) {
+      if (s >= n) break;
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+        if (j0 + q * step < D) a[q] += sp[s] * xt[s * D + j0 + q * step];
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      if (j0 + q * step < D) ut[j0 + q * step] = a[q], ss += a[q] * a[q];
+  }
+  for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if (lane == 0) red[warp] = ss;
+  asm volatile("bar.sync 1, %0;" ::"r"(int(step)) : "memory");  // warps 1.. only
+  float tot = lane >= 1 && lane < nw ? red[lane] : 0.f;
+  for (int o = 16; o > 0; o /= 2) tot += __shfl_xor_sync(0xffffffffu, tot, o);
+  const float inv2 = 1.0f / sqrtf(tot / float(D) + norm_eps);
+  for (int64_t j = tid; j < D; j += step) ut[j] = ut[j] * inv2 * w[j];
+}
+
+// ---- attention split over the keys ------------------------------------------------------------
+// All heads of a row attend over the same keys (one latent kv per position), so a block takes a
+// chunk of kAttKeys keys and kAttHeads heads: the keys are read once per head group instead of once
+// per head, and a decode row spreads over (chunks x head groups) blocks instead of H.
+constexpr int kAttKeys = 16, kAttHeads = 8, kAttThreads = 256;
+
+__device__ __forceinline__ int64_t att_keys(const AttendArgs& a, const RowInfo& ri, int64_t row, int64_t& p_first,
+                                            int64_t& nwin) {
+  p_first = max(int64_t(0), int64_t(ri.pos) - a.window + 1);
+  nwin = ri.pos - p_first + 1;
+  int64_t nextra = 0;
+  if (a.hca_m > 0) nextra = (ri.pos + 1) / a.hca_m;
+  else if (a.chosen) nextra = a.nchosen[row];
+  return nwin + nextra;
+}
+
+// Key i of a row: window positions first (the current rows from the segment start, the ring before
+// it), then the compressed entries (all of the first (pos+1)/m for HCA, the chosen ones for CSA).
+__device__ __forceinline__ const float* att_key(const AttendArgs& a, const RowInfo& ri, int64_t row, int64_t p_first,
+                                                int64_t nwin, int64_t i) {
+  if (i < nwin) {
+    const int64_t p = p_first + i;
+    if (p >= ri.pos0) return a.kv + (ri.row0 + (p - ri.pos0)) * a.d;
+    return a.seqs[ri.seq].ring + (p % (a.window - 1)) * a.d;
+  }
+  const int64_t e = a.hca_m > 0 ? i - nwin : a.chosen[row * a.topk + (i - nwin)];
+  return a.seqs[ri.seq].entries + e * a.d;
+}
+
+// grid (chunks, ceil(H / kAttHeads), T). Per (row, chunk, head): the chunk's max logit m, sum of
+// exp(logit - m) l, and the unnormalized sum of exp(logit - m) v: part_o [T, chunks, H, d],
+// part_ml [T, chunks, H, 2]. Chunks past a row's keys do nothing (the combine does not read them).
+// Needs d % 4 == 0.
+__global__ void __launch_bounds__(kAttThreads) attend_split_kernel(AttendArgs a, float* __restrict__ part_o,
+                                                                   float* __restrict__ part_ml) {
+  extern __shared__ float sh[];
+  const int64_t row = blockIdx.z, c = blockIdx.x, d = a.d, H = a.heads, nchunks = gridDim.x;
+  const int h0 = blockIdx.y * kAttHeads, hn = min(kAttHeads, int(H) - h0);
+  const RowInfo ri = a.rows[row];
+  int64_t p_first, nwin;
+  const int64_t nk = att_keys(a, ri, row, p_first, nwin);
+  const int64_t i0 = c * kAttKeys;
+  if (i0 >= nk) return;
+  const int kn = int(min(int64_t(kAttKeys), nk - i0));
+  const int64_t ks_ld = d + 4;  // padded rows (16 bytes): the float4 reads of different keys spread over banks
+  float* qs = sh;                             // [kAttHeads, d]
+  float* ks = qs + kAttHeads * d;             // [kAttKeys, d + 4]
+  float* pl = ks + kAttKeys * ks_ld;          // [kAttHeads, kAttKeys] logits, then weights
+  __shared__ const float* kptr[kAttKeys];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int64_t d4 = d / 4;
+  if (tid < kAttKeys) kptr[tid] = tid < kn ? att_key(a, ri, row, p_first, nwin, i0 + tid) : nullptr;
+  __syncthreads();
+  // q rows and keys into shared memory, 4 loads a thread in flight at once.
+  constexpr int U = 4;
+  const int64_t nq = kAttHeads * d4, nkv = kAttKeys * d4;
+  for (int64_t e0 = tid; e0 < nq + nkv; e0 += U * kAttThreads) {
+    float4 v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t e = e0 + u * kAttThreads;
+      v[u] = make_float4(0, 0, 0, 0);
+      if (e < nq) {
+        const int hh = int(e / d4);
+        if (hh < hn) v[u] = __ldg(reinterpret_cast<const float4*>(a.q + (row * H + h0 + hh) * d) + e % d4);
+      } else if (e < nq + nkv) {
+        const float* kp = kptr[(e - nq) / d4];
+        if (kp != nullptr) {
+          kp += 4 * ((e - nq) % d4);
+          if (reinterpret_cast<uintptr_t>(kp) % 16 == 0) v[u] = *reinterpret_cast<const float4*>(kp);
+          else v[u] = make_float4(kp[0], kp[1], kp[2], kp[3]);  // cache state of widths not a multiple of 4
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t e = e0 + u * kAttThreads;
+      if (e < nq) reinterpret_cast<float4*>(qs)[e] = v[u];
+      else if (e < nq + nkv) *reinterpret_cast<float4*>(ks + ((e - nq) / d4) * ks_ld + 4 * ((e - nq) % d4)) = v[u];
+    }
+  }
+  __syncthreads();
+  // Logits: a warp per (head, key) pair at a time, lanes over d.
+  for (int pr = warp; pr < kAttHeads * kAttKeys; pr += kAttThreads / 32) {
+    const int hh = pr / kAttKeys, kk = pr % kAttKeys;
+    float dot = 0.f;
+    for (int64_t j = lane; j < d4; j += 32) {
+      const float4 q = reinterpret_cast<const float4*>(qs + hh * d)[j];
+      const float4 k = *reinterpret_cast<const float4*>(ks + kk * ks_ld + 4 * j);
+      dot += q.x * k.x + q.y * k.y + q.z * k.z + q.w * k.w;
+    }
+    for (int o = 16; o > 0; o /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    if (lane == 0) pl[pr] = dot * a.scale;
+  }
+  __syncthreads();
+  // Per head (a warp each): the chunk's max and sum, the weights exp(logit - m) in place.
+  for (int hh = warp; hh < kAttHeads; hh += kAttThreads / 32) {
+    const float l = lane < kn ? pl[hh * kAttKeys + lane] : -FLT_MAX;
+    float m = l;
+    for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    const float p = lane < kn ? expf(l - m) : 0.f;
+    float sum = p;
+    for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane < kAttKeys) pl[hh * kAttKeys + lane] = p;
+    if (lane == 0 && hh < hn) {
+      float* ml = part_ml + ((row * nchunks + c) * H + h0 + hh) * 2;
+      ml[0] = m, ml[1] = sum;
+    }
+  }
+  __syncthreads();
+  // Weighted sums: threads over d, every head of the group.
+  for (int64_t j = tid; j < d; j += kAttThreads) {
+    float acc[kAttHeads];
+#pragma unroll
+    for (int hh = 0; hh < kAttHeads; ++hh) acc[hh] = 0.f;
+    for (int kk = 0; kk < kn; ++kk) {
+      const float v = ks[kk * ks_ld + j];
+#pragma unroll
+      for (int hh = 0; hh < kAttHeads; ++hh) acc[hh] += pl[hh * kAttKeys + kk] * v;
+    }
+#pragma unroll
+    for (int hh = 0; hh < kAttHeads; ++hh)
+      if (hh < hn) part_o[((row * nchunks + c) * H + h0 + hh) * d + j] = acc[hh];
+  }
+}
+
+// grid (H, T): the chunks of a row and head merged with the sink (max first, then the scaled sums
+// in chunk order), normalized and de-rotated. o [T, H, d].
+__global__ void attend_combine_kernel(AttendArgs a, const float* __restrict__ part_o, const float* __restrict__ part_ml,
+                                      int64_t nchunks) {
+  extern __shared__ float os[];  // [d]
+  __shared__ float wc[1024];     // per chunk exp(m_c - M)
+  const int64_t h = blockIdx.x, row = blockIdx.y, d = a.d, H = a.heads;
+  const RowInfo ri = a.rows[row];
+  int64_t p_first, nwin;
+  const int64_t nk = att_keys(a, ri, row, p_first, nwin);
+  const int64_t nc = (nk + kAttKeys - 1) / kAttKeys;
+  const float* ml = part_ml + (row * nchunks * H + h) * 2;
+  const float sink = a.sink[h];
+  float M = sink;
+  for (int64_t c = 0; c < nc; ++c) M = fmaxf(M, ml[c * H * 2]);
+  float den = expf(sink - M);
+  for (int64_t c = 0; c < nc; ++c) den += ml[c * H * 2 + 1] * expf(ml[c * H * 2] - M);
+  for (int64_t c = threadIdx.x; c < nc; c += blockDim.x) wc[c] = expf(ml[c * H * 2] - M);
+  __syncthreads();
+  const float inv = 1.0f / den;
+  const float* po = part_o + (row * nchunks * H + h) * d;  // chunk c at po + c H d
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+    float acc = 0.f;
+    int64_t c = 0;
+    for (; c + 8 <= nc; c += 8) {  // 8 loads in flight, summed in chunk order
+      float v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) v[u] = po[(c + u) * H * d + j];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) acc += wc[c + u] * v[u];
+    }
+    for (; c < nc; ++c) acc += wc[c] * po[c * H * d + j];
+    os[j] = acc * inv;
+  }
+  __syncthreads();
+  // De-rotation: the last r dims turned by -pos (cos/sin in double, as the oracle).
+  float* xr = os + (d - a.rope.r);
+  for (int i = threadIdx.x; i < a.rope.r / 2; i += blockDim.x) {
+    const float angle = float(ri.pos) * a.rope.inv_freq[i];
+    double sd, cd;
+    sincos(double(angle), &sd, &cd);
+    const float cs = float(cd), sn = -float(sd);
+    const float x0 = xr[2 * i], x1 = xr[2 * i + 1];
+    xr[2 * i] = x0 * cs - x1 * sn;
+    xr[2 * i + 1] = x0 * sn + x1 * cs;
+  }
+  __syncthreads();
+  float* o = a.o + (row * H + h) * d;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) o[j] = os[j];
+}
+
+cudaStream_t st(void* s) { return static_cast<cudaStream_t>(s); }
+
+}  // namespace
+
+int64_t hc_chunks(int64_t D) { return (D + kHcCols - 1) / kHcCols; }
+
+void hc_post_mix(const float* post, const float* comb, const float* y, float* x, int64_t t, int64_t n, int64_t D,
+                 const MatrixView* fn, float* part, void* s) {
+  if (t == 0) return;
+  if (n > 16) throw Error("cuda: hc_mult > 16 is not supported");
+  const int nm = fn ? int(fn->n) : 0;
+  if (nm > kHcMaxMix) throw Error("cuda: more than 288 mHC mixes");
+  const dim3 grid(unsigned(hc_chunks(D)), unsigned(t));
+  const MatrixView f = fn ? *fn : MatrixView{};
+  if (f.kind == MatrixView::F32) hc_post_mix_kernel<true><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part);
+  else hc_post_mix_kernel<false><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part);
+  check(cudaGetLastError(), "hc_post_mix");
+}
+
+void hc_finish(const float* part, const float* base, const float* scale, const float* x, int64_t t, int64_t n,
+               int64_t D, int64_t iters, float hc_eps, float norm_eps, float* pre, float* post, float* comb,
+               const float* w, float* out, void* s) {
+  if (t == 0) return;
+  const bool head = post == nullptr;
+  hc_finish_kernel<<<unsigned(t), kHcFinish, 0, st(s)>>>(part, int(hc_chunks(D)), base, scale, x, int(n), D,
+                                                          int(iters), hc_eps, norm_eps, head, pre, post, comb, w, out);
+  check(cudaGetLastError(), "hc_finish");
+}
+
+int64_t attend_split_chunks(const AttendArgs& a) { return (a.max_keys + kAttKeys - 1) / kAttKeys; }
+
+bool attend_split_ok(const AttendArgs& a) {
+  const int64_t nc = attend_split_chunks(a);
+  return a.d % 4 == 0 && a.t <= 64 && nc <= 1024 && a.t * nc * a.heads * a.d <= (int64_t(1) << 24);
+}
+
+void attend_split(const AttendArgs& a, float* part_o, float* part_ml, void* s) {
+  if (a.t == 0) return;
+  const int64_t nc = attend_split_chunks(a);
+  const size_t bytes = size_t(kAttHeads * a.d + kAttKeys * (a.d + 4) + kAttHeads * kAttKeys) * sizeof(float);
+  static size_t set = 0;  // raised only when needed, so that captured decode steps make no such call
+  if (bytes > 48 * 1024 && bytes > set)
+    check(cudaFuncSetAttribute(attend_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+          "attention shared memory"), set = bytes;
+  const dim3 grid(unsigned(nc), unsigned((a.heads + kAttHeads - 1) / kAttHeads), unsigned(a.t));
+  attend_split_kernel<<<grid, kAttThreads, bytes, st(s)>>>(a, part_o, part_ml);
+  check(cudaGetLastError(), "attend_split");
+  attend_combine_kernel<<<dim3(unsigned(a.heads), unsigned(a.t)), 256, size_t(a.d) * sizeof(float), st(s)>>>(
+      a, part_o, part_ml, nc);
+  check(cudaGetLastError(), "attend_combine");
+}
+
+}  // namespace dsv4::cuda::k
