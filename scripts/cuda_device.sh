@@ -124,7 +124,8 @@ fi
 status=0
 if [[ $what == test || $what == all || $what == final ]]; then
   echo "== tests"
-  "$b/test_cuda_gemv" 2>&1 | tail -5 | tee "$OUT/test_cuda_gemv.log" || status=1
+  "$b/test_cuda_gemv" > "$OUT/test_cuda_gemv.log" 2>&1 || status=1
+  grep -E "FAIL|expert jobs" "$OUT/test_cuda_gemv.log" | head -12; tail -1 "$OUT/test_cuda_gemv.log"
   timeout ${MODEL_TEST_TIMEOUT:-400} "$b/test_cuda_model" >"$OUT/test_cuda_model.log" 2>&1 || status=1
   tail -5 "$OUT/test_cuda_model.log"
   # ERRORS=1: the checks' error figures too (a second run, with -s).

@@ -272,18 +272,20 @@ struct DeviceModel::Impl {
     gemm_bf16(wb, n, K, xb, xl, t, y, ldy);
   }
   void grouped_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float* y);
-  // The BF16 head of 2..64 rows on the tensor cores: x [rows, K] split exactly into three BF16 parts
-  // stacked as 3 rows-row matrices, one cuBLAS GEMM (fp32 accumulation; each product exact), the three
-  // results summed. The GEMV at batch 1 is at the copy rate already; at batch 8 it was FMA bound.
-  static constexpr int64_t kHeadGemmRows = 64;
-  bool head_gemm(const DeviceMatrix& w, int64_t rows) const {
-    return rows >= 2 && rows <= kHeadGemmRows && w.view().kind == MatrixView::Bf16 && !use_gemm(w, rows) &&
-           !legacy_gemv();
+  // BF16 matrices of more than 256 rows (the head, the compressors' projections) at 2..64 rows of x
+  // on the tensor cores: x [rows, K] split exactly into three BF16 parts stacked as 3 rows-row
+  // matrices, one cuBLAS GEMM (fp32 accumulation; each product exact), the three results summed.
+  // The BF16 GEMV is at the copy rate at batch 1, but FMA bound at batch 8 (head 654 us).
+  static constexpr int64_t kBf16GemmRows = 64;
+  bool bf16_gemm(const DeviceMatrix& w, int64_t rows) const {
+    return rows >= 2 && rows <= kBf16GemmRows && w.view().kind == MatrixView::Bf16 && w.rows() > 256 &&
+           !use_gemm(w, rows) && !legacy_gemv();
   }
-  void head_bf16x3(const DeviceMatrix& w, const float* x, int64_t rows, float* y) {
+  // y [rows, n] = W x, x [rows, K] contiguous.
+  void bf16x3(const DeviceMatrix& w, const float* x, int64_t rows, float* y) {
     const int64_t n = w.rows(), K = w.cols();
     uint16_t* parts = grow(xbf, 3 * rows * K);
-    float* c = buf("head_parts", 3 * rows * n);
+    float* c = buf("bf16x3_parts", 3 * rows * n);
     k::split_bf16x3(x, rows, K, parts, stream);
     const float one = 1.f, zero = 0.f;
     const cublasStatus_t st = cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(3 * rows), int(K), &one, w.view().data,
@@ -292,10 +294,14 @@ struct DeviceModel::Impl {
     if (st != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS BF16 head GEMM failed (status ", int(st), ")");
     k::sum_parts3(c, rows, n, y, stream);
   }
-  void lin(const DeviceMatrix& w, const float* x, int64_t t, float* y) { lin_rows(w, x, w.cols(), t, y, w.rows(), 0, w.rows()); }
+  void lin(const DeviceMatrix& w, const float* x, int64_t t, float* y) {
+    if (bf16_gemm(w, t)) return bf16x3(w, x, t, y);
+    lin_rows(w, x, w.cols(), t, y, w.rows(), 0, w.rows());
+  }
   // ya = A x and yb = B x: one GEMV launch where both take the GEMV path.
   void lin2(const DeviceMatrix& a, float* ya, const DeviceMatrix& b, float* yb, const float* x, int64_t t) {
-    if (use_gemm(a, t) || use_gemm(b, t) || a.cols() != b.cols()) return lin(a, x, t, ya), lin(b, x, t, yb);
+    if (use_gemm(a, t) || use_gemm(b, t) || bf16_gemm(a, t) || bf16_gemm(b, t) || a.cols() != b.cols())
+      return lin(a, x, t, ya), lin(b, x, t, yb);
     gemv_pair(a.view(), ya, a.rows(), b.view(), yb, b.rows(), x, a.cols(), t, stream);
   }
 };
@@ -884,8 +890,7 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
   k::hc_finish(part, I.hc_head.base.get(), I.hc_head.scale.get(), xs, NR, n, D, 0, float(c.hc_eps), eps, nullptr,
                nullptr, nullptr, I.norm.get(), h, s);
   float* lg = I.buf("logits", NR * V);
-  if (I.head_gemm(*I.head, NR)) I.head_bf16x3(*I.head, h, NR, lg);
-  else I.lin(*I.head, h, NR, lg);
+  I.lin(*I.head, h, NR, lg);
   if (ids) {  // greedy: only each row's argmax comes back
     const int64_t chunks = k::argmax_chunks(V);
     float* pv = I.buf("argmax_v", NR * chunks);
