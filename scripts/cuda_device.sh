@@ -11,8 +11,8 @@
 # decode: the decode bench and dsv4 bench only. final: test, then profile. BASE=DIR builds the tree
 # DIR too (e.g. `git archive main include src tools bench`) and runs the same benches on it,
 # alternating, for before/after numbers from one run. PACK=1: everything in $OUT/results.tgz (the
-# device tool brings back at most 8 files). For a short call: ROUNDS=1 (one round of the decode bench
-# per tree instead of two), NCU_BATCHES="8" (the batches whose replayed step Nsight Compute times;
+# device tool brings back at most 8 files). For a short call: ROUNDS=N (N rounds of the decode bench
+# per tree; with BASE the default is 2), NCU_BATCHES="8" (the batches whose replayed step Nsight Compute times;
 # empty: none), NCU_TREES=new / PROFILE_TREES=new (only this tree's kernel table / profile split).
 # Logs and JSON results go to $OUT. Plain compiler commands (no CMake): what CI builds with CMake is
 # the same sources.
@@ -167,7 +167,7 @@ if [[ $what == profile || $what == decode || $what == final ]]; then
   trees=("$b"); names=(new)
   [[ -n ${BASE:-} ]] && trees=("$base_b" "$b") names=(base new)
   rounds=1; [[ -n ${BASE:-} ]] && rounds="1 2"
-  rounds=${ROUNDS:-$rounds}; [[ $rounds == 1 ]] && rounds="1"
+  [[ -n ${ROUNDS:-} ]] && rounds=$(seq 1 "$ROUNDS")
   for round in $rounds; do
     for i in "${!trees[@]}"; do
       t=${trees[$i]} n=${names[$i]}
