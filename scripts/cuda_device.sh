@@ -11,7 +11,9 @@
 # decode: the decode bench and dsv4 bench only. final: test, then profile. BASE=DIR builds the tree
 # DIR too (e.g. `git archive main include src tools bench`) and runs the same benches on it,
 # alternating, for before/after numbers from one run. PACK=1: everything in $OUT/results.tgz (the
-# device tool brings back at most 8 files).
+# device tool brings back at most 8 files). For a short call: ROUNDS=N (N rounds of the decode bench
+# per tree; with BASE the default is 2), NCU_BATCHES="8" (the batches whose replayed step Nsight Compute times;
+# empty: none), NCU_TREES=new / PROFILE_TREES=new (only this tree's kernel table / profile split).
 # Logs and JSON results go to $OUT. Plain compiler commands (no CMake): what CI builds with CMake is
 # the same sources.
 set -uo pipefail
@@ -122,7 +124,8 @@ fi
 status=0
 if [[ $what == test || $what == all || $what == final ]]; then
   echo "== tests"
-  "$b/test_cuda_gemv" 2>&1 | tail -5 | tee "$OUT/test_cuda_gemv.log" || status=1
+  "$b/test_cuda_gemv" > "$OUT/test_cuda_gemv.log" 2>&1 || status=1
+  grep -E "FAIL|expert jobs" "$OUT/test_cuda_gemv.log" | head -12; tail -1 "$OUT/test_cuda_gemv.log"
   timeout ${MODEL_TEST_TIMEOUT:-400} "$b/test_cuda_model" >"$OUT/test_cuda_model.log" 2>&1 || status=1
   tail -5 "$OUT/test_cuda_model.log"
   # ERRORS=1: the checks' error figures too (a second run, with -s).
@@ -164,6 +167,7 @@ if [[ $what == profile || $what == decode || $what == final ]]; then
   trees=("$b"); names=(new)
   [[ -n ${BASE:-} ]] && trees=("$base_b" "$b") names=(base new)
   rounds=1; [[ -n ${BASE:-} ]] && rounds="1 2"
+  [[ -n ${ROUNDS:-} ]] && rounds=$(seq 1 "$ROUNDS")
   for round in $rounds; do
     for i in "${!trees[@]}"; do
       t=${trees[$i]} n=${names[$i]}
@@ -177,12 +181,14 @@ if [[ $what == profile || $what == decode || $what == final ]]; then
     timeout 300 "$t/dsv4" bench --backend cuda --model "$m" --prompt-tokens 2048 --decode-tokens 32 --batch 1,8,32 2>&1 \
       | grep -E "device copy|prefill  |decode batch" | tee -a "$OUT/dsv4_bench_decode.txt"
     [[ $what == decode ]] && continue
+    [[ -n ${PROFILE_TREES:-} && " $PROFILE_TREES " != *" $n "* ]] && continue
     # The part split of batch-1 decode (events between parts, graphs off).
     DSV4_CUDA_PROFILE=1 timeout 300 "$t/dsv4" bench --backend cuda --model "$m" --prompt-tokens 2048 --decode-tokens 16 \
       --batch 1 2>&1 | grep -E "profile decode|decode batch" > "$OUT/profile_split_$n.txt"
     cat "$OUT/profile_split_$n.txt"
     ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-    for B in 1 8; do
+    [[ -n ${NCU_TREES:-} && " $NCU_TREES " != *" $n "* ]] && continue
+    for B in ${NCU_BATCHES-1 8}; do
       DSV4_DECODE_NCU=$B timeout 300 "$ncu_bin" --clock-control none --cache-control none --profile-from-start off \
         --metrics gpu__time_duration.sum --csv --print-units base "$t/cuda_decode_bench" "$m" ${PROMPT:-2048} 4 $B \
         > "$OUT/ncu_step_${n}_b$B.csv" 2> "$OUT/ncu_step_${n}_b$B.err"

@@ -2,16 +2,21 @@
 // sizes with partial scale tiles, batch 1 and 3; the tensor-core FP8/FP4 path (batch chunks of 1..8,
 // matrices of 300 to 17003 rows, K not a multiple of the pipeline step, unaligned scale rows, x of a
 // wide dynamic range, E8M0 scale 0) and the earlier FMA kernels (set_legacy_gemv; FP8 tiles of 32
-// columns always take those), and the grouped GEMV of the attention output. Exits 77 (ctest SKIP) when no GPU is present.
+// columns always take those), the grouped GEMV of the attention output, the routed experts grouped
+// by expert (uneven groups, empty experts, one and two slots a job), and the device argmax. Exits 77
+// (ctest SKIP) when no GPU is present.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <vector>
 
 #include <cuda_runtime.h>
 
 #include "dsv4/cuda/gemv.hpp"
+#include "../src/cuda/kernels.hpp"
 
 using namespace dsv4;
 
@@ -222,6 +227,152 @@ int check_pair(int scheme, int64_t n1, int64_t n2, int64_t k, int64_t batch, std
   return ok ? 0 : 1;
 }
 
+// The routed experts grouped by expert: E random experts (two matrix sets, W1 and W3 [n, k], as w1
+// and w3 in one launch), slot s of token s / x_div routed to experts[s]; k::group_experts, then
+// both GEMVs with x rows by slot, then W1 again with x in grouped order. Checks pos_of (a stable
+// sort by expert), every grouped row of both outputs against the CPU, and that rows past the slots
+// stay NaN.
+int check_expert_jobs(int scheme, int64_t E, int64_t n, int64_t k, int64_t x_div, const std::vector<int32_t>& experts,
+                      std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.f, 1.f);
+  const int64_t slots = int64_t(experts.size()), tokens = (slots + x_div - 1) / x_div;
+  std::vector<std::vector<uint8_t>> q(size_t(2 * E)), sc(size_t(2 * E));
+  std::vector<Matrix> mats;
+  std::vector<std::unique_ptr<cuda::DeviceMatrix>> dev;
+  std::vector<cuda::MatrixView> v1, v3;
+  for (int64_t i = 0; i < 2 * E; ++i) {
+    mats.push_back(random_matrix(scheme, n, k, q[size_t(i)], sc[size_t(i)], rng));
+    dev.push_back(std::make_unique<cuda::DeviceMatrix>(cuda::view_of(mats.back())));
+    (i < E ? v1 : v3).push_back(dev.back()->view());
+  }
+  std::vector<float> x(size_t(tokens * k));
+  for (auto& v : x) v = normal(rng);
+  const int64_t extra = 3;  // rows past the slots: must stay NaN
+  std::vector<float> y1(size_t((slots + extra) * n), std::nanf("")), y3 = y1, yg = y1;
+  cuda::MatrixView *d1 = nullptr, *d3 = nullptr;
+  int32_t *dexp = nullptr, *dpos = nullptr, *djobs = nullptr;
+  float *dx = nullptr, *dy1 = nullptr, *dy3 = nullptr, *dxg = nullptr, *dyg = nullptr;
+  bool ok_alloc = cudaMalloc(&d1, size_t(E) * sizeof(cuda::MatrixView)) == cudaSuccess &&
+                  cudaMalloc(&d3, size_t(E) * sizeof(cuda::MatrixView)) == cudaSuccess &&
+                  cudaMalloc(&dexp, size_t(slots) * 4) == cudaSuccess && cudaMalloc(&dpos, size_t(slots) * 4) == cudaSuccess &&
+                  cudaMalloc(&djobs, size_t(slots) * 16) == cudaSuccess && cudaMalloc(&dx, x.size() * 4) == cudaSuccess &&
+                  cudaMalloc(&dy1, y1.size() * 4) == cudaSuccess && cudaMalloc(&dy3, y1.size() * 4) == cudaSuccess &&
+                  cudaMalloc(&dxg, size_t(slots * k) * 4) == cudaSuccess && cudaMalloc(&dyg, y1.size() * 4) == cudaSuccess;
+  if (!ok_alloc) return 1;
+  cudaMemcpy(d1, v1.data(), size_t(E) * sizeof(cuda::MatrixView), cudaMemcpyHostToDevice);
+  cudaMemcpy(d3, v3.data(), size_t(E) * sizeof(cuda::MatrixView), cudaMemcpyHostToDevice);
+  cudaMemcpy(dexp, experts.data(), size_t(slots) * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dy1, y1.data(), y1.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dy3, y1.data(), y1.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dyg, y1.data(), y1.size() * 4, cudaMemcpyHostToDevice);
+  // The expected grouping: slots sorted by expert, stably.
+  std::vector<int32_t> want_pos(static_cast<size_t>(slots));
+  {
+    int32_t r = 0;
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t i = 0; i < slots; ++i)
+        if (experts[size_t(i)] == e) want_pos[size_t(i)] = r++;
+  }
+  // x in grouped order, for the second form (x rows at the grouped rows).
+  std::vector<float> xg(size_t(slots * k));
+  for (int64_t i = 0; i < slots; ++i)
+    std::copy_n(x.begin() + (i / x_div) * k, k, xg.begin() + want_pos[size_t(i)] * k);
+  cudaMemcpy(dxg, xg.data(), xg.size() * 4, cudaMemcpyHostToDevice);
+  cuda::k::group_experts(dexp, slots, E, x_div, dpos, djobs, nullptr);
+  cuda::k::expert_gemv_jobs(d1, dy1, d3, dy3, mats[0].index() == 3 ? cuda::MatrixView::Fp4Group : cuda::MatrixView::Fp8Block,
+                            n, k, djobs, slots, dx, true, nullptr);
+  cuda::k::expert_gemv_jobs(d1, dyg, nullptr, nullptr,
+                            mats[0].index() == 3 ? cuda::MatrixView::Fp4Group : cuda::MatrixView::Fp8Block, n, k, djobs,
+                            slots, dxg, false, nullptr);
+  std::vector<int32_t> pos(static_cast<size_t>(slots));
+  bool ran = cudaMemcpy(pos.data(), dpos, pos.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+  ran = ran && cudaMemcpy(y1.data(), dy1, y1.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+  ran = ran && cudaMemcpy(y3.data(), dy3, y3.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+  ran = ran && cudaMemcpy(yg.data(), dyg, yg.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+  for (void* p : std::initializer_list<void*>{d1, d3, dexp, dpos, djobs, dx, dy1, dy3, dxg, dyg}) cudaFree(p);
+  double worst = ran ? 0 : 1;
+  int64_t stray = 0, bad_pos = pos == want_pos ? 0 : 1;
+  std::vector<float> row(static_cast<size_t>(k));
+  for (int which = 0; which < 3; ++which) {
+    const std::vector<float>& y = which == 0 ? y1 : which == 1 ? y3 : yg;
+    for (int64_t r = slots * n; r < (slots + extra) * n; ++r) stray += !std::isnan(y[size_t(r)]);
+    for (int64_t i = 0; i < slots; ++i) {
+      const Matrix& m = mats[size_t(experts[size_t(i)] + (which == 1 ? E : 0))];
+      const int64_t g = want_pos[size_t(i)];
+      for (int64_t r = 0; r < n; ++r) {
+        std::visit([&](const auto& w) { w.decode_row(r, row.data()); }, m);
+        double ref = 0, mag = 0;
+        for (int64_t c = 0; c < k; ++c) {
+          const double t = double(row[size_t(c)]) * x[size_t((i / x_div) * k + c)];
+          ref += t, mag += std::fabs(t);
+        }
+        const double err = std::fabs(ref - y[size_t(g * n + r)]) / (mag + 1e-30);
+        if (!(err <= worst)) worst = err;
+      }
+    }
+  }
+  const bool ok = worst < 1e-5 && stray == 0 && bad_pos == 0;
+  std::printf("expert jobs scheme %d E %lld (%lld x %lld) slots %lld x_div %lld  max rel err %.3g, stray %lld, pos %s  %s\n",
+              scheme, (long long)E, (long long)n, (long long)k, (long long)slots, (long long)x_div, worst,
+              (long long)stray, bad_pos ? "wrong" : "ok", ok ? "ok" : "FAIL");
+  return ok ? 0 : 1;
+}
+
+// k::argmax_rows against dsv4::argmax's rule (the largest, ties to the lowest index, NaN ignored,
+// 0 for a row of NaN): rows with ties across chunks, NaN, -inf only, widths not multiples of a chunk.
+int check_argmax(int64_t rows, int64_t cols, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::uniform_int_distribution<int64_t> col(0, cols - 1);
+  std::vector<float> x(size_t(rows * cols));
+  for (auto& v : x) v = normal(rng);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* xr = x.data() + r * cols;
+    switch (r % 4) {
+      case 1: {  // the maximum twice, far apart
+        const int64_t a = col(rng), b = col(rng);
+        xr[a] = xr[b] = 50.f;
+        break;
+      }
+      case 2:  // NaN everywhere but one value
+        for (int64_t c = 0; c < cols; ++c) xr[c] = std::nanf("");
+        xr[col(rng)] = -3.f;
+        break;
+      case 3:  // -inf everywhere (index 0), the last row all NaN (0 too)
+        for (int64_t c = 0; c < cols; ++c) xr[c] = r + 1 == rows ? std::nanf("") : -INFINITY;
+        break;
+      default: break;
+    }
+  }
+  const int64_t chunks = cuda::k::argmax_chunks(cols);
+  float *dx = nullptr, *dv = nullptr;
+  int32_t *di = nullptr, *dids = nullptr;
+  if (cudaMalloc(&dx, x.size() * 4) != cudaSuccess || cudaMalloc(&dv, size_t(rows * chunks) * 4) != cudaSuccess ||
+      cudaMalloc(&di, size_t(rows * chunks) * 4) != cudaSuccess || cudaMalloc(&dids, size_t(rows) * 4) != cudaSuccess)
+    return 1;
+  cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice);
+  cuda::k::argmax_rows(dx, rows, cols, dv, di, dids, nullptr);
+  std::vector<int32_t> ids(size_t(rows), -1);
+  const bool ran = cudaMemcpy(ids.data(), dids, ids.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+  for (void* p : std::initializer_list<void*>{dx, dv, di, dids}) cudaFree(p);
+  int64_t wrong = ran ? 0 : rows;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x.data() + r * cols;
+    float m = -INFINITY;
+    int32_t want = 0;
+    for (int64_t c = 0; c < cols; ++c) m = xr[c] > m ? xr[c] : m;
+    for (int64_t c = 0; c < cols; ++c)
+      if (xr[c] == m) {
+        want = int32_t(c);
+        break;
+      }
+    wrong += ids[size_t(r)] != want;
+  }
+  std::printf("argmax %lld x %lld  wrong rows %lld  %s\n", (long long)rows, (long long)cols, (long long)wrong,
+              wrong ? "FAIL" : "ok");
+  return wrong ? 1 : 0;
+}
+
 }  // namespace
 
 int main() {
@@ -266,6 +417,21 @@ int main() {
       failures += check_pair(scheme, 1024, 512, 4096, batch, rng);
       failures += check_pair(scheme, 300, 517, 4000, batch, rng);
     }
+  // Routed experts grouped by expert: uneven groups (experts with 0, 1, 2, 3 and 5 slots), one
+  // expert for every slot, all distinct; rows not a multiple of 16, K not of 128.
+  {
+    const std::vector<int32_t> uneven{4, 0, 4, 2, 4, 4, 0, 1, 4, 2, 2, 6};  // expert 3, 5 empty
+    std::vector<int32_t> same(20, 3), distinct(12);
+    for (size_t i = 0; i < distinct.size(); ++i) distinct[i] = int32_t((i * 5) % 13);
+    for (int scheme : {3, 2}) {
+      failures += check_expert_jobs(scheme, 7, 300, 4000, 3, uneven, rng);
+      failures += check_expert_jobs(scheme, 7, 1024, 512, 2, uneven, rng);
+      failures += check_expert_jobs(scheme, 5, 77, 256, 4, same, rng);
+      failures += check_expert_jobs(scheme, 13, 520, 1024, 1, distinct, rng);
+      failures += check_expert_jobs(scheme, 13, 520, 1024, 6, std::vector<int32_t>{9}, rng);
+    }
+  }
+  for (int64_t cols : {1, 31, 4096, 4097, 129280}) failures += check_argmax(8, cols, rng);
   std::printf("%d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
 }

@@ -185,6 +185,37 @@ TEST_CASE("decode steps replayed as CUDA graphs equal steps launched one kernel 
   }
 }
 
+TEST_CASE("greedy steps with the argmax on the device pick the logits' argmax", "[cuda][greedy]") {
+  for (const GoldenCase& c : dsv4::testing::golden_cases("DeepseekV4ForCausalLM")) {
+    const Model m = Model::load(c.dir + "/orig");
+    const Golden g(c.dir + "/expected_orig.safetensors");
+    const auto ids = g.ids("input_ids");
+    const int64_t V = m.config().vocab_size;
+    for (KernelMode mode : {KernelMode::Reference, KernelMode::Fast}) {
+      INFO("case " << c.name << ", mode " << kernel_mode_name(mode));
+      cuda::DeviceModel a(m, with_mode(mode)), b(m, with_mode(mode));
+      // Three sequences (two prefilled unevenly in one forward, one empty), then 30 greedy steps:
+      // forward_greedy (direct, captured, replayed) against forward + the host's argmax.
+      std::vector<std::vector<int32_t>> feed{{ids.begin(), ids.begin() + 21}, {ids.begin() + 40, ids.begin() + 43}, {ids[7]}};
+      std::vector<cuda::DeviceCache> ca, cb;
+      for (int i = 0; i < 3; ++i) ca.push_back(a.new_cache()), cb.push_back(b.new_cache());
+      std::vector<int32_t> next;
+      std::vector<float> logits;
+      for (int step = 0; step < 30; ++step) {
+        std::vector<cuda::DeviceSequenceInput> ba, bb;
+        for (int i = 0; i < 3; ++i) ba.push_back({&ca[size_t(i)], feed[size_t(i)]}), bb.push_back({&cb[size_t(i)], feed[size_t(i)]});
+        a.forward_greedy(ba, next);
+        b.forward(bb, logits, LogitRows::Last);
+        REQUIRE(next.size() == 3);
+        for (int i = 0; i < 3; ++i) {
+          CHECK(next[size_t(i)] == argmax(std::span<const float>(logits).subspan(size_t(i * V), size_t(V))));
+          feed[size_t(i)] = {next[size_t(i)]};
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("a batch of sequences of different lengths on the GPU", "[cuda][golden]") {
   for (const GoldenCase& c : dsv4::testing::golden_cases("DeepseekV4ForCausalLM")) {
     const Model m = Model::load(c.dir + "/hf");

@@ -125,6 +125,11 @@ int expert_kind(const std::vector<Mat>& ms, const char* what) {
   return kind;
 }
 int64_t expert_bn(const std::vector<Mat>& ms) { return ms.empty() ? 128 : ms[0]->view().bn; }
+// The experts' matrices (all of one format) take the grouped tensor-core GEMV (FP4 in groups of 32).
+bool jobs_ok(const std::vector<Mat>& ms, int64_t k) {
+  const MatrixView& v = ms[0]->view();
+  return (v.kind != MatrixView::Fp4Group || v.group == 32) && k::expert_jobs_ok(v.kind, v.bn, k);
+}
 
 DeviceBuffer<MatrixView> views(const std::vector<Mat>& ms) {
   std::vector<MatrixView> v;
@@ -189,7 +194,12 @@ struct DeviceModel::Impl {
   DeviceBuffer<char> stage_dev;
   float* logits_host = nullptr;
   size_t logits_cap = 0;
-  // Captured decode steps, by batch size: a step of one token per sequence is replayed as a graph.
+  int32_t* ids_host = nullptr;  // greedy forwards: each wanted row's argmax
+  size_t ids_cap = 0;
+  DeviceBuffer<int32_t> ids_dev, argmax_i, expert_jobs;
+  DeviceBuffer<char> blas_workspace;  // cuBLAS's own (it allocates none, so captured GEMMs are safe)
+  // Captured decode steps, by batch size and greedy (2 B + 1) or not (2 B): a step of one token per
+  // sequence is replayed as a graph.
   struct Graph {
     cudaGraphExec_t exec = nullptr;
     int64_t generation = -1;
@@ -262,10 +272,36 @@ struct DeviceModel::Impl {
     gemm_bf16(wb, n, K, xb, xl, t, y, ldy);
   }
   void grouped_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float* y);
-  void lin(const DeviceMatrix& w, const float* x, int64_t t, float* y) { lin_rows(w, x, w.cols(), t, y, w.rows(), 0, w.rows()); }
+  // BF16 matrices of more than 256 rows (the head, the compressors' projections) at 2..64 rows of x
+  // on the tensor cores: x [rows, K] split exactly into three BF16 parts stacked as 3 rows-row
+  // matrices, one cuBLAS GEMM (fp32 accumulation; each product exact), the three results summed.
+  // The BF16 GEMV is at the copy rate at batch 1, but FMA bound at batch 8 (head 654 us).
+  static constexpr int64_t kBf16GemmRows = 64;
+  bool bf16_gemm(const DeviceMatrix& w, int64_t rows) const {
+    return rows >= 2 && rows <= kBf16GemmRows && w.view().kind == MatrixView::Bf16 && w.rows() > 256 &&
+           !use_gemm(w, rows) && !legacy_gemv();
+  }
+  // y [rows, n] = W x, x [rows, K] contiguous.
+  void bf16x3(const DeviceMatrix& w, const float* x, int64_t rows, float* y) {
+    const int64_t n = w.rows(), K = w.cols();
+    uint16_t* parts = grow(xbf, 3 * rows * K);
+    float* c = buf("bf16x3_parts", 3 * rows * n);
+    k::split_bf16x3(x, rows, K, parts, stream);
+    const float one = 1.f, zero = 0.f;
+    const cublasStatus_t st = cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(3 * rows), int(K), &one, w.view().data,
+                                           CUDA_R_16BF, int(K), parts, CUDA_R_16BF, int(K), &zero, c, CUDA_R_32F, int(n),
+                                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS BF16 head GEMM failed (status ", int(st), ")");
+    k::sum_parts3(c, rows, n, y, stream);
+  }
+  void lin(const DeviceMatrix& w, const float* x, int64_t t, float* y) {
+    if (bf16_gemm(w, t)) return bf16x3(w, x, t, y);
+    lin_rows(w, x, w.cols(), t, y, w.rows(), 0, w.rows());
+  }
   // ya = A x and yb = B x: one GEMV launch where both take the GEMV path.
   void lin2(const DeviceMatrix& a, float* ya, const DeviceMatrix& b, float* yb, const float* x, int64_t t) {
-    if (use_gemm(a, t) || use_gemm(b, t) || a.cols() != b.cols()) return lin(a, x, t, ya), lin(b, x, t, yb);
+    if (use_gemm(a, t) || use_gemm(b, t) || bf16_gemm(a, t) || bf16_gemm(b, t) || a.cols() != b.cols())
+      return lin(a, x, t, ya), lin(b, x, t, yb);
     gemv_pair(a.view(), ya, a.rows(), b.view(), yb, b.rows(), x, a.cols(), t, stream);
   }
 };
@@ -380,7 +416,9 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
   if (options.max_context < 1) fail("cuda backend: max_context must be >= 1");
   if (!device_available()) fail("cuda backend: no CUDA device is available");
   check(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking), "stream");
-  if (cublasCreate(&I.blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(I.blas, I.stream) != CUBLAS_STATUS_SUCCESS)
+  I.blas_workspace = DeviceBuffer<char>(size_t(32) << 20);
+  if (cublasCreate(&I.blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(I.blas, I.stream) != CUBLAS_STATUS_SUCCESS ||
+      cublasSetWorkspace(I.blas, I.blas_workspace.get(), I.blas_workspace.size()) != CUBLAS_STATUS_SUCCESS)
     fail("cuda backend: cuBLAS could not be initialized");
   if (const char* p = std::getenv("DSV4_CUDA_PROFILE")) I.profile = std::string(p) == "1";
   I.embed = upload(model.embedding());
@@ -489,6 +527,7 @@ DeviceModel::~DeviceModel() {
     if (g.exec) cudaGraphExecDestroy(g.exec);
   if (impl_->stage_host) cudaFreeHost(impl_->stage_host);
   if (impl_->logits_host) cudaFreeHost(impl_->logits_host);
+  if (impl_->ids_host) cudaFreeHost(impl_->ids_host);
   if (impl_->blas) cublasDestroy(impl_->blas);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
@@ -541,6 +580,15 @@ DeviceCache DeviceModel::new_cache() const {
 }
 
 void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vector<float>& logits, LogitRows rows) {
+  run(batch, &logits, nullptr, rows);
+}
+
+void DeviceModel::forward_greedy(std::span<const DeviceSequenceInput> batch, std::vector<int32_t>& next) {
+  run(batch, nullptr, &next, LogitRows::Last);
+}
+
+void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<float>* logits, std::vector<int32_t>* ids,
+                      LogitRows rows) {
   Impl& I = *impl_;
   const ModelConfig& c = I.config;
   const int64_t n = c.hc_mult, D = c.hidden_size, V = c.vocab_size, H = c.num_heads, d = c.head_dim;
@@ -645,7 +693,14 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
   const int64_t NR = int64_t(want.size());
   bool all_rows = NR == T;
   for (int64_t r = 0; all_rows && r < NR; ++r) all_rows = want[size_t(r)] == r;
-  if (size_t(NR * V) > I.logits_cap) {
+  if (ids && size_t(NR) > I.ids_cap) {
+    if (I.ids_host) cudaFreeHost(I.ids_host);
+    I.ids_host = nullptr;
+    check(cudaMallocHost(reinterpret_cast<void**>(&I.ids_host), size_t(NR) * sizeof(int32_t)), "pinned ids");
+    I.ids_cap = size_t(NR);
+    ++I.generation;
+  }
+  if (!ids && size_t(NR * V) > I.logits_cap) {
     if (I.logits_host) cudaFreeHost(I.logits_host);
     I.logits_host = nullptr;
     check(cudaMallocHost(reinterpret_cast<void**>(&I.logits_host), size_t(NR * V) * sizeof(float)), "pinned logits");
@@ -796,13 +851,25 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
     }
     I.mark("moe.experts");
     const DevExpertSet& ex = Ly.experts;
+    const int64_t bn1 = expert_bn(ex.w1), bn2 = expert_bn(ex.w2), bn3 = expert_bn(ex.w3);
     if (!ex.w1.empty() && I.use_gemm(*ex.w1[0], T)) {
       I.grouped_experts(Ly, T, u, wts, y);
-    } else {
-      k::expert_gemv(ex.v1.get(), ex.kind1, expert_bn(ex.w1), Iw, D, I.experts.get(), T * K, u, K, h1, s);
-      k::expert_gemv(ex.v3.get(), ex.kind3, expert_bn(ex.w3), Iw, D, I.experts.get(), T * K, u, K, h3, s);
+    } else if (!ex.w1.empty() && T <= 64 && k::group_experts_ok(T * K, E) && ex.kind1 == ex.kind3 && bn1 == bn3 &&
+               jobs_ok(ex.w1, D) && jobs_ok(ex.w2, Iw)) {
+      // Few rows: the slots grouped by expert, one weight pass per two slots of an expert; w1 and
+      // w3 in one launch. The activations stay in grouped order until the combine.
+      int32_t* pos_of = I.grow(I.pos_of, T * K);
+      int32_t* jobs = I.grow(I.expert_jobs, T * K * 4);
+      k::group_experts(I.experts.get(), T * K, E, K, pos_of, jobs, s);
+      k::expert_gemv_jobs(ex.v1.get(), h1, ex.v3.get(), h3, ex.kind1, Iw, D, jobs, T * K, u, true, s);
       k::swiglu(h1, h3, T * K * Iw, limit, h1, s);
-      k::expert_gemv(ex.v2.get(), ex.kind2, expert_bn(ex.w2), D, Iw, I.experts.get(), T * K, h1, 1, ye, s);
+      k::expert_gemv_jobs(ex.v2.get(), ye, nullptr, nullptr, ex.kind2, D, Iw, jobs, T * K, h1, false, s);
+      k::combine_grouped(ye, pos_of, wts, T, K, D, y, s);
+    } else {
+      k::expert_gemv(ex.v1.get(), ex.kind1, bn1, Iw, D, I.experts.get(), T * K, u, K, h1, s);
+      k::expert_gemv(ex.v3.get(), ex.kind3, bn3, Iw, D, I.experts.get(), T * K, u, K, h3, s);
+      k::swiglu(h1, h3, T * K * Iw, limit, h1, s);
+      k::expert_gemv(ex.v2.get(), ex.kind2, bn2, D, Iw, I.experts.get(), T * K, h1, 1, ye, s);
       k::combine(ye, wts, T, K, D, y, s);
     }
     I.mark("mhc");
@@ -824,14 +891,23 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
                nullptr, nullptr, I.norm.get(), h, s);
   float* lg = I.buf("logits", NR * V);
   I.lin(*I.head, h, NR, lg);
-  check(cudaMemcpyAsync(I.logits_host, lg, size_t(NR * V) * sizeof(float), cudaMemcpyDeviceToHost, s), "logits");
+  if (ids) {  // greedy: only each row's argmax comes back
+    const int64_t chunks = k::argmax_chunks(V);
+    float* pv = I.buf("argmax_v", NR * chunks);
+    int32_t* pi = I.grow(I.argmax_i, NR * chunks);
+    int32_t* dids = I.grow(I.ids_dev, NR);
+    k::argmax_rows(lg, NR, V, pv, pi, dids, s);
+    check(cudaMemcpyAsync(I.ids_host, dids, size_t(NR) * sizeof(int32_t), cudaMemcpyDeviceToHost, s), "ids");
+  } else {
+    check(cudaMemcpyAsync(I.logits_host, lg, size_t(NR * V) * sizeof(float), cudaMemcpyDeviceToHost, s), "logits");
+  }
   I.mark("end");
   };  // enqueue
 
   if (!graph) {
     enqueue();
   } else {
-    Impl::Graph& g = I.graphs[B];
+    Impl::Graph& g = I.graphs[2 * B + (ids ? 1 : 0)];
     if (g.exec && g.generation != I.generation) cudaGraphExecDestroy(g.exec), g.exec = nullptr, g.warm = false;
     if (!g.warm) {  // first step at this size: run it directly (allocates the workspace)
       enqueue();
@@ -860,7 +936,8 @@ void DeviceModel::forward(std::span<const DeviceSequenceInput> batch, std::vecto
   }
   check(cudaStreamSynchronize(s), "forward");
   I.collect_marks();
-  logits.assign(I.logits_host, I.logits_host + NR * V);
+  if (ids) ids->assign(I.ids_host, I.ids_host + NR);
+  else logits->assign(I.logits_host, I.logits_host + NR * V);
   for (auto& in : batch) in.cache->impl_->pos += int64_t(in.tokens.size());
 }
 

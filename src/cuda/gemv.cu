@@ -246,6 +246,12 @@ __device__ __forceinline__ uint32_t xscale_field(uint32_t maxbits) {
 struct Args {
   const MatrixView* mats = nullptr;  // experts: device views, job = routing slot s, matrix mats[experts[s]]
   const int32_t* experts = nullptr;
+  // Experts grouped by expert: job = jobs[blockIdx.y] (k::group_experts: expert or -1, grouped row,
+  // x rows of its one or two slots), matrix mats[expert], or mats2[expert] into y2 on grid.z = 1;
+  // x rows from the job's slot rows (x_by_slot) or from its grouped rows.
+  const int4* jobs = nullptr;
+  const MatrixView* mats2 = nullptr;
+  bool x_by_slot = false;
   MatrixView w;                      // plain: the matrix, job = chunk of 8 batch rows
   const float* x = nullptr;
   int64_t ldx = 0, x_div = 1;        // experts: x row s / x_div
@@ -300,7 +306,17 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
   float* y;
   int nb;
   int64_t ldx, ldy, rbase, rend, yoff;
-  if (a.mats != nullptr) {
+  if (a.jobs != nullptr) {
+    const int4 j = a.jobs[blockIdx.y];
+    if (j.x < 0) return;  // no job (the whole block, before any barrier)
+    const bool second = a.mats2 != nullptr && blockIdx.z == 1;
+    w = (second ? a.mats2 : a.mats)[j.x];
+    nb = j.w >= 0 ? 2 : 1;
+    if (a.x_by_slot) x = a.x + int64_t(j.z) * w.k, ldx = int64_t(nb == 2 ? j.w - j.z : 0) * w.k;
+    else x = a.x + int64_t(j.y) * w.k, ldx = w.k;
+    y = (second ? a.y2 : a.y) + int64_t(j.y) * w.n, ldy = w.n;
+    rbase = 0, rend = w.n, yoff = 0;
+  } else if (a.mats != nullptr) {
     const int64_t slot = blockIdx.y;
     w = a.mats[a.experts[slot]];
     x = a.x + (slot / a.x_div) * w.k, ldx = w.k;
@@ -703,6 +719,16 @@ void dispatch_expert(const MatrixView* mats, const int32_t* experts, int64_t slo
   }
 }
 
+// Grouped experts: jobs [njobs] of one or two rows of one expert (nb <= 2: the one-B-matrix kernel);
+// mats2 / y2: a second matrix set of the same shape in the same launch (grid.z = 2).
+template <int Kind>
+void dispatch_jobs(const MatrixView* mats, float* y, const MatrixView* mats2, float* y2, const int4* jobs, int64_t njobs,
+                   int64_t n, int64_t k, const float* x, bool x_by_slot, cudaStream_t st) {
+  Args a;
+  a.mats = mats, a.mats2 = mats2, a.jobs = jobs, a.x = x, a.x_by_slot = x_by_slot, a.y = y, a.y2 = y2;
+  launch<Kind>(a, njobs, n, k, 2, st, mats2 != nullptr ? 2 : 1);
+}
+
 }  // namespace tc
 
 namespace {
@@ -884,6 +910,21 @@ void expert_gemv(const MatrixView* mats, int kind, int64_t bn, int64_t n, int64_
   else if (vec && kind == MatrixView::Bf16) expert_gemv_kernel<MatrixView::Bf16><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
   else expert_gemv_kernel<-1><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
   check(cudaGetLastError(), "expert gemv launch");
+}
+bool expert_jobs_ok(int kind, int64_t bn, int64_t k) {
+  if (k % 32 != 0 || legacy_gemv() || !tc::supported()) return false;
+  return kind == MatrixView::Fp4Group || (kind == MatrixView::Fp8Block && bn % 128 == 0);
+}
+
+void expert_gemv_jobs(const MatrixView* mats, float* y, const MatrixView* mats2, float* y2, int kind, int64_t n,
+                      int64_t kk, const int32_t* jobs, int64_t njobs, const float* x, bool x_by_slot, void* stream) {
+  if (njobs <= 0) return;
+  if (njobs > 65535) throw Error("cuda: more than 65535 expert jobs in one launch");
+  const auto st = static_cast<cudaStream_t>(stream);
+  const int4* j = reinterpret_cast<const int4*>(jobs);
+  if (kind == MatrixView::Fp4Group) tc::dispatch_jobs<MatrixView::Fp4Group>(mats, y, mats2, y2, j, njobs, n, kk, x, x_by_slot, st);
+  else tc::dispatch_jobs<MatrixView::Fp8Block>(mats, y, mats2, y2, j, njobs, n, kk, x, x_by_slot, st);
+  check(cudaGetLastError(), "grouped expert gemv launch");
 }
 }  // namespace dsv4::cuda::k
 namespace dsv4::cuda {

@@ -1,7 +1,9 @@
 // The CUDA backend's kernels other than the GEMVs: norms, mHC, rope, attention, compressors, the
 // Lightning Indexer, routing. Each mirrors the fp32 CPU oracle (include/dsv4/...) operation for
 // operation; only summation order differs.
+#include <algorithm>
 #include <cfloat>
+#include <cstdint>
 
 #include <cuda_bf16.h>
 
@@ -533,12 +535,112 @@ __global__ void scatter_bf16_kernel(const float* x, const int32_t* pidx, int64_t
 
 __global__ void combine_grouped_kernel(const float* yg, const int32_t* pos_of, const float* weights, int64_t k,
                                        int64_t D, float* out) {
-  const int64_t t = blockIdx.x;
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+  const int64_t t = blockIdx.y;
+  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < D; j += int64_t(gridDim.x) * blockDim.x) {
     float acc = out[t * D + j];
     for (int64_t s = 0; s < k; ++s) acc += weights[t * k + s] * yg[int64_t(pos_of[t * k + s]) * D + j];
     out[t * D + j] = acc;
   }
+}
+
+// One block (see group_experts in kernels.hpp). Shared: the slots' experts, per expert its count
+// (then its first grouped row) and its first job.
+__global__ void group_experts_kernel(const int32_t* __restrict__ experts, int slots, int E, int x_div,
+                                     int32_t* __restrict__ pos_of, int4* __restrict__ jobs) {
+  extern __shared__ int32_t gsh[];
+  int32_t* es = gsh;           // [slots]
+  int32_t* first = es + slots;  // [E] count, then first grouped row
+  int32_t* job0 = first + E;   // [E]
+  __shared__ int32_t njobs;
+  const int tid = threadIdx.x, nt = blockDim.x;
+  for (int e = tid; e < E; e += nt) first[e] = 0;
+  for (int i = tid; i < slots; i += nt) es[i] = experts[i];
+  __syncthreads();
+  for (int i = tid; i < slots; i += nt) atomicAdd(&first[es[i]], 1);
+  __syncthreads();
+  if (tid < 32) {  // exclusive sums over the experts of the counts and of the jobs, a run of experts a lane
+    const int per = (E + 31) / 32, e0 = min(E, tid * per), e1 = min(E, e0 + per);
+    int sc = 0, sj = 0;
+    for (int e = e0; e < e1; ++e) sc += first[e], sj += (first[e] + 1) / 2;
+    int ic = sc, ij = sj;
+    for (int o = 1; o < 32; o *= 2) {
+      const int a = __shfl_up_sync(0xffffffffu, ic, o), b = __shfl_up_sync(0xffffffffu, ij, o);
+      if (tid >= o) ic += a, ij += b;
+    }
+    int rc = ic - sc, rj = ij - sj;
+    for (int e = e0; e < e1; ++e) {
+      const int c = first[e];
+      first[e] = rc, job0[e] = rj;
+      rc += c, rj += (c + 1) / 2;
+    }
+    if (tid == 31) njobs = ij;
+  }
+  __syncthreads();
+  for (int i = tid; i < slots; i += nt) {
+    const int e = es[i];
+    int r = 0;  // earlier slots of the same expert (stable order)
+    for (int j = 0; j < i; ++j) r += es[j] == e;
+    pos_of[i] = first[e] + r;
+    if (r % 2 == 0) {  // the first slot of a job: its partner is the next slot of e, if any
+      int partner = -1;
+      for (int j = i + 1; j < slots && partner < 0; ++j)
+        if (es[j] == e) partner = j;
+      jobs[job0[e] + r / 2] = make_int4(e, first[e] + r, i / x_div, partner >= 0 ? partner / x_div : -1);
+    }
+  }
+  for (int q = njobs + tid; q < slots; q += nt) jobs[q] = make_int4(-1, 0, 0, -1);
+}
+
+// parts [3, rows, cols]: hi = bf16(v), mid = bf16(v - hi), lo = bf16(v - hi - mid) (each difference
+// exact in fp32; BF16 has fp32's exponent range, so hi + mid + lo is v to 24 bits).
+__global__ void split_bf16x3_kernel(const float* __restrict__ x, int64_t n, __nv_bfloat16* __restrict__ parts) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float v = x[i];
+    const __nv_bfloat16 h = __float2bfloat16_rn(v);
+    const float r1 = v - __bfloat162float(h);
+    const __nv_bfloat16 m = __float2bfloat16_rn(r1);
+    parts[i] = h, parts[n + i] = m, parts[2 * n + i] = __float2bfloat16_rn(r1 - __bfloat162float(m));
+  }
+}
+
+__global__ void sum_parts3_kernel(const float* __restrict__ c, int64_t n, float* __restrict__ y) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = (c[2 * n + i] + c[n + i]) + c[i];  // smallest parts first
+}
+
+// (value, index) a over b: the larger value, ties to the lower index; NaN never wins.
+__device__ __forceinline__ void better(float& v, int32_t& i, float v2, int32_t i2) {
+  if (v2 > v || (v2 == v && i2 < i)) v = v2, i = i2;
+}
+constexpr int kArgmaxChunk = 4096;  // columns a block of the first pass takes
+
+// Pass 1, grid (chunks, rows): each block's best of its columns; pass 2, a block per row: the best
+// of the chunks. Indices start at INT32_MAX with value -inf, so an all-NaN row gives 0.
+__global__ void argmax_part_kernel(const float* __restrict__ x, int64_t cols, float* __restrict__ pv,
+                                   int32_t* __restrict__ pi) {
+  __shared__ float sv[32];
+  __shared__ int32_t si[32];
+  const int64_t r = blockIdx.y, c0 = int64_t(blockIdx.x) * kArgmaxChunk, c1 = min(cols, c0 + kArgmaxChunk);
+  float v = __int_as_float(int(0xff800000u));  // -inf
+  int32_t i = INT32_MAX;
+  for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x) better(v, i, x[r * cols + c], int32_t(c));
+  for (int o = 16; o > 0; o /= 2) better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+  if (threadIdx.x % 32 == 0) sv[threadIdx.x / 32] = v, si[threadIdx.x / 32] = i;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < int(blockDim.x / 32); ++w) better(v, i, sv[w], si[w]);
+    pv[r * gridDim.x + blockIdx.x] = v, pi[r * gridDim.x + blockIdx.x] = i;
+  }
+}
+
+__global__ void argmax_final_kernel(const float* __restrict__ pv, const int32_t* __restrict__ pi, int chunks,
+                                    int32_t* __restrict__ ids) {
+  const int64_t r = blockIdx.x;
+  float v = __int_as_float(int(0xff800000u));  // -inf
+  int32_t i = INT32_MAX;
+  for (int c = threadIdx.x; c < chunks; c += 32) better(v, i, pv[r * chunks + c], pi[r * chunks + c]);
+  for (int o = 16; o > 0; o /= 2) better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+  if (threadIdx.x == 0) ids[r] = i == INT32_MAX ? 0 : i;
 }
 
 cudaStream_t st(void* s) { return static_cast<cudaStream_t>(s); }
@@ -701,8 +803,47 @@ void scatter_bf16(const float* x, const int32_t* pidx, int64_t slots, int64_t di
 
 void combine_grouped(const float* yg, const int32_t* pos_of, const float* weights, int64_t t, int64_t k, int64_t D,
                      float* out, void* s) {
-  combine_grouped_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(yg, pos_of, weights, k, D, out);
+  if (t == 0) return;
+  combine_grouped_kernel<<<dim3(blocks_for(D), unsigned(t)), kBlock, 0, st(s)>>>(yg, pos_of, weights, k, D, out);
   launched("combine_grouped");
+}
+
+bool group_experts_ok(int64_t slots, int64_t E) {
+  return slots > 0 && E > 0 && (slots + 2 * E) * 4 <= 48 * 1024;
+}
+
+void group_experts(const int32_t* experts, int64_t slots, int64_t E, int64_t x_div, int32_t* pos_of, int32_t* jobs,
+                   void* s) {
+  if (!group_experts_ok(slots, E)) throw Error("cuda group_experts: too many slots or experts for one block");
+  group_experts_kernel<<<1, 256, size_t(slots + 2 * E) * 4, st(s)>>>(experts, int(slots), int(E), int(x_div), pos_of,
+                                                                     reinterpret_cast<int4*>(jobs));
+  launched("group_experts");
+}
+
+void split_bf16x3(const float* x, int64_t rows, int64_t cols, uint16_t* parts, void* s) {
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  split_bf16x3_kernel<<<unsigned(std::min<int64_t>((n + kBlock - 1) / kBlock, 4096)), kBlock, 0, st(s)>>>(
+      x, n, reinterpret_cast<__nv_bfloat16*>(parts));
+  launched("split_bf16x3");
+}
+
+void sum_parts3(const float* c, int64_t rows, int64_t cols, float* y, void* s) {
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  sum_parts3_kernel<<<unsigned(std::min<int64_t>((n + kBlock - 1) / kBlock, 8192)), kBlock, 0, st(s)>>>(c, n, y);
+  launched("sum_parts3");
+}
+
+int64_t argmax_chunks(int64_t cols) { return (cols + kArgmaxChunk - 1) / kArgmaxChunk; }
+
+void argmax_rows(const float* x, int64_t rows, int64_t cols, float* part_v, int32_t* part_i, int32_t* ids, void* s) {
+  if (rows == 0) return;
+  if (cols >= INT32_MAX) throw Error("cuda argmax: too many columns");
+  const int64_t chunks = std::max<int64_t>(1, argmax_chunks(cols));
+  argmax_part_kernel<<<dim3(unsigned(chunks), unsigned(rows)), 512, 0, st(s)>>>(x, cols, part_v, part_i);
+  argmax_final_kernel<<<unsigned(rows), 32, 0, st(s)>>>(part_v, part_i, int(chunks), ids);
+  launched("argmax");
 }
 
 }  // namespace dsv4::cuda::k

@@ -132,6 +132,30 @@ void swiglu(const float* g, const float* u, int64_t n, float limit, float* act, 
 // of one kind (and FP8 column block bn).
 void expert_gemv(const MatrixView* mats, int kind, int64_t bn, int64_t n, int64_t k, const int32_t* experts,
                  int64_t slots, const float* x, int64_t x_div, float* y, void* s);
+// Decode of the routed experts grouped by expert (src/cuda/gemv.cu): each expert's weights are read
+// once per two of its slots instead of once per slot. group_experts (one block): pos_of [slots], the
+// grouped row of each slot (slots sorted by expert, stably), and jobs [slots, 4]: per expert, its
+// slots two at a time as (expert, grouped row of the first, x rows slot / x_div of the first and the
+// second, -1 when alone); the jobs past the last are (-1, 0, 0, -1). group_experts_ok: the sizes fit
+// its shared memory.
+bool group_experts_ok(int64_t slots, int64_t E);
+void group_experts(const int32_t* experts, int64_t slots, int64_t E, int64_t x_div, int32_t* pos_of, int32_t* jobs,
+                   void* s);
+// expert_jobs_ok: the matrices of this kind / column block / K take the tensor-core job path.
+bool expert_jobs_ok(int kind, int64_t bn, int64_t k);
+// Per job: y [grouped rows, n] = W_expert x, x rows at the job's slot rows (x_by_slot: x [tokens, k])
+// or at its grouped rows (x [slots, k]); with mats2, also y2 = W2_expert x in the same launch.
+void expert_gemv_jobs(const MatrixView* mats, float* y, const MatrixView* mats2, float* y2, int kind, int64_t n,
+                      int64_t k, const int32_t* jobs, int64_t njobs, const float* x, bool x_by_slot, void* s);
+// The BF16 head on the tensor cores (a cuBLAS GEMM of x split exactly into three BF16 parts):
+// parts [3, rows, cols] = hi, mid, lo with x = hi + mid + lo (to fp32's precision); then
+// y [rows, cols] = (c[2] + c[1]) + c[0] from c [3, rows, cols], the GEMM's three products.
+void split_bf16x3(const float* x, int64_t rows, int64_t cols, uint16_t* parts, void* s);
+void sum_parts3(const float* c, int64_t rows, int64_t cols, float* y, void* s);
+// ids [rows] = the index of the largest of each row of x [rows, cols] (ties to the lowest index, NaN
+// ignored, 0 when none is a number, as dsv4::argmax); part [rows, argmax_chunks(cols)] scratch.
+int64_t argmax_chunks(int64_t cols);
+void argmax_rows(const float* x, int64_t rows, int64_t cols, float* part_v, int32_t* part_i, int32_t* ids, void* s);
 // out [T, D] += sum_j weights[t, j] y[t*k + j].
 void combine(const float* y, const float* weights, int64_t t, int64_t k, int64_t D, float* out, void* s);
 

@@ -80,14 +80,18 @@ int bench_cuda(const Args& a, const Model& m, const std::vector<int32_t>& prompt
     }
     logits = all;
     gm.take_profile();
+    // Greedy decode with the argmax on the device (forward_greedy): only B token ids come back a step.
+    std::vector<int32_t> ids(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b)
+      ids[size_t(b)] = argmax(std::span<const float>(logits).subspan(size_t(b * c.vocab_size), size_t(c.vocab_size)));
     std::vector<std::vector<int32_t>> next(static_cast<size_t>(B));
     t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < N; ++i) {
       for (int64_t b = 0; b < B; ++b) {
-        next[size_t(b)] = {argmax(std::span<const float>(logits).subspan(size_t(b * c.vocab_size), size_t(c.vocab_size)))};
+        next[size_t(b)] = {ids[size_t(b)]};
         batch[size_t(b)].tokens = next[size_t(b)];
       }
-      gm.forward(batch, logits, LogitRows::Last);
+      gm.forward_greedy(batch, ids);
     }
     const double s = seconds_since(t0);
     if (B == 1) print_profile("decode");

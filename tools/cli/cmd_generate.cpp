@@ -12,10 +12,12 @@ namespace dsv4::cli {
 
 #if defined(DSV4_WITH_CUDA)
 // The GPU's generation loop: prefill, then sample and run one token at a time; text and stops as
-// Session::generate releases them (OutputStream). Prints the timing line itself.
+// Session::generate releases them (OutputStream). Prints the timing line itself. Plain greedy
+// sampling (no penalties) takes the argmax on the device (DeviceModel::forward_greedy): only the
+// token ids come back, not the logits.
 static GenerationResult generate_cuda(const Model& m, KernelMode mode, const text::Tokenizer* tok,
-                                      const std::vector<int32_t>& prompt, Sampler& sampler, const GenerationOptions& g,
-                                      const StreamCallback& emit) {
+                                      const std::vector<int32_t>& prompt, Sampler& sampler, const SamplingParams& sp,
+                                      const GenerationOptions& g, const StreamCallback& emit) {
   cuda::DeviceOptions o;
   o.mode = mode;
   o.max_context = int64_t(prompt.size()) + g.max_new_tokens + 1;
@@ -26,8 +28,13 @@ static GenerationResult generate_cuda(const Model& m, KernelMode mode, const tex
   std::vector<float> logits;
   GenerationResult r;
   auto t0 = std::chrono::steady_clock::now();
+  // (A tokenizer with fewer ids than the head's rows restricts the choice: the host's path then.)
+  const bool device_greedy = sp.is_greedy() && standard_chain(sp).empty() &&
+                             (!tok || int64_t(tok->vocab_size()) >= m.config().vocab_size);
+  std::vector<int32_t> ids;
   cuda::DeviceSequenceInput in{&cache, prompt};
-  gm.forward({&in, 1}, logits, LogitRows::Last);
+  if (device_greedy) gm.forward_greedy({&in, 1}, ids);
+  else gm.forward({&in, 1}, logits, LogitRows::Last);
   const double prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   t0 = std::chrono::steady_clock::now();
   std::span<const float> row = logits;
@@ -36,11 +43,16 @@ static GenerationResult generate_cuda(const Model& m, KernelMode mode, const tex
   for (int64_t i = 0; i < g.max_new_tokens; ++i) {
     if (i > 0) {
       in.tokens = one;
-      gm.forward({&in, 1}, logits, LogitRows::Last);
-      row = logits;
+      if (device_greedy) gm.forward_greedy({&in, 1}, ids);
+      else gm.forward({&in, 1}, logits, LogitRows::Last), row = logits;
     }
-    if (tok && size_t(tok->vocab_size()) < row.size()) row = row.first(size_t(tok->vocab_size()));
-    one[0] = sampler.next(row);
+    if (device_greedy) {
+      one[0] = ids[0];
+      sampler.accept(one[0]);
+    } else {
+      if (tok && size_t(tok->vocab_size()) < row.size()) row = row.first(size_t(tok->vocab_size()));
+      one[0] = sampler.next(row);
+    }
     r.tokens.push_back(one[0]);
     OutputStream::Piece piece = out.push(one[0]);
     if (piece.reason == StopReason::StopToken) {
@@ -98,7 +110,7 @@ int cmd_generate(const Args& a) {
     const Model m = load_model(a);
 #if defined(DSV4_WITH_CUDA)
     if (gpu) {
-      const GenerationResult r = generate_cuda(m, mode, nullptr, prompt, sampler, g, {});
+      const GenerationResult r = generate_cuda(m, mode, nullptr, prompt, sampler, sp, g, {});
       for (size_t i = 0; i < r.tokens.size(); ++i) std::printf("%s%d", i ? " " : "", r.tokens[i]);
       std::printf("\n");
       return 0;
@@ -124,7 +136,7 @@ int cmd_generate(const Args& a) {
   const Model m = load_model(a);
 #if defined(DSV4_WITH_CUDA)
   if (gpu) {
-    generate_cuda(m, mode, &tok, prompt, sampler, g, [](int32_t, std::string_view text) {
+    generate_cuda(m, mode, &tok, prompt, sampler, sp, g, [](int32_t, std::string_view text) {
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
       return true;

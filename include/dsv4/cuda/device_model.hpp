@@ -79,6 +79,9 @@ class DeviceModel {
   // Runs a batch of sequences, each continuing its own cache; logits [sum of tokens, V] (All) or
   // [sequences, V] (Last), as Model::forward. Bad input is rejected before any cache changes.
   void forward(std::span<const DeviceSequenceInput> batch, std::vector<float>& logits, LogitRows rows = LogitRows::All);
+  // The same forward with the greedy choice made on the device: next [sequences] = the argmax of each
+  // sequence's last logits row (ties to the lowest id, as dsv4::argmax); only those ids come back.
+  void forward_greedy(std::span<const DeviceSequenceInput> batch, std::vector<int32_t>& next);
 
   int64_t weight_bytes() const;         // weight bytes resident on the device
   // Stored bytes of the weights one decoded token reads: dense + shared + k experts of each MoE
@@ -94,6 +97,9 @@ class DeviceModel {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  // forward and forward_greedy: logits, or (ids) each wanted row's argmax.
+  void run(std::span<const DeviceSequenceInput> batch, std::vector<float>* logits, std::vector<int32_t>* ids,
+           LogitRows rows);
 };
 
 }  // namespace dsv4::cuda
