@@ -9,6 +9,7 @@
 
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/kernels/cpu/fp4_integer.hpp"
+#include "dsv4/kernels/cpu/fp8_vbmi.hpp"
 #include "dsv4/kernels/cpu/simd_decode.hpp"
 #include "dsv4/kernels/cpu/simd_gemm.hpp"
 
@@ -150,11 +151,24 @@ bool try_fp4_integer(const Fp4GroupMatrix& m, const float* x, int64_t ldx, int64
 // slower, its tile mostly padding; at 64 it is 2x faster for FP8 and level for FP4).
 inline constexpr int64_t kGemmMinTokens = 24;
 
-template <class Arch, bool kVnni = false, QuantScheme Scheme>
+// kVbmi: AVX-512 with VBMI (vpermt2b) for the FP8 decode kernel (fp8_vbmi.hpp).
+template <class Arch, bool kVnni = false, bool kVbmi = false, QuantScheme Scheme>
 void simd_matmul(const Scheme& m, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy, int64_t row0,
                  int64_t row1) {
   if constexpr (kIsAvx512<Arch> || kIsAvx2<Arch>)
     if (t >= kGemmMinTokens && row1 > row0) return simd_gemm<Arch>(m, x, ldx, t, y, ldy, row0, row1);
+#if defined(DSV4_HAVE_FP8_VBMI)
+  if constexpr (std::is_same_v<Scheme, Fp8BlockMatrix> && kVbmi && kIsAvx512<Arch>)
+    if (fp8_vbmi_applies(m) && t > 0 && row1 > row0) {
+      const WeightRows<Scheme, Arch> w{m};
+      // Rows of a tile whose scale overflows once multiplied by 2^8: the exact row kernel.
+      auto slow_rows = [&](int64_t n0, int64_t n1) {
+        for (int64_t i = 0; i < t; ++i)
+          for (int64_t n = n0; n < n1; ++n) y[i * ldy + (n - row0)] = gemv_row<Arch>(w, m, n, x + i * ldx);
+      };
+      return fp8_vbmi_matmul(m, x, ldx, t, y, ldy, row0, row1, slow_rows);
+    }
+#endif
   if constexpr (std::is_same_v<Scheme, Fp4GroupMatrix>)
     if (try_fp4_integer<Arch, kVnni>(m, x, ldx, t, y, ldy, row0, row1)) return;
   using Tl = Tiling<Arch>;
@@ -197,10 +211,10 @@ void simd_matmul(const Scheme& m, const float* x, int64_t ldx, int64_t t, float*
   }
 }
 
-template <class Arch, bool kVnni = false>
+template <class Arch, bool kVnni = false, bool kVbmi = false>
 void simd_matmul(const Matrix& w, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy, int64_t row0,
                  int64_t row1) {
-  std::visit([&](auto& s) { simd_matmul<Arch, kVnni>(s, x, ldx, t, y, ldy, row0, row1); }, w);
+  std::visit([&](auto& s) { simd_matmul<Arch, kVnni, kVbmi>(s, x, ldx, t, y, ldy, row0, row1); }, w);
 }
 
 }  // namespace dsv4::cpu
