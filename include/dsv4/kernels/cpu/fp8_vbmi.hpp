@@ -14,8 +14,8 @@
 // (fp8_chunk_column); the activations are permuted the same way once per call instead.
 //
 // Scales. One tile's scale covers bm rows × bn columns, so for the rows of one tile row the
-// activations are multiplied by the scales once (E8M0 scales: powers of two, the products are the
-// reference's); the inner loop is then a weight load, the decode and the FMAs.
+// activations are multiplied by their columns' scales once (E8M0 scales: powers of two, the
+// products are the reference's); the inner loop is then a weight load, the decode and the FMAs.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -26,13 +26,9 @@
 #include <vector>
 
 #include "dsv4/core/parallel.hpp"
+#include "dsv4/kernels/cpu/vbmi.hpp"
 #include "dsv4/numeric/e4m3.hpp"
 #include "dsv4/quant/schemes.hpp"
-
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define DSV4_HAVE_FP8_VBMI 1
-#define DSV4_TARGET_VBMI __attribute__((target("avx512f,avx512bw,avx512vbmi")))
-#endif
 
 namespace dsv4::cpu {
 
@@ -42,20 +38,8 @@ constexpr int fp8_chunk_column(int p) {
   return 16 * (j / 4) + 8 * (v / 2) + 2 * (j % 4) + (v & 1);
 }
 
-// Whether this kernel takes the matrix: scale blocks made of whole chunks of 64 columns.
-inline bool fp8_vbmi_applies(const Fp8BlockMatrix& m) { return m.bn % 64 == 0 && m.k >= 64; }
-
-inline bool cpu_has_avx512vbmi() {
-#if defined(DSV4_HAVE_FP8_VBMI)
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw");
-  }();
-  return has;
-#else
-  return false;
-#endif
-}
+// Whether this kernel takes the matrix: at least one whole chunk of 64 columns per row.
+inline bool fp8_vbmi_applies(const Fp8BlockMatrix& m) { return m.k >= 64; }
 
 // The two byte tables: bf16 bits of 2^-8 · e4m3(code), code in 0..127 (127: NaN).
 struct Fp8ByteTables {
@@ -79,13 +63,13 @@ inline const Fp8ByteTables& fp8_byte_tables() {
 // perm [T, chunks · 64] holds x permuted (once per call); the tail columns past the last whole
 // chunk stay with the caller's x.
 struct Fp8Activations {
-  std::vector<float> perm, scaled;
+  std::vector<float> perm, scaled, column_scale;
   int64_t t = 0, kc = 0;  // tokens, columns in whole chunks
   int64_t tile_row = -1;  // the tile row `scaled` holds, -1: none
   bool finite = true;     // every scale of that tile row is finite once multiplied by 2^8
 };
 
-#if defined(DSV4_HAVE_FP8_VBMI)
+#if defined(DSV4_HAVE_VBMI_KERNELS)
 
 // Decodes 64 E4M3 bytes at p into four vectors, 2^-8 · value, in fp8_chunk_column order.
 struct Fp8Decoder {
@@ -110,53 +94,67 @@ struct Fp8Decoder {
 inline constexpr int64_t kFp8VbmiPrefetchBytes = 2048;
 
 // Rows [n0, n1) · x for nt <= TT tokens of a.scaled (tile row of n0..n1-1 already prepared),
-// plus the tail columns from x. y[t * ldy + (n - out0)].
-template <int TT>
+// plus the tail columns from x. y[t * ldy + (n - out0)]. R rows per pass share each activation
+// load: at 8 tokens one row would need 32 activation loads per 64 weight bytes, as many as the
+// load ports take in the 16 cycles of its 32 FMAs.
+template <int TT, int R>
 DSV4_TARGET_VBMI inline void fp8_vbmi_rows(const Fp8BlockMatrix& m, const Fp8Decoder& dec, const Fp8Activations& a,
                                            int64_t t0, int nt, const float* x, int64_t ldx, int64_t n0, int64_t n1,
                                            float* y, int64_t ldy, int64_t out0) {
-  constexpr int kAcc = TT == 1 ? 4 : 2;  // independent chains per token
+  constexpr int kAcc = TT == 1 ? 4 : 1;  // independent chains per row and token
   const int64_t K = m.k, kc = a.kc;
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* row = m.q + n * K;
-    __m512 acc[TT][kAcc];
-    for (int t = 0; t < TT; ++t)
-      for (int i = 0; i < kAcc; ++i) acc[t][i] = _mm512_setzero_ps();
+  for (int64_t n = n0; n < n1; n += R) {
+    const int nr = int(std::min<int64_t>(R, n1 - n));
+    const uint8_t* row[R];
+    for (int r = 0; r < R; ++r) row[r] = m.q + (n + std::min(r, nr - 1)) * K;  // missing rows repeat the last
+    __m512 acc[R][TT][kAcc];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < TT; ++t)
+        for (int i = 0; i < kAcc; ++i) acc[r][t][i] = _mm512_setzero_ps();
     for (int64_t c = 0; c < kc; c += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(row + c + kFp8VbmiPrefetchBytes), _MM_HINT_T0);
-      __m512 v[4];
-      dec(row + c, v);
+      __m512 v[R][4];
+      for (int r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(row[r] + c + kFp8VbmiPrefetchBytes), _MM_HINT_T0);
+        dec(row[r] + c, v[r]);
+      }
       for (int t = 0; t < TT; ++t) {
         if (t >= nt) break;
         const float* xs = a.scaled.data() + (t0 + t) * kc + c;
-        for (int i = 0; i < 4; ++i)
-          acc[t][i % kAcc] = _mm512_fmadd_ps(v[i], _mm512_loadu_ps(xs + 16 * i), acc[t][i % kAcc]);
+        for (int i = 0; i < 4; ++i) {
+          const __m512 xv = _mm512_loadu_ps(xs + 16 * i);
+          for (int r = 0; r < R; ++r) acc[r][t][i % kAcc] = _mm512_fmadd_ps(v[r][i], xv, acc[r][t][i % kAcc]);
+        }
       }
     }
-    for (int t = 0; t < nt; ++t) {
-      __m512 s = acc[t][0];
-      for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, acc[t][i]);
-      float sum = _mm512_reduce_add_ps(s);
-      for (int64_t j = kc; j < K; ++j)  // tail: fewer than 64 columns, in the last scale block
-        sum += e4m3_to_f32(row[j]) * m.block_scale(n / m.bm, j / m.bn) * x[(t0 + t) * ldx + j];
-      y[t * ldy + (n - out0)] = sum;
-    }
+    for (int r = 0; r < nr; ++r)
+      for (int t = 0; t < nt; ++t) {
+        __m512 s = acc[r][t][0];
+        for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, acc[r][t][i]);
+        float sum = _mm512_reduce_add_ps(s);
+        for (int64_t j = kc; j < K; ++j)  // tail: fewer than 64 columns
+          sum += e4m3_to_f32(row[r][j]) * m.block_scale((n + r) / m.bm, j / m.bn) * x[(t0 + t) * ldx + j];
+        y[t * ldy + (n + r - out0)] = sum;
+      }
   }
 }
 
-// a.scaled for tile row tr: a.perm times 2^8 · scale of each chunk's tile.
+// a.scaled for tile row tr: a.perm times 2^8 · the scale of each column's tile (any tile width:
+// a chunk may span tiles).
 inline void fp8_scale_activations(const Fp8BlockMatrix& m, Fp8Activations& a, int64_t tr) {
   if (a.tile_row == tr) return;
   a.tile_row = tr, a.finite = true;
   a.scaled.resize(size_t(a.t * a.kc));
-  for (int64_t c = 0; c < a.kc; c += 64) {
-    const float s = m.block_scale(tr, c / m.bn) * 256.0f;
-    a.finite &= std::isfinite(s);
-    for (int64_t t = 0; t < a.t; ++t) {
-      const float* src = a.perm.data() + t * a.kc + c;
-      float* dst = a.scaled.data() + t * a.kc + c;
-      for (int i = 0; i < 64; ++i) dst[i] = src[i] * s;
+  a.column_scale.resize(size_t(a.kc));
+  for (int64_t c = 0; c < a.kc; c += 64)
+    for (int p = 0; p < 64; ++p) {
+      const float s = m.block_scale(tr, (c + fp8_chunk_column(p)) / m.bn) * 256.0f;
+      a.finite &= std::isfinite(s);
+      a.column_scale[size_t(c + p)] = s;
     }
+  for (int64_t t = 0; t < a.t; ++t) {
+    const float* src = a.perm.data() + t * a.kc;
+    float* dst = a.scaled.data() + t * a.kc;
+    for (int64_t j = 0; j < a.kc; ++j) dst[j] = src[j] * a.column_scale[size_t(j)];
   }
 }
 
@@ -192,9 +190,9 @@ void fp8_vbmi_matmul(const Fp8BlockMatrix& m, const float* x, int64_t ldx, int64
         for (int64_t t0 = 0; t0 < T; t0 += TT) {
           const int nt = int(std::min<int64_t>(TT, T - t0));
           if (nt == 1)
-            fp8_vbmi_rows<1>(m, dec, a, t0, 1, x, ldx, n, n1, y + t0 * ldy, ldy, row0);
+            fp8_vbmi_rows<1, 1>(m, dec, a, t0, 1, x, ldx, n, n1, y + t0 * ldy, ldy, row0);
           else
-            fp8_vbmi_rows<TT>(m, dec, a, t0, nt, x, ldx, n, n1, y + t0 * ldy, ldy, row0);
+            fp8_vbmi_rows<TT, 2>(m, dec, a, t0, nt, x, ldx, n, n1, y + t0 * ldy, ldy, row0);
         }
       }
       n = n1;
@@ -202,6 +200,6 @@ void fp8_vbmi_matmul(const Fp8BlockMatrix& m, const float* x, int64_t ldx, int64
   }
 }
 
-#endif  // DSV4_HAVE_FP8_VBMI
+#endif  // DSV4_HAVE_VBMI_KERNELS
 
 }  // namespace dsv4::cpu
