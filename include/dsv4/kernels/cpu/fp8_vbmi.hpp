@@ -139,22 +139,33 @@ DSV4_TARGET_VBMI inline void fp8_vbmi_rows(const Fp8BlockMatrix& m, const Fp8Dec
 }
 
 // a.scaled for tile row tr: a.perm times 2^8 · the scale of each column's tile (any tile width:
-// a chunk may span tiles).
+// a chunk may span tiles). Once per tile row (bm rows): a few thousand operations against the
+// row's hundreds of kilobytes of weights, so no division or scale lookup per column where the
+// tiles are whole chunks.
 inline void fp8_scale_activations(const Fp8BlockMatrix& m, Fp8Activations& a, int64_t tr) {
   if (a.tile_row == tr) return;
   a.tile_row = tr, a.finite = true;
   a.scaled.resize(size_t(a.t * a.kc));
   a.column_scale.resize(size_t(a.kc));
-  for (int64_t c = 0; c < a.kc; c += 64)
-    for (int p = 0; p < 64; ++p) {
-      const float s = m.block_scale(tr, (c + fp8_chunk_column(p)) / m.bn) * 256.0f;
+  float* cs = a.column_scale.data();
+  if (m.bn % 64 == 0) {
+    for (int64_t b = 0; b * m.bn < a.kc; ++b) {
+      const float s = m.block_scale(tr, b) * 256.0f;
       a.finite &= std::isfinite(s);
-      a.column_scale[size_t(c + p)] = s;
+      std::fill(cs + b * m.bn, cs + std::min(a.kc, (b + 1) * m.bn), s);
     }
+  } else {
+    for (int64_t c = 0; c < a.kc; c += 64)
+      for (int p = 0; p < 64; ++p) {
+        const float s = m.block_scale(tr, (c + fp8_chunk_column(p)) / m.bn) * 256.0f;
+        a.finite &= std::isfinite(s);
+        cs[c + p] = s;
+      }
+  }
   for (int64_t t = 0; t < a.t; ++t) {
     const float* src = a.perm.data() + t * a.kc;
     float* dst = a.scaled.data() + t * a.kc;
-    for (int64_t j = 0; j < a.kc; ++j) dst[j] = src[j] * a.column_scale[size_t(j)];
+    for (int64_t j = 0; j < a.kc; ++j) dst[j] = src[j] * cs[j];
   }
 }
 
