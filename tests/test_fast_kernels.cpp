@@ -101,7 +101,8 @@ std::vector<double> q16_bound(const Matrix& w, const float* x, int64_t ldx, int6
 TEST_CASE("SIMD matmul equals the reference for every scheme, ISA and awkward size", "[fast]") {
   std::mt19937 rng(1234);
   const char* names[] = {"f32", "bf16", "fp8", "fp4", "fp8 (64-column tiles)"};
-  const int64_t shapes[][2] = {{1, 32}, {7, 64}, {33, 96}, {70, 160}, {5, 1056}, {130, 64 + 32 + 2}};
+  // {129, 512}: enough work for the kernels to split rows over threads.
+  const int64_t shapes[][2] = {{1, 32}, {7, 64}, {33, 96}, {70, 160}, {5, 1056}, {130, 64 + 32 + 2}, {129, 512}};
   // FP8 twice: tiles of 32 / 48 columns (chunks of 64 of the VBMI decode span tiles), and of 64 /
   // 128; a tail of fewer than 64 columns where k is not a multiple of 64; 32-row tiles, partial.
   for (int scheme = 0; scheme < 5; ++scheme)

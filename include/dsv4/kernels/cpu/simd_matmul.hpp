@@ -146,13 +146,14 @@ bool try_fp4_integer(const Fp4GroupMatrix& m, const float* x, int64_t ldx, int64
       if (t == 1) {
         const int64_t rows = row1 - row0;
         const int threads = rows * m.k > (1 << 15) ? num_threads() : 1;
+        const Q16Activations<VB>& qa = a;  // the caller's: inside the region `a` names each thread's own
 #pragma omp parallel num_threads(threads) if (threads > 1)
         {
           int64_t nthreads = 1, me = 0;
 #if defined(_OPENMP)
           nthreads = omp_get_num_threads(), me = omp_get_thread_num();
 #endif
-          fp4_vbmi_gemv_rows<kVnni>(m, a, y, row0 + rows * me / nthreads, row0 + rows * (me + 1) / nthreads, row0);
+          fp4_vbmi_gemv_rows<kVnni>(m, qa, y, row0 + rows * me / nthreads, row0 + rows * (me + 1) / nthreads, row0);
         }
         return true;
       }
