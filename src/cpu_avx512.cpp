@@ -2,6 +2,9 @@
 #include "dsv4/kernels/cpu/fast_bundle.hpp"
 
 namespace dsv4::cpu {
-MatmulFn matmul_fn_avx512() { return &simd_matmul<xsimd::avx512bw>; }
+MatmulFn matmul_fn_avx512(bool vbmi) {
+  if (vbmi) return &simd_matmul<xsimd::avx512bw, false, true>;
+  return &simd_matmul<xsimd::avx512bw, false>;
+}
 IndexerFn indexer_fn_avx512() { return &simd_indexer_scores<xsimd::avx512bw>; }
 }  // namespace dsv4::cpu

@@ -65,8 +65,12 @@ std::vector<std::pair<std::string, cpu::MatmulFn>> kernels() {
   const cpu::Isa isa = cpu::detected_isa();
   out.push_back({"generic", &cpu::simd_matmul<xsimd::default_arch>});
   if (isa >= cpu::Isa::Avx2) out.push_back({"avx2", cpu::matmul_fn_avx2()});
-  if (isa >= cpu::Isa::Avx512) out.push_back({"avx512", cpu::matmul_fn_avx512()});
-  if (isa >= cpu::Isa::Avx512Vnni) out.push_back({"avx512vnni", cpu::matmul_fn_avx512vnni()});
+  if (isa >= cpu::Isa::Avx512) out.push_back({"avx512", cpu::matmul_fn_avx512(false)});
+  if (isa >= cpu::Isa::Avx512Vnni) out.push_back({"avx512vnni", cpu::matmul_fn_avx512vnni(false)});
+  if (cpu::cpu_has_avx512vbmi()) {  // the FP8 decode by byte tables (fp8_vbmi.hpp)
+    if (isa >= cpu::Isa::Avx512) out.push_back({"avx512+vbmi", cpu::matmul_fn_avx512(true)});
+    if (isa >= cpu::Isa::Avx512Vnni) out.push_back({"avx512vnni+vbmi", cpu::matmul_fn_avx512vnni(true)});
+  }
   return out;
 }
 
@@ -96,14 +100,18 @@ std::vector<double> q16_bound(const Matrix& w, const float* x, int64_t ldx, int6
 
 TEST_CASE("SIMD matmul equals the reference for every scheme, ISA and awkward size", "[fast]") {
   std::mt19937 rng(1234);
-  const char* names[] = {"f32", "bf16", "fp8", "fp4"};
-  const int64_t shapes[][2] = {{1, 32}, {7, 64}, {33, 96}, {70, 160}, {5, 1056}, {130, 64 + 32 + 2}};
-  for (int scheme = 0; scheme < 4; ++scheme)
+  const char* names[] = {"f32", "bf16", "fp8", "fp4", "fp8 (64-column tiles)"};
+  // {129, 512}: enough work for the kernels to split rows over threads.
+  const int64_t shapes[][2] = {{1, 32}, {7, 64}, {33, 96}, {70, 160}, {5, 1056}, {130, 64 + 32 + 2}, {129, 512}};
+  // FP8 twice: tiles of 32 / 48 columns (chunks of 64 of the VBMI decode span tiles), and of 64 /
+  // 128; a tail of fewer than 64 columns where k is not a multiple of 64; 32-row tiles, partial.
+  for (int scheme = 0; scheme < 5; ++scheme)
     for (auto& shape : shapes)
-      for (int64_t t : {1, 2, 3, 5, 8, 67}) {
+      for (int64_t t : {1, 2, 3, 5, 8, 9, 17, 67}) {
         int64_t n = shape[0], k = shape[1];
         if (scheme == 3 && k % 2) continue;
-        RandomMatrix w = make(scheme, n, k, rng, 32, scheme == 2 && k > 100 ? 48 : 32);
+        const int64_t bn = scheme == 4 ? (k > 100 ? 128 : 64) : scheme == 2 && k > 100 ? 48 : 32;
+        RandomMatrix w = make(scheme == 4 ? 2 : scheme, n, k, rng, 32, bn);
         std::normal_distribution<float> normal(0.f, 1.f);
         const int64_t ldx = k + 3, ldy = n + 5;  // strided rows
         std::vector<float> x(size_t(t * ldx));
@@ -145,16 +153,37 @@ TEST_CASE("SIMD matmul equals the reference for every scheme, ISA and awkward si
 
 TEST_CASE("FP8 tiles whose scale cannot be folded take the exact slow path", "[fast]") {
   std::mt19937 rng(7);
-  RandomMatrix w = make(2, 40, 64, rng);
-  for (auto& s : w.scale) s = 140;  // 2^13: 2^13 * 2^120 overflows a float
-  std::vector<float> x(64, 0.5f), want(40), got(40);
-  ref::matmul(w.m, x.data(), 64, 1, want.data(), 40, 0, 40);
-  for (auto& [isa, fn] : kernels()) {
-    fn(w.m, x.data(), 64, 1, got.data(), 40, 0, 40);
-    for (int i = 0; i < 40; ++i) {
-      INFO(isa << " row " << i);
-      REQUIRE(got[size_t(i)] == Approx(want[size_t(i)]).epsilon(1e-5));
+  for (int64_t bn : {32, 64}) {  // 64: the VBMI kernel's rows of such a tile go to the exact path too
+    RandomMatrix w = make(2, 40, 64, rng, 32, bn);
+    for (auto& s : w.scale) s = 140;  // 2^13: 2^13 * 2^120 overflows a float
+    for (int64_t j = 0; j < 64 / bn; ++j) w.scale[size_t(j)] = 124;  // one ordinary tile row beside them
+    for (int64_t t : {1, 3}) {
+      std::vector<float> x(size_t(64 * t), 0.5f), want(size_t(40 * t)), got(size_t(40 * t));
+      ref::matmul(w.m, x.data(), 64, t, want.data(), 40, 0, 40);
+      for (auto& [isa, fn] : kernels()) {
+        fn(w.m, x.data(), 64, t, got.data(), 40, 0, 40);
+        for (size_t i = 0; i < want.size(); ++i) {
+          INFO(isa << " bn " << bn << " T " << t << " output " << i);
+          REQUIRE(got[i] == Approx(want[i]).epsilon(1e-5));
+        }
+      }
     }
+  }
+}
+
+TEST_CASE("FP8 NaN codes give NaN in the VBMI decode, as in the reference", "[fast]") {
+  std::mt19937 rng(9);
+  RandomMatrix w = make(2, 4, 128, rng, 32, 64);
+  w.q[1 * 128 + 70] = 0x7F, w.q[2 * 128 + 3] = 0xFF;  // rows 1 and 2
+  std::vector<float> x(128, 0.25f), got(4);
+  if (!cpu::cpu_has_avx512vbmi()) return;
+  for (bool vnni : {false, true}) {
+    if (vnni && cpu::detected_isa() < cpu::Isa::Avx512Vnni) continue;
+    (vnni ? cpu::matmul_fn_avx512vnni(true) : cpu::matmul_fn_avx512(true))(w.m, x.data(), 128, 1, got.data(), 4, 0, 4);
+    REQUIRE(std::isfinite(got[0]));
+    REQUIRE(std::isnan(got[1]));
+    REQUIRE(std::isnan(got[2]));
+    REQUIRE(std::isfinite(got[3]));
   }
 }
 

@@ -42,8 +42,9 @@ using MatmulFn = void (*)(const Matrix&, const float*, int64_t, int64_t, float*,
 
 #if defined(DSV4_MULTIARCH)
 MatmulFn matmul_fn_avx2();    // src/cpu_avx2.cpp
-MatmulFn matmul_fn_avx512();  // src/cpu_avx512.cpp
-MatmulFn matmul_fn_avx512vnni();  // src/cpu_avx512vnni.cpp
+// vbmi: the instance whose FP8 decode uses AVX-512 VBMI (fp8_vbmi.hpp; only where the CPU has it).
+MatmulFn matmul_fn_avx512(bool vbmi);      // src/cpu_avx512.cpp
+MatmulFn matmul_fn_avx512vnni(bool vbmi);  // src/cpu_avx512vnni.cpp
 IndexerFn indexer_fn_avx2();        // src/cpu_avx2.cpp
 IndexerFn indexer_fn_avx512();      // src/cpu_avx512.cpp (also used for avx512vnni)
 IndexerFn indexer_fn_avx512bf16();  // src/cpu_avx512bf16.cpp: vdpbf16ps for BF16 / FP4 keys
@@ -105,8 +106,9 @@ inline Dispatch choose_dispatch() {
     d.isa = forced;
   }
 #if defined(DSV4_MULTIARCH)
-  if (d.isa == Isa::Avx512Vnni) d.matmul = matmul_fn_avx512vnni(), d.indexer = indexer_fn_avx512();
-  else if (d.isa == Isa::Avx512) d.matmul = matmul_fn_avx512(), d.indexer = indexer_fn_avx512();
+  const bool vbmi = cpu_has_avx512vbmi();
+  if (d.isa == Isa::Avx512Vnni) d.matmul = matmul_fn_avx512vnni(vbmi), d.indexer = indexer_fn_avx512();
+  else if (d.isa == Isa::Avx512) d.matmul = matmul_fn_avx512(vbmi), d.indexer = indexer_fn_avx512();
   else if (d.isa == Isa::Avx2) d.matmul = matmul_fn_avx2(), d.indexer = indexer_fn_avx2();
   else d.matmul = &simd_matmul<xsimd::default_arch>, d.indexer = &simd_indexer_scores<xsimd::default_arch>;
   if (use_bf16_indexer(int(d.isa) >= int(Isa::Avx512) && cpu_has_avx512bf16()))
@@ -119,6 +121,7 @@ inline Dispatch choose_dispatch() {
   constexpr bool kVnni = false;
 #endif
   d.matmul = &simd_matmul<xsimd::default_arch, kVnni>;
+  if (cpu_has_avx512vbmi()) d.matmul = &simd_matmul<xsimd::default_arch, kVnni, true>;
   d.indexer = &simd_indexer_scores<xsimd::default_arch>;
 #if defined(__AVX512BF16__)
   if constexpr (kIsAvx512<xsimd::default_arch>)

@@ -19,6 +19,7 @@
 // because the weights enter the product as the unsigned bytes 2·e2m1 + 12 (0..24): starting the
 // lane's sum at bias[l] removes the +12 exactly, and the half undoes the 2.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -66,8 +67,11 @@ struct Q16Activations {
           continue;
         }
         const float* xg = x + c0 + g * kGroup;
-        float amax = 0.f;
-        for (int j = 0; j < kGroup; ++j) amax = std::max(amax, std::fabs(xg[j]));
+        // max |x| on the bit patterns: ordered like the magnitudes, NaN above Inf, and an
+        // integer max reduction vectorizes where a float one (a chain of maxss) does not.
+        uint32_t abits = 0;
+        for (int j = 0; j < kGroup; ++j) abits = std::max(abits, std::bit_cast<uint32_t>(xg[j]) & 0x7FFFFFFFu);
+        const float amax = std::bit_cast<float>(abits);
         if (!std::isfinite(amax)) {  // an Inf or NaN input: the group's products become NaN
           step[g] = std::numeric_limits<float>::quiet_NaN();
           std::fill(vg, vg + kGroup, 0);
@@ -79,12 +83,13 @@ struct Q16Activations {
       }
       int8_t* high = q.data() + ((token * chunks + c) * 2) * kChunk;
       int8_t* low = high + kChunk;
-      for (int j = 0; j < kChunk; ++j) {
-        const int at = (j % 2) * VB + j / 2;  // even elements first, then odd
-        const int32_t h = (v[j] + 128) >> 8;  // v = 256·h + l, l in [-128, 127]
-        high[at] = int8_t(h);
-        low[at] = int8_t(v[j] - 256 * h);
-      }
+      for (int e = 0; e < 2; ++e)  // even elements first, then odd (two strided loops vectorize)
+        for (int i = 0; i < VB; ++i) {
+          const int32_t vj = v[2 * i + e];
+          const int32_t h = (vj + 128) >> 8;  // v = 256·h + l, l in [-128, 127]
+          high[e * VB + i] = int8_t(h);
+          low[e * VB + i] = int8_t(vj - 256 * h);
+        }
       float* s = scale.data() + (token * chunks + c) * kLanes;
       int32_t* b = bias.data() + (token * chunks + c) * kLanes;
       for (int l = 0; l < kLanes; ++l) {

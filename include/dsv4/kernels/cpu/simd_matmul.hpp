@@ -9,6 +9,8 @@
 
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/kernels/cpu/fp4_integer.hpp"
+#include "dsv4/kernels/cpu/fp4_vbmi.hpp"
+#include "dsv4/kernels/cpu/fp8_vbmi.hpp"
 #include "dsv4/kernels/cpu/simd_decode.hpp"
 #include "dsv4/kernels/cpu/simd_gemm.hpp"
 
@@ -128,7 +130,8 @@ void simd_gemv(const WeightRows<Scheme, Arch>& w, const Scheme& m, const float* 
 }
 
 // FP4 experts on AVX2 / AVX-512 take the integer kernel (16-bit activations); `true` if it ran.
-template <class Arch, bool kVnni>
+// One token with VBMI + GFNI: the same products in fewer instructions (fp4_vbmi.hpp).
+template <class Arch, bool kVnni, bool kVbmi>
 bool try_fp4_integer(const Fp4GroupMatrix& m, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy,
                   int64_t row0, int64_t row1) {
   constexpr int VB = kIsAvx512<Arch> ? 64 : kIsAvx2<Arch> ? 32 : 0;
@@ -138,6 +141,23 @@ bool try_fp4_integer(const Fp4GroupMatrix& m, const float* x, int64_t ldx, int64
     if (!fp4_integer_applies(m) || t == 0) return false;
     thread_local Q16Activations<VB> a;  // reused: no allocation per call once grown
     a.quantize(x, ldx, t, m.k);
+#if defined(DSV4_HAVE_VBMI_KERNELS)
+    if constexpr (kVbmi && VB == 64)
+      if (t == 1) {
+        const int64_t rows = row1 - row0;
+        const int threads = rows * m.k > (1 << 15) ? num_threads() : 1;
+        const Q16Activations<VB>& qa = a;  // the caller's: inside the region `a` names each thread's own
+#pragma omp parallel num_threads(threads) if (threads > 1)
+        {
+          int64_t nthreads = 1, me = 0;
+#if defined(_OPENMP)
+          nthreads = omp_get_num_threads(), me = omp_get_thread_num();
+#endif
+          fp4_vbmi_gemv_rows<kVnni>(m, qa, y, row0 + rows * me / nthreads, row0 + rows * (me + 1) / nthreads, row0);
+        }
+        return true;
+      }
+#endif
     fp4_integer_matmul<VB, kVnni>(m, a, y, ldy, row0, row1);
     return true;
   }
@@ -150,13 +170,26 @@ bool try_fp4_integer(const Fp4GroupMatrix& m, const float* x, int64_t ldx, int64
 // slower, its tile mostly padding; at 64 it is 2x faster for FP8 and level for FP4).
 inline constexpr int64_t kGemmMinTokens = 24;
 
-template <class Arch, bool kVnni = false, QuantScheme Scheme>
+// kVbmi: AVX-512 with VBMI and GFNI for the FP8 and one-token FP4 kernels (fp8_vbmi.hpp, fp4_vbmi.hpp).
+template <class Arch, bool kVnni = false, bool kVbmi = false, QuantScheme Scheme>
 void simd_matmul(const Scheme& m, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy, int64_t row0,
                  int64_t row1) {
   if constexpr (kIsAvx512<Arch> || kIsAvx2<Arch>)
     if (t >= kGemmMinTokens && row1 > row0) return simd_gemm<Arch>(m, x, ldx, t, y, ldy, row0, row1);
+#if defined(DSV4_HAVE_VBMI_KERNELS)
+  if constexpr (std::is_same_v<Scheme, Fp8BlockMatrix> && kVbmi && kIsAvx512<Arch>)
+    if (fp8_vbmi_applies(m) && t > 0 && row1 > row0) {
+      const WeightRows<Scheme, Arch> w{m};
+      // Rows of a tile whose scale overflows once multiplied by 2^8: the exact row kernel.
+      auto slow_rows = [&](int64_t n0, int64_t n1) {
+        for (int64_t i = 0; i < t; ++i)
+          for (int64_t n = n0; n < n1; ++n) y[i * ldy + (n - row0)] = gemv_row<Arch>(w, m, n, x + i * ldx);
+      };
+      return fp8_vbmi_matmul(m, x, ldx, t, y, ldy, row0, row1, slow_rows);
+    }
+#endif
   if constexpr (std::is_same_v<Scheme, Fp4GroupMatrix>)
-    if (try_fp4_integer<Arch, kVnni>(m, x, ldx, t, y, ldy, row0, row1)) return;
+    if (try_fp4_integer<Arch, kVnni, kVbmi>(m, x, ldx, t, y, ldy, row0, row1)) return;
   using Tl = Tiling<Arch>;
   constexpr int R = Tl::R, TT = Tl::TT;
   const WeightRows<Scheme, Arch> w{m};
@@ -197,10 +230,10 @@ void simd_matmul(const Scheme& m, const float* x, int64_t ldx, int64_t t, float*
   }
 }
 
-template <class Arch, bool kVnni = false>
+template <class Arch, bool kVnni = false, bool kVbmi = false>
 void simd_matmul(const Matrix& w, const float* x, int64_t ldx, int64_t t, float* y, int64_t ldy, int64_t row0,
                  int64_t row1) {
-  std::visit([&](auto& s) { simd_matmul<Arch, kVnni>(s, x, ldx, t, y, ldy, row0, row1); }, w);
+  std::visit([&](auto& s) { simd_matmul<Arch, kVnni, kVbmi>(s, x, ldx, t, y, ldy, row0, row1); }, w);
 }
 
 }  // namespace dsv4::cpu
