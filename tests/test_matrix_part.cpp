@@ -12,6 +12,15 @@ using namespace dsv4;
 
 namespace {
 
+// A ByteSource over memory that is already readable, counting what is mapped and read.
+struct MemoryBytes {
+  std::vector<std::vector<uint8_t>> owned;
+  size_t mapped = 0, read_bytes = 0;
+  void map(const uint8_t*, size_t n) { mapped += n; }
+  void read(const uint8_t* p, size_t n, uint8_t* dst) { std::memcpy(dst, p, n), read_bytes += n; }
+  uint8_t* own(size_t n) { return owned.emplace_back(n).data(); }
+};
+
 struct Stored {
   std::vector<uint8_t> q, scale;
   Matrix m;

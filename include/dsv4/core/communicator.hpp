@@ -30,9 +30,11 @@ class Communicator {
 // x [n] <- the sum over ranks of x [n], summed in rank order on every rank, so that every rank holds
 // bit-identical values: replicated parts of the model (attention, norms, the sampler) then stay in
 // lockstep, which an MPI_Allreduce does not promise (its reduction order may differ per rank).
-inline void allreduce_sum(Communicator& comm, float* x, int64_t n, std::vector<float>& scratch) {
+// The gather buffer is kept per thread across calls: no allocation per layer and token.
+inline void allreduce_sum(Communicator& comm, float* x, int64_t n) {
   const int p = comm.size();
   if (p == 1 || n == 0) return;
+  thread_local std::vector<float> scratch;
   scratch.resize(size_t(p) * size_t(n));
   comm.allgather(x, size_t(n) * sizeof(float), scratch.data());
   for (int64_t i = 0; i < n; ++i) {

@@ -112,7 +112,6 @@ class Checkpoint {
   // column slice of a matrix is not contiguous in the file, so a rank holds a copy of it).
   uint8_t* own(size_t n) const {
     owned_.emplace_back(n);
-    owned_bytes_ += n;
     return owned_.back().data();
   }
   // Bytes of tensor data this process can read: whole tensors looked up with find()/get(), parts
@@ -123,8 +122,6 @@ class Checkpoint {
     for (const std::string& name : mapped_) n += by_name_.at(name).nbytes;
     return n;
   }
-  // The loader's copies alone.
-  size_t owned_bytes() const { return owned_bytes_; }
 
   const TensorView& get(const std::string& name) const {
     if (auto* t = find(name)) return *t;
@@ -169,7 +166,7 @@ class Checkpoint {
   std::unordered_map<std::string, size_t> map_of_;  // tensor -> index into maps_
   mutable std::unordered_set<std::string> mapped_;  // OnDemand: tensors whose bytes are mapped
   mutable std::deque<std::vector<uint8_t>> owned_;  // own(): a deque keeps every buffer where it is
-  mutable size_t part_bytes_ = 0, owned_bytes_ = 0;
+  mutable size_t part_bytes_ = 0;
 };
 
 }  // namespace dsv4

@@ -216,7 +216,7 @@ class Model {
     }
     if (trace) trace->hidden.clear(), trace->indexer_topk.clear();
 
-    std::vector<float> u(size_t(T * D)), y(size_t(T * D)), reduce_scratch;
+    std::vector<float> u(size_t(T * D)), y(size_t(T * D));
     HcMix mix;
     const float eps = float(c.rms_norm_eps);
     auto pre = [&](const ResidualVariant& r) {
@@ -239,7 +239,7 @@ class Model {
                                      int64_t(l));
           },
           L.attn);
-      if (dist_.tensor_shard().split()) allreduce_sum(*dist_.comm, y.data(), T * D, reduce_scratch);  // heads' shares
+      if (dist_.tensor_shard().split()) allreduce_sum(*dist_.comm, y.data(), T * D);  // heads' shares
       post(L.attn_residual);
       pre(L.ffn_residual);
       for (int64_t i = 0; i < T; ++i) rms_norm(&u[size_t(i * D)], L.ffn_norm.data(), D, eps, &u[size_t(i * D)]);

@@ -44,10 +44,7 @@ void ffn_forward(const FfnVariant& f, const ModelConfig& c, const float* x, cons
   if (auto* moe = std::get_if<MoeWeights>(&f)) return moe_forward<B>(*moe, c, x, tokens, t, out, comm);
   const DenseMlp& mlp = std::get<DenseMlp>(f);
   mlp.forward<B>(c, x, tokens, t, out);
-  if (mlp.split && comm) {
-    thread_local std::vector<float> scratch;
-    allreduce_sum(*comm, out, t * c.hidden_size, scratch);
-  }
+  if (mlp.split && comm) allreduce_sum(*comm, out, t * c.hidden_size);
 }
 
 }  // namespace dsv4

@@ -105,10 +105,7 @@ void moe_forward(const MoeWeights& m, const ModelConfig& c, const float* x, cons
       for (int64_t j = 0; j < D; ++j) o[j] += wgt * ye[size_t(r * D + j)];
     }
   }
-  if (comm && comm->size() > 1) {
-    thread_local std::vector<float> scratch;
-    allreduce_sum(*comm, out, t * D, scratch);
-  }
+  if (comm && comm->size() > 1) allreduce_sum(*comm, out, t * D);
 }
 
 }  // namespace dsv4

@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <concepts>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "dsv4/core/error.hpp"
@@ -138,14 +137,5 @@ Matrix matrix_cols(const Matrix& m, int64_t c0, int64_t count, Src& src) {
       },
       m);
 }
-
-// A ByteSource over memory that is already readable (tests; a whole-file map).
-struct MemoryBytes {
-  std::vector<std::vector<uint8_t>> owned;
-  size_t mapped = 0, read_bytes = 0;
-  void map(const uint8_t*, size_t n) { mapped += n; }
-  void read(const uint8_t* p, size_t n, uint8_t* dst) { std::memcpy(dst, p, n), read_bytes += n; }
-  uint8_t* own(size_t n) { return owned.emplace_back(n).data(); }
-};
 
 }  // namespace dsv4
