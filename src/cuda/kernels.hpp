@@ -95,6 +95,11 @@ void attend(const AttendArgs& a, void* s);
 bool attend_split_ok(const AttendArgs& a);
 int64_t attend_split_chunks(const AttendArgs& a);
 void attend_split(const AttendArgs& a, float* part_o, float* part_ml, void* s);
+// Fast-mode attention of many rows on the tensor cores (src/cuda/prefill.cu): a block per (row, 64
+// heads), tiles of 32 keys, f16 q and keys, fp32 logits and sums, online softmax with the sink.
+// attend_tc_ok: d a multiple of 4, at most 512, d - rope even, and the shared memory fits.
+bool attend_tc_ok(const AttendArgs& a);
+void attend_tc(const AttendArgs& a, void* s);
 // ring[(pos) mod (W-1)] = kv[row] for each segment's last W-1 rows.
 void window_store(const float* kv, const RowInfo* rows, const SeqLayerState* seqs, int64_t t, int64_t d,
                   int64_t window, void* s);
@@ -182,5 +187,22 @@ void scatter_bf16(const float* x, const int32_t* pidx, int64_t slots, int64_t di
 // out [T, D] += sum_j weights[t, j] yg[pos_of[t*k + j]].
 void combine_grouped(const float* yg, const int32_t* pos_of, const float* weights, int64_t t, int64_t k, int64_t D,
                      float* out, void* s);
+
+// Fast-mode routed experts as one grouped GEMM (src/cuda/prefill.cu), no host round trip: after
+// group_slots, moe_tiles cuts each expert's grouped rows into tiles of 64 (tiles [max_tiles, 4]:
+// expert, first grouped row, rows, 0; expert -1 past the last); moe_split writes x's rows as BF16
+// hi + lo at their grouped rows (dst_of [rows], or null: row i to row i), x row i / div, columns
+// padded with zeros to moe_kpad(cols): hi, lo [rows, moe_kpad(cols)]; moe_gemm: per tile,
+// y [grouped rows, n] = (hi + lo) W_e^T for W_e = mats0[e] [n, k] (and y1 with mats1 in the same
+// launch), fp32 accumulation. fp4 (moe_fp4_ok): packed E2M1 decoded in shared memory; otherwise any
+// stored format through the scalar decode.
+int64_t moe_max_tiles(int64_t slots, int64_t E);
+int64_t moe_kpad(int64_t k);
+void moe_tiles(const int32_t* offsets, int64_t E, int64_t max_tiles, int32_t* tiles, void* s);
+void moe_split(const float* x, int64_t ldx, const int32_t* dst_of, int64_t rows, int64_t div, int64_t cols,
+               uint16_t* hi, uint16_t* lo, void* s);
+bool moe_fp4_ok(int kind, int64_t group, int64_t k);
+void moe_gemm(const MatrixView* mats0, float* y0, const MatrixView* mats1, float* y1, bool fp4, int64_t n, int64_t k,
+              const int32_t* tiles, int64_t max_tiles, const uint16_t* xh, const uint16_t* xl, void* s);
 
 }  // namespace dsv4::cuda::k
