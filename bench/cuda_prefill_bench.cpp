@@ -5,7 +5,11 @@
 // TFLOP/s and as a fraction of a cuBLAS BF16 GEMM measured in the same run; then, on a second
 // DeviceModel with DSV4_CUDA_PROFILE=1, the device-time split of one more prefill. Uses only the
 // public API, so the same source builds against any tree (scripts/cuda_device.sh prefill).
+// With DSV4_PREFILL_NCU=1: one warm-up prefill, then one between cudaProfilerStart/Stop (for
+// `ncu --profile-from-start off`), and nothing else.
 //   cuda_prefill_bench MODEL [prompt tokens = 2048] [runs = 3]
+#include <cuda_profiler_api.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -71,6 +75,17 @@ int main(int argc, char** argv) {
   cuda::DeviceOptions o;
   o.max_context = P + 8;
   double med = 0;
+  if (std::getenv("DSV4_PREFILL_NCU")) {
+    cuda::DeviceModel gm(m, o);
+    for (int i = 0; i < 2; ++i) {
+      cuda::DeviceCache cache = gm.new_cache();
+      cuda::DeviceSequenceInput in{&cache, prompt};
+      if (i == 1) cudaProfilerStart();
+      gm.forward({&in, 1}, logits, LogitRows::Last);
+      if (i == 1) cudaProfilerStop();
+    }
+    return 0;
+  }
   {
     cuda::DeviceModel gm(m, o);
     auto prefill = [&]() {

@@ -185,6 +185,16 @@ if [[ $what == prefill ]]; then
     echo "== decode bench: ${names[$i]}" | tee -a "$OUT/decode_bench.txt"
     timeout 300 "${trees[$i]}/cuda_decode_bench" "$m" ${PROMPT:-2048} 32 ${DECODE_BATCHES:-1,8} 2>&1 | tee -a "$OUT/decode_bench.txt"
   done
+  # NCU_PREFILL="new base": every kernel of one prefill timed by Nsight Compute, per tree named.
+  ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+  for i in "${!trees[@]}"; do
+    [[ " ${NCU_PREFILL:-} " == *" ${names[$i]} "* ]] || continue
+    DSV4_PREFILL_NCU=1 timeout 300 "$ncu_bin" --clock-control none --cache-control none --profile-from-start off \
+      --metrics gpu__time_duration.sum --csv --print-units base "${trees[$i]}/cuda_prefill_bench" "$m" ${PROMPT:-2048} \
+      > "$OUT/ncu_prefill_${names[$i]}.csv" 2> "$OUT/ncu_prefill_${names[$i]}.err"
+    python3 bench/cuda_kernel_table.py "$OUT/ncu_prefill_${names[$i]}.csv" > "$OUT/kernels_prefill_${names[$i]}.txt" 2>&1
+    echo "-- prefill kernels: ${names[$i]}"; head -30 "$OUT/kernels_prefill_${names[$i]}.txt"
+  done
   [[ -n ${NSYS:-} ]] && command -v nsys >/dev/null && { nsys profile -o "$OUT/prefill" --force-overwrite true \
     "$b/cuda_prefill_bench" "$m" ${PROMPT:-2048} 1 > /dev/null 2>&1; nsys stats -r cuda_gpu_kern_sum "$OUT/prefill.nsys-rep" \
     2>/dev/null | head -30 | tee "$OUT/nsys_kernels.txt"; rm -f "$OUT/prefill.nsys-rep" "$OUT"/*.sqlite; }

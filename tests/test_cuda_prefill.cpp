@@ -153,7 +153,7 @@ int check_attention(const char* name, int64_t H, int64_t d, int64_t r, int64_t W
     }
   }
   const double rel = worst / mag, rel_exact = worst_exact / mag;
-  const bool ok = rel < 5e-3 && rel_exact < 1e-5;
+  const bool ok = rel < 2e-4 && rel_exact < 1e-5;  // f16 hi + lo: ~22 bits
   std::printf("attention %-10s H=%lld d=%lld W=%lld rows=%lld max keys %lld: tensor-core max err %.3g (rel %.3g), "
               "exact %.3g  %s\n",
               name, (long long)H, (long long)d, (long long)W, (long long)T, (long long)max_keys, worst, rel, rel_exact,

@@ -770,6 +770,30 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
       k::attend_split(aa, I.buf("att_part_o", T * nc * H * d), I.buf("att_part_ml", T * nc * H * 2), s);
     } else if (fast_mode && k::attend_tc_ok(aa)) {  // many rows, fast mode: the tensor-core kernel
       k::attend_tc(aa, s);
+      if (std::getenv("DSV4_DEBUG_ATTN")) {  // TEMPORARY diagnostic
+        k::AttendArgs ex = aa;
+        ex.o = I.buf("dbg_o", T * hd);
+        k::attend(ex, s);
+        std::vector<float> h1(size_t(T * hd)), h2(size_t(T * hd));
+        check(cudaStreamSynchronize(s), "dbg");
+        cudaMemcpy(h1.data(), o, h1.size() * 4, cudaMemcpyDeviceToHost);
+        cudaMemcpy(h2.data(), ex.o, h2.size() * 4, cudaMemcpyDeviceToHost);
+        double worst = 0, mag = 0; int64_t at = 0;
+        for (size_t i = 0; i < h1.size(); ++i) {
+          mag = std::max(mag, double(std::fabs(h2[i])));
+          const double e = std::fabs(double(h1[i]) - h2[i]);
+          if (!(e <= worst)) worst = e, at = int64_t(i);
+        }
+        std::vector<float> qh(size_t(T * hd)), kh(size_t(T * d));
+        cudaMemcpy(qh.data(), q, qh.size() * 4, cudaMemcpyDeviceToHost);
+        cudaMemcpy(kh.data(), kv, kh.size() * 4, cudaMemcpyDeviceToHost);
+        double qm = 0, km = 0;
+        for (float v : qh) qm = std::max(qm, double(std::fabs(v)));
+        for (float v : kh) km = std::max(km, double(std::fabs(v)));
+        std::fprintf(stderr, "dbg attn layer %lld kind %d T %lld: max diff %.3g at row %lld head %lld col %lld (max |o| %.3g, |q| %.3g, |kv| %.3g)\n",
+                     (long long)l, int(Ly.kind), (long long)T, worst, (long long)(at / hd), (long long)(at % hd / d),
+                     (long long)(at % d), mag, qm, km);
+      }
     } else {
       k::attend(aa, s);
     }

@@ -33,11 +33,14 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
                                                                   const float* __restrict__ comb,
                                                                   const float* __restrict__ y, float* x, int n,
                                                                   int64_t D, MatrixView fn, int nm,
-                                                                  float* __restrict__ part) {
+                                                                  float* __restrict__ part, int64_t T, int tpb) {
   __shared__ float xs[16 * kHcCols];  // [n, kHcCols] the block's new values
   __shared__ float red[kHcMaxMix + 1];
-  const int64_t t = blockIdx.y, k0 = int64_t(blockIdx.x) * kHcCols;
+  const int64_t k0 = int64_t(blockIdx.x) * kHcCols;
   const int tid = threadIdx.x, ne = n * kHcCols;
+  // tpb tokens a block (many rows): the block's fn columns are read from L2 once and then hit L1.
+  const int64_t t_end = min(T, int64_t(blockIdx.y + 1) * tpb);
+  for (int64_t t = int64_t(blockIdx.y) * tpb; t < t_end; ++t) {
   float* xt = x + t * n * D;
   for (int e = tid; e < ne; e += kHcThreads) {
     const int j = e / kHcCols;
@@ -62,7 +65,7 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
       const int64_t k = k0 + e % kHcCols;
       if (k < D) xt[(e / kHcCols) * D + k] = xs[e];
     }
-  if (fn.data == nullptr) return;
+  if (fn.data == nullptr) continue;  // uniform over the block; xs is thread-private in this case
   const int warp = tid / 32, lane = tid % 32;
   constexpr int kW = kHcThreads / 32, kR = 4;  // warps; rows a warp takes at a time (r0 + kW q)
   // Row nm, the sum of squares, from shared memory; the weight rows with every load of a pass
@@ -103,6 +106,7 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
   __syncthreads();
   float* pt = part + (t * gridDim.x + blockIdx.x) * (nm + 1);
   for (int r = tid; r <= nm; r += kHcThreads) pt[r] = red[r];
+  }  // tokens
 }
 
 // Sinkhorn of the n x n matrix held one element a lane (lane = i n + j < n^2 <= 32), the sums in the
@@ -423,10 +427,14 @@ void hc_post_mix(const float* post, const float* comb, const float* y, float* x,
   if (n > 16) throw Error("cuda: hc_mult > 16 is not supported");
   const int nm = fn ? int(fn->n) : 0;
   if (nm > kHcMaxMix) throw Error("cuda: more than 288 mHC mixes");
-  const dim3 grid(unsigned(hc_chunks(D)), unsigned(t));
+  // Prefill: 8 tokens a block (one token a block re-read the block's fn columns, 24 x 128 floats at
+  // V4-Flash sizes, from L2 for every token: 3.2 GB of L2 reads a launch at 2048 rows).
+  const int tpb = t >= 256 ? 8 : 1;
+  const dim3 grid(unsigned(hc_chunks(D)), unsigned((t + tpb - 1) / tpb));
   const MatrixView f = fn ? *fn : MatrixView{};
-  if (f.kind == MatrixView::F32) hc_post_mix_kernel<true><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part);
-  else hc_post_mix_kernel<false><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part);
+  if (f.kind == MatrixView::F32)
+    hc_post_mix_kernel<true><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part, t, tpb);
+  else hc_post_mix_kernel<false><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part, t, tpb);
   check(cudaGetLastError(), "hc_post_mix");
 }
 

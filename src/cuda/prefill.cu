@@ -1,7 +1,7 @@
 // Fast-mode prefill kernels on the tensor cores (mma.sync m16n8k16, fp32 accumulation):
-// - attention of many rows: a block takes one query row and 64 heads (all heads share the row's keys,
-//   so the 64 heads are the M of the products), tiles of 32 keys gathered into shared memory, online
-//   softmax with the sink, de-rotation in registers;
+// - attention of many rows: a block takes one query row and 32 heads (all heads share the row's keys,
+//   so the heads are the M of the products), tiles of 32 keys gathered into shared memory, f16 hi +
+//   lo operands, online softmax with the sink, de-rotation in registers;
 // - the routed experts as one grouped GEMM: tiles of 64 rows of one expert (a tile list built on
 //   the device, no host round trip, no padding to the busiest expert), FP4 weights decoded to BF16 in
 //   shared memory a K chunk at a time (exact), activations as BF16 hi + lo (two products a tile).
@@ -61,41 +61,52 @@ __device__ __forceinline__ void cp_wait() {
 // ---------------------------------------------------------------------------------------------
 // Attention.
 
-constexpr int kTcHeads = 64;     // heads a block (the M of both products)
+constexpr int kTcHeads = 32;     // heads a block (the M of both products)
 constexpr int kTcKeys = 32;      // keys a tile
-constexpr int kTcThreads = 512;  // 16 warps: 4 head groups of 16 x 4 quarters of the head dim
+constexpr int kTcThreads = 256;  // 8 warps: 2 head groups of 16 x 4 quarters of the head dim
 
 // Shared memory of attend_tc_kernel<NT> (head dim padded to dp = 32 NT).
 size_t tc_smem(int64_t dp, int64_t r) {
-  return size_t(kTcHeads * (dp + 8) * 2      // q, f16
-                + kTcKeys * (dp + 8) * 2     // keys of the tile, f16
-                + kTcKeys * dp * 4           // the tile as gathered (fp32, cp.async)
+  return size_t(2 * kTcHeads * (dp + 8) * 2      // q, f16 hi and lo
+                + 2 * kTcKeys * (dp + 8) * 2     // keys of the tile, f16 hi and lo
+                + kTcKeys * dp * 4               // the tile as gathered (fp32, cp.async)
                 + 4 * kTcHeads * (kTcKeys + 1) * 4  // partial logits of the 4 quarters
-                + kTcHeads * (kTcKeys + 8) * 2      // probabilities, f16
+                + 2 * kTcHeads * (kTcKeys + 8) * 2  // probabilities, f16 hi and lo
                 + 3 * kTcHeads * 4                  // running max, sum, rescale
                 + r * 4);                           // cos, sin of the row's de-rotation
 }
 
-// grid (T, ceil(H / 64)). Logits in fp32 from f16 q and keys (the latent kv is RMS-normed, well
-// inside f16's range, with 3 more significant bits than bf16), probabilities in f16, fp32 sums.
+// v as f16 hi + lo (lo = the rounding error of hi): ~22 significant bits.
+__device__ __forceinline__ void split_f16(float v0, float v1, __half2* hi, __half2* lo) {
+  const __half2 h = __floats2half2_rn(v0, v1);
+  *hi = h;
+  *lo = __floats2half2_rn(v0 - __low2float(h), v1 - __high2float(h));
+}
+
+// grid (T, ceil(H / 32)). q, keys and probabilities as f16 hi + lo, three products each (hi hi,
+// hi lo, lo hi) into fp32 accumulators: the products carry ~22 bits, so the result is close to the
+// exact kernel's (a single f16 term, 11 bits, moved the indexer's and router's choices downstream).
 template <int NT>
 __global__ void __launch_bounds__(kTcThreads, 1) attend_tc_kernel(AttendArgs a) {
   constexpr int DP = 32 * NT, QS = DP + 8, PS = kTcKeys + 8, SS = kTcKeys + 1, DQ = DP / 4;
   constexpr int CH = kTcKeys * DP / 4 / kTcThreads;  // 16-byte chunks a thread gathers per tile
   extern __shared__ __align__(16) unsigned char smem[];
-  __half* qs = reinterpret_cast<__half*>(smem);   // [64, QS]
-  __half* kh = qs + kTcHeads * QS;                // [32, QS]
-  float* stage = reinterpret_cast<float*>(kh + kTcKeys * QS);  // [32, DP]
-  float* sp = stage + kTcKeys * DP;               // [4, 64, SS]
-  __half* ps = reinterpret_cast<__half*>(sp + 4 * kTcHeads * SS);  // [64, PS]
-  float* mrow = reinterpret_cast<float*>(ps + kTcHeads * PS);
+  __half* qh = reinterpret_cast<__half*>(smem);   // [32, QS] x 2
+  __half* ql = qh + kTcHeads * QS;
+  __half* kh = ql + kTcHeads * QS;                // [32, QS] x 2
+  __half* kl = kh + kTcKeys * QS;
+  float* stage = reinterpret_cast<float*>(kl + kTcKeys * QS);  // [32, DP]
+  float* sp = stage + kTcKeys * DP;               // [4, 32, SS]
+  __half* ph = reinterpret_cast<__half*>(sp + 4 * kTcHeads * SS);  // [32, PS] x 2
+  __half* pl = ph + kTcHeads * PS;
+  float* mrow = reinterpret_cast<float*>(pl + kTcHeads * PS);
   float* lrow = mrow + kTcHeads;
   float* alpha = lrow + kTcHeads;
   float* rc = alpha + kTcHeads;  // [r/2]
   float* rs = rc + a.rope.r / 2;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int hg = warp & 3, dq = warp >> 2, g = lane >> 2, cq = lane & 3;
+  const int hg = warp & 1, dq = warp >> 1, g = lane >> 2, cq = lane & 3;
   const int64_t row = blockIdx.x, h0 = int64_t(blockIdx.y) * kTcHeads, d = a.d, H = a.heads;
   const RowInfo ri = a.rows[row];
   const int64_t p_first = max(int64_t(0), int64_t(ri.pos) - a.window + 1), nwin = ri.pos - p_first + 1;
@@ -125,13 +136,14 @@ __global__ void __launch_bounds__(kTcThreads, 1) attend_tc_kernel(AttendArgs a) 
   };
   const int64_t ntiles = (nk + kTcKeys - 1) / kTcKeys;
   gather(0);
-  // q of the block's heads, f16, zero rows past H and columns past d.
+  // q of the block's heads, zero rows past H and columns past d.
   for (int c = tid; c < kTcHeads * DP / 4; c += kTcThreads) {
     const int h = c / (DP / 4), c4 = c % (DP / 4);
     float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
     if (h0 + h < H && c4 * 4 < d) v = *reinterpret_cast<const float4*>(a.q + (row * H + h0 + h) * d + c4 * 4);
-    __half2* dst = reinterpret_cast<__half2*>(qs + h * QS + c4 * 4);
-    dst[0] = __floats2half2_rn(v.x, v.y), dst[1] = __floats2half2_rn(v.z, v.w);
+    __half2* hi = reinterpret_cast<__half2*>(qh + h * QS + c4 * 4);
+    __half2* lo = reinterpret_cast<__half2*>(ql + h * QS + c4 * 4);
+    split_f16(v.x, v.y, hi, lo), split_f16(v.z, v.w, hi + 1, lo + 1);
   }
   if (tid < kTcHeads) {  // the sink takes mass exp(sink - m) and gives no value: start at m = sink, sum 1
     mrow[tid] = h0 + tid < H ? a.sink[h0 + tid] : 0.f;
@@ -149,13 +161,14 @@ __global__ void __launch_bounds__(kTcThreads, 1) attend_tc_kernel(AttendArgs a) 
 
   for (int64_t t = 0; t < ntiles; ++t) {
     cp_wait<0>();
-    __syncthreads();  // the tile is in stage; the last tile's products are done with kh and ps
-#pragma unroll
+    __syncthreads();  // the tile is in stage; the last tile's products are done with the keys and p
+#pragma unroll 4
     for (int u = 0; u < CH; ++u) {
       const int c = tid + kTcThreads * u, kr = c / (DP / 4), c4 = c % (DP / 4);
       const float4 v = *reinterpret_cast<const float4*>(stage + kr * DP + c4 * 4);
-      __half2* dst = reinterpret_cast<__half2*>(kh + kr * QS + c4 * 4);
-      dst[0] = __floats2half2_rn(v.x, v.y), dst[1] = __floats2half2_rn(v.z, v.w);
+      __half2* hi = reinterpret_cast<__half2*>(kh + kr * QS + c4 * 4);
+      __half2* lo = reinterpret_cast<__half2*>(kl + kr * QS + c4 * 4);
+      split_f16(v.x, v.y, hi, lo), split_f16(v.z, v.w, hi + 1, lo + 1);
     }
     __syncthreads();
     if (t + 1 < ntiles) gather((t + 1) * kTcKeys);  // in flight during this tile's products
@@ -167,14 +180,21 @@ __global__ void __launch_bounds__(kTcThreads, 1) attend_tc_kernel(AttendArgs a) 
 #pragma unroll
     for (int ks = 0; ks < DQ; ks += 16) {
       const int k0 = dq * DQ + ks;
-      uint32_t af[4];
-      ldsm_x4(smem_u32(qs + (hg * 16 + (lane & 15)) * QS + k0 + (lane >> 4) * 8), af);
+      uint32_t ah[4], al[4];
+      ldsm_x4(smem_u32(qh + (hg * 16 + (lane & 15)) * QS + k0 + (lane >> 4) * 8), ah);
+      ldsm_x4(smem_u32(ql + (hg * 16 + (lane & 15)) * QS + k0 + (lane >> 4) * 8), al);
 #pragma unroll
       for (int nb = 0; nb < 2; ++nb) {
-        uint32_t bf[4];
-        ldsm_x4(smem_u32(kh + (nb * 16 + (lane & 7) + (lane >> 4) * 8) * QS + k0 + ((lane >> 3) & 1) * 8), bf);
-        mma<true>(s[2 * nb], af, bf[0], bf[1]);
-        mma<true>(s[2 * nb + 1], af, bf[2], bf[3]);
+        const int at = (nb * 16 + (lane & 7) + (lane >> 4) * 8) * QS + k0 + ((lane >> 3) & 1) * 8;
+        uint32_t bh[4], bl[4];
+        ldsm_x4(smem_u32(kh + at), bh);
+        ldsm_x4(smem_u32(kl + at), bl);
+        mma<true>(s[2 * nb], al, bh[0], bh[1]);  // small terms first
+        mma<true>(s[2 * nb], ah, bl[0], bl[1]);
+        mma<true>(s[2 * nb], ah, bh[0], bh[1]);
+        mma<true>(s[2 * nb + 1], al, bh[2], bh[3]);
+        mma<true>(s[2 * nb + 1], ah, bl[2], bl[3]);
+        mma<true>(s[2 * nb + 1], ah, bh[2], bh[3]);
       }
     }
     float* spd = sp + dq * kTcHeads * SS;
@@ -201,12 +221,14 @@ __global__ void __launch_bounds__(kTcThreads, 1) attend_tc_kernel(AttendArgs a) 
       const float mo = mrow[hh], mn = fmaxf(mo, mt);
       float sum = 0.f;
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float p = expf(v[j] - mn);
-        sum += p;
-        ps[hh * PS + sub * 4 + j] = __float2half_rn(p);
+      for (int j = 0; j < 4; j += 2) {
+        const float p0 = expf(v[j] - mn), p1 = expf(v[j + 1] - mn);
+        sum += p0 + p1;
+        split_f16(p0, p1, reinterpret_cast<__half2*>(ph + hh * PS + sub * 4 + j),
+                  reinterpret_cast<__half2*>(pl + hh * PS + sub * 4 + j));
       }
       for (int o = 1; o < 8; o *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      __syncwarp();
       if (sub == 0) {
         const float al = expf(mo - mn);
         alpha[hh] = al, lrow[hh] = lrow[hh] * al + sum, mrow[hh] = mn;
@@ -219,14 +241,21 @@ __global__ void __launch_bounds__(kTcThreads, 1) attend_tc_kernel(AttendArgs a) 
     for (int j = 0; j < NT; ++j) acc[j][0] *= al0, acc[j][1] *= al0, acc[j][2] *= al1, acc[j][3] *= al1;
 #pragma unroll
     for (int kk = 0; kk < kTcKeys; kk += 16) {
-      uint32_t af[4];
-      ldsm_x4(smem_u32(ps + (hg * 16 + (lane & 15)) * PS + kk + (lane >> 4) * 8), af);
+      uint32_t ah[4], al[4];
+      ldsm_x4(smem_u32(ph + (hg * 16 + (lane & 15)) * PS + kk + (lane >> 4) * 8), ah);
+      ldsm_x4(smem_u32(pl + (hg * 16 + (lane & 15)) * PS + kk + (lane >> 4) * 8), al);
 #pragma unroll
       for (int np = 0; np < NT; np += 2) {
-        uint32_t bf[4];
-        ldsm_x4_t(smem_u32(kh + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * QS + dq * DQ + np * 8 + (lane >> 4) * 8), bf);
-        mma<true>(acc[np], af, bf[0], bf[1]);
-        mma<true>(acc[np + 1], af, bf[2], bf[3]);
+        const int at = (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * QS + dq * DQ + np * 8 + (lane >> 4) * 8;
+        uint32_t bh[4], bl[4];
+        ldsm_x4_t(smem_u32(kh + at), bh);
+        ldsm_x4_t(smem_u32(kl + at), bl);
+        mma<true>(acc[np], al, bh[0], bh[1]);
+        mma<true>(acc[np], ah, bl[0], bl[1]);
+        mma<true>(acc[np], ah, bh[0], bh[1]);
+        mma<true>(acc[np + 1], al, bh[2], bh[3]);
+        mma<true>(acc[np + 1], ah, bl[2], bl[3]);
+        mma<true>(acc[np + 1], ah, bh[2], bh[3]);
       }
     }
   }
