@@ -195,6 +195,13 @@ if [[ $what == prefill ]]; then
     python3 bench/cuda_kernel_table.py "$OUT/ncu_prefill_${names[$i]}.csv" > "$OUT/kernels_prefill_${names[$i]}.txt" 2>&1
     echo "-- prefill kernels: ${names[$i]}"; head -30 "$OUT/kernels_prefill_${names[$i]}.txt"
   done
+  # NCU_DETAIL=regex: the profiler's throughput, warp-state and occupancy sections for the first two
+  # launches of the matching kernels in one prefill of this tree.
+  [[ -n ${NCU_DETAIL:-} ]] && DSV4_PREFILL_NCU=1 timeout 300 "$ncu_bin" --clock-control none --profile-from-start off \
+    -k "regex:${NCU_DETAIL}" --launch-count ${NCU_COUNT:-2} --section SpeedOfLight --section WarpStateStats \
+    --section ComputeWorkloadAnalysis --section Occupancy --section MemoryWorkloadAnalysis "$b/cuda_prefill_bench" "$m" \
+    ${PROMPT:-2048} > "$OUT/ncu_detail.txt" 2>&1 && grep -E "^  [a-z_].*\(|Duration|Throughput|Stall|Issued|Eligible|Warp Cycles|Achieved Occ|Pipe|Registers|Shared Memory Config" \
+    "$OUT/ncu_detail.txt" | head -${NCU_LINES:-90}
   [[ -n ${NSYS:-} ]] && command -v nsys >/dev/null && { nsys profile -o "$OUT/prefill" --force-overwrite true \
     "$b/cuda_prefill_bench" "$m" ${PROMPT:-2048} 1 > /dev/null 2>&1; nsys stats -r cuda_gpu_kern_sum "$OUT/prefill.nsys-rep" \
     2>/dev/null | head -30 | tee "$OUT/nsys_kernels.txt"; rm -f "$OUT/prefill.nsys-rep" "$OUT"/*.sqlite; }

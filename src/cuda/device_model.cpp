@@ -239,6 +239,8 @@ struct DeviceModel::Impl {
 
   // Fast mode runs forwards of this many rows or more as BF16 tensor-core GEMMs.
   static constexpr int64_t kGemmRows = 32;
+  // Fast mode takes the mHC mixes as a GEMM from this many rows (hc_update_rows + cuBLAS SGEMM).
+  static constexpr int64_t kHcGemmRows = 128;
   cublasHandle_t blas = nullptr;
   DeviceBuffer<uint16_t> wbf, xbf, xlo;
   DeviceBuffer<int32_t> counts, offsets, pos_of, which;  // which: the expert GEMM tiles
@@ -693,16 +695,37 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
 
   // Residual updates: hc_post (when y is ready) and the next mixes' partial sums in one launch; the
   // mixes, Sinkhorn, u and its RMS norm (the sub-layer's input norm, weight norm_w) in another.
+  int64_t part_chunks = k::hc_chunks(D);  // the layout of part the last update left
+  // x <- hc_post (post != null) and the next mixes' sums (fn != null). Fast mode at many rows: the
+  // update as one block per row and the mixes as one SGEMM (fp32) of fn [nm, n D] and x [rows, n D]
+  // into part [rows, nm + 1]; hc_post_mix's block of 32 columns a token was latency bound there
+  // (1.26 ms a launch at 2048 rows).
+  auto mix_update = [&](const float* po, const float* co, const float* yy, float* xx, int64_t rows,
+                        const MatrixView* fn) {
+    if (fast_mode && rows >= Impl::kHcGemmRows && (!fn || fn->kind == MatrixView::F32)) {
+      const int64_t nmix = fn ? fn->n : 0;
+      k::hc_update_rows(po, co, yy, xx, rows, n, D, fn ? part : nullptr, nmix + 1, s);
+      if (fn) {
+        const float one = 1.f, zero = 0.f;
+        const cublasStatus_t st = cublasSgemm(I.blas, CUBLAS_OP_T, CUBLAS_OP_N, int(nmix), int(rows), int(n * D), &one,
+                                              reinterpret_cast<const float*>(fn->data), int(n * D), xx, int(n * D),
+                                              &zero, part, int(nmix + 1));
+        if (st != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS mHC mix GEMM failed (status ", int(st), ")");
+      }
+      part_chunks = 1;
+    } else {
+      k::hc_post_mix(po, co, yy, xx, rows, n, D, fn, part, s);
+      part_chunks = k::hc_chunks(D);
+    }
+  };
   auto hc_pre = [&](const DevHc& hc, const Floats& norm_w) {
     k::hc_finish(part, hc.base.get(), hc.scale.get(), x, T, n, D, c.hc_sinkhorn_iters, float(c.hc_eps), eps, pre, post,
-                 comb, norm_w.get(), u, s);
+                 comb, norm_w.get(), u, s, part_chunks);
   };
-  auto hc_post = [&](const DevHc* next) {
-    k::hc_post_mix(post, comb, y, x, T, n, D, next ? &next->fn->view() : nullptr, part, s);
-  };
+  auto hc_post = [&](const DevHc* next) { mix_update(post, comb, y, x, T, next ? &next->fn->view() : nullptr); };
   const DevHc* first_hc = L > 0 ? &I.layers[0].hc_attn : all_rows ? &I.hc_head : nullptr;
   I.mark("mhc");
-  if (first_hc) k::hc_post_mix(nullptr, nullptr, nullptr, x, T, n, D, &first_hc->fn->view(), part, s);
+  if (first_hc) mix_update(nullptr, nullptr, nullptr, x, T, &first_hc->fn->view());
 
   for (int64_t l = 0; l < L; ++l) {
     const DevLayer& Ly = I.layers[size_t(l)];
@@ -770,30 +793,6 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
       k::attend_split(aa, I.buf("att_part_o", T * nc * H * d), I.buf("att_part_ml", T * nc * H * 2), s);
     } else if (fast_mode && k::attend_tc_ok(aa)) {  // many rows, fast mode: the tensor-core kernel
       k::attend_tc(aa, s);
-      if (std::getenv("DSV4_DEBUG_ATTN")) {  // TEMPORARY diagnostic
-        k::AttendArgs ex = aa;
-        ex.o = I.buf("dbg_o", T * hd);
-        k::attend(ex, s);
-        std::vector<float> h1(size_t(T * hd)), h2(size_t(T * hd));
-        check(cudaStreamSynchronize(s), "dbg");
-        cudaMemcpy(h1.data(), o, h1.size() * 4, cudaMemcpyDeviceToHost);
-        cudaMemcpy(h2.data(), ex.o, h2.size() * 4, cudaMemcpyDeviceToHost);
-        double worst = 0, mag = 0; int64_t at = 0;
-        for (size_t i = 0; i < h1.size(); ++i) {
-          mag = std::max(mag, double(std::fabs(h2[i])));
-          const double e = std::fabs(double(h1[i]) - h2[i]);
-          if (!(e <= worst)) worst = e, at = int64_t(i);
-        }
-        std::vector<float> qh(size_t(T * hd)), kh(size_t(T * d));
-        cudaMemcpy(qh.data(), q, qh.size() * 4, cudaMemcpyDeviceToHost);
-        cudaMemcpy(kh.data(), kv, kh.size() * 4, cudaMemcpyDeviceToHost);
-        double qm = 0, km = 0;
-        for (float v : qh) qm = std::max(qm, double(std::fabs(v)));
-        for (float v : kh) km = std::max(km, double(std::fabs(v)));
-        std::fprintf(stderr, "dbg attn layer %lld kind %d T %lld: max diff %.3g at row %lld head %lld col %lld (max |o| %.3g, |q| %.3g, |kv| %.3g)\n",
-                     (long long)l, int(Ly.kind), (long long)T, worst, (long long)(at / hd), (long long)(at % hd / d),
-                     (long long)(at % d), mag, qm, km);
-      }
     } else {
       k::attend(aa, s);
     }
@@ -863,9 +862,9 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
           "gather rows");
   float* h = I.buf("h", NR * D);
   // The hyper head's mixes: from the last residual update when every row is wanted, else here.
-  if (!all_rows) k::hc_post_mix(nullptr, nullptr, nullptr, xs, NR, n, D, &I.hc_head.fn->view(), part, s);
+  if (!all_rows) mix_update(nullptr, nullptr, nullptr, xs, NR, &I.hc_head.fn->view());
   k::hc_finish(part, I.hc_head.base.get(), I.hc_head.scale.get(), xs, NR, n, D, 0, float(c.hc_eps), eps, nullptr,
-               nullptr, nullptr, I.norm.get(), h, s);
+               nullptr, nullptr, I.norm.get(), h, s, part_chunks);
   float* lg = I.buf("logits", NR * V);
   I.lin(*I.head, h, NR, lg);
   if (ids) {  // greedy: only each row's argmax comes back

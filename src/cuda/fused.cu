@@ -33,14 +33,11 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
                                                                   const float* __restrict__ comb,
                                                                   const float* __restrict__ y, float* x, int n,
                                                                   int64_t D, MatrixView fn, int nm,
-                                                                  float* __restrict__ part, int64_t T, int tpb) {
+                                                                  float* __restrict__ part) {
   __shared__ float xs[16 * kHcCols];  // [n, kHcCols] the block's new values
   __shared__ float red[kHcMaxMix + 1];
-  const int64_t k0 = int64_t(blockIdx.x) * kHcCols;
+  const int64_t t = blockIdx.y, k0 = int64_t(blockIdx.x) * kHcCols;
   const int tid = threadIdx.x, ne = n * kHcCols;
-  // tpb tokens a block (many rows): the block's fn columns are read from L2 once and then hit L1.
-  const int64_t t_end = min(T, int64_t(blockIdx.y + 1) * tpb);
-  for (int64_t t = int64_t(blockIdx.y) * tpb; t < t_end; ++t) {
   float* xt = x + t * n * D;
   for (int e = tid; e < ne; e += kHcThreads) {
     const int j = e / kHcCols;
@@ -65,7 +62,7 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
       const int64_t k = k0 + e % kHcCols;
       if (k < D) xt[(e / kHcCols) * D + k] = xs[e];
     }
-  if (fn.data == nullptr) continue;  // uniform over the block; xs is thread-private in this case
+  if (fn.data == nullptr) return;
   const int warp = tid / 32, lane = tid % 32;
   constexpr int kW = kHcThreads / 32, kR = 4;  // warps; rows a warp takes at a time (r0 + kW q)
   // Row nm, the sum of squares, from shared memory; the weight rows with every load of a pass
@@ -106,7 +103,58 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
   __syncthreads();
   float* pt = part + (t * gridDim.x + blockIdx.x) * (nm + 1);
   for (int r = tid; r <= nm; r += kHcThreads) pt[r] = red[r];
-  }  // tokens
+}
+
+// grid (T), many rows (fast-mode prefill, beside a GEMM for the mixes): x [T, n, D] <- post_j y +
+// sum_i comb[i][j] X_i (as hc_post_mix, the same operation order) when post != null, else x as is;
+// with part, part[t * ld + ld - 1] = the sum of the new X^2 (the mixes' RMS input).
+__global__ void __launch_bounds__(256) hc_update_rows_kernel(const float* __restrict__ post,
+                                                             const float* __restrict__ comb,
+                                                             const float* __restrict__ y, float* x, int n, int64_t D,
+                                                             float* __restrict__ part, int64_t ld) {
+  __shared__ float P[16], C[256], red[8];
+  const int64_t t = blockIdx.x;
+  const int tid = threadIdx.x;
+  if (post) {
+    if (tid < n) P[tid] = post[t * n + tid];
+    if (tid < n * n) C[tid] = comb[t * n * n + tid];
+  }
+  __syncthreads();
+  float* xt = x + t * n * D;
+  float ss = 0.f;
+  for (int64_t k = tid; k < D; k += blockDim.x) {
+    float v[16];
+#pragma unroll
+    for (int s = 0; s < 16; ++s) v[s] = s < n ? xt[s * D + k] : 0.f;
+    if (post) {
+      const float yk = y[t * D + k];
+      float nv[16];
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        if (j >= n) break;
+        float a = P[j] * yk;
+#pragma unroll
+        for (int s = 0; s < 16; ++s)
+          if (s < n) a += C[s * n + j] * v[s];
+        nv[j] = a;
+      }
+#pragma unroll
+      for (int j = 0; j < 16; ++j)
+        if (j < n) xt[j * D + k] = nv[j], ss += nv[j] * nv[j];
+    } else {
+#pragma unroll
+      for (int s = 0; s < 16; ++s) ss += v[s] * v[s];
+    }
+  }
+  if (!part) return;
+  for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if (tid % 32 == 0) red[tid / 32] = ss;
+  __syncthreads();
+  if (tid == 0) {
+    float a = 0.f;
+    for (int w = 0; w < int(blockDim.x / 32); ++w) a += red[w];
+    part[t * ld + ld - 1] = a;
+  }
 }
 
 // Sinkhorn of the n x n matrix held one element a lane (lane = i n + j < n^2 <= 32), the sums in the
@@ -427,23 +475,27 @@ void hc_post_mix(const float* post, const float* comb, const float* y, float* x,
   if (n > 16) throw Error("cuda: hc_mult > 16 is not supported");
   const int nm = fn ? int(fn->n) : 0;
   if (nm > kHcMaxMix) throw Error("cuda: more than 288 mHC mixes");
-  // Prefill: 8 tokens a block (one token a block re-read the block's fn columns, 24 x 128 floats at
-  // V4-Flash sizes, from L2 for every token: 3.2 GB of L2 reads a launch at 2048 rows).
-  const int tpb = t >= 256 ? 8 : 1;
-  const dim3 grid(unsigned(hc_chunks(D)), unsigned((t + tpb - 1) / tpb));
+  const dim3 grid(unsigned(hc_chunks(D)), unsigned(t));
   const MatrixView f = fn ? *fn : MatrixView{};
-  if (f.kind == MatrixView::F32)
-    hc_post_mix_kernel<true><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part, t, tpb);
-  else hc_post_mix_kernel<false><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part, t, tpb);
+  if (f.kind == MatrixView::F32) hc_post_mix_kernel<true><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part);
+  else hc_post_mix_kernel<false><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part);
   check(cudaGetLastError(), "hc_post_mix");
+}
+
+void hc_update_rows(const float* post, const float* comb, const float* y, float* x, int64_t t, int64_t n, int64_t D,
+                    float* part, int64_t ld, void* s) {
+  if (t == 0) return;
+  if (n > 16) throw Error("cuda: hc_mult > 16 is not supported");
+  hc_update_rows_kernel<<<unsigned(t), 256, 0, st(s)>>>(post, comb, y, x, int(n), D, part, ld);
+  check(cudaGetLastError(), "hc_update_rows");
 }
 
 void hc_finish(const float* part, const float* base, const float* scale, const float* x, int64_t t, int64_t n,
                int64_t D, int64_t iters, float hc_eps, float norm_eps, float* pre, float* post, float* comb,
-               const float* w, float* out, void* s) {
+               const float* w, float* out, void* s, int64_t chunks) {
   if (t == 0) return;
   const bool head = post == nullptr;
-  hc_finish_kernel<<<unsigned(t), kHcFinish, 0, st(s)>>>(part, int(hc_chunks(D)), base, scale, x, int(n), D,
+  hc_finish_kernel<<<unsigned(t), kHcFinish, 0, st(s)>>>(part, int(chunks > 0 ? chunks : hc_chunks(D)), base, scale, x, int(n), D,
                                                           int(iters), hc_eps, norm_eps, head, pre, post, comb, w, out);
   check(cudaGetLastError(), "hc_finish");
 }

@@ -59,9 +59,15 @@ void hc_post_mix(const float* post, const float* comb, const float* y, float* x,
 // hc_finish: from part, the mixes m of the unweighted-RMS-normed X: pre/post [T, n] and comb
 // [T, n, n] (softmax + Sinkhorn), or with post == null the hyper head's pre only; then
 // out [T, D] = rms_norm(sum_i pre_i X_i) * w.
+// chunks: part's chunk count (0: hc_chunks(D); 1 after hc_update_rows and a GEMM of the mixes).
 void hc_finish(const float* part, const float* base, const float* scale, const float* x, int64_t t, int64_t n,
                int64_t D, int64_t iters, float hc_eps, float norm_eps, float* pre, float* post, float* comb,
-               const float* w, float* out, void* s);
+               const float* w, float* out, void* s, int64_t chunks = 0);
+// Many rows (fast-mode prefill): the residual update alone (post != null) and, with part, each row's
+// sum of the new X^2 into part[t * ld + ld - 1]; the mixes themselves come from a GEMM of fn and x
+// into part [T, ld] (one chunk). One block per row, every column of every stream read once.
+void hc_update_rows(const float* post, const float* comb, const float* y, float* x, int64_t t, int64_t n, int64_t D,
+                    float* part, int64_t ld, void* s);
 // Per row r and head h of v [T, heads, width]: optional unweighted RMS norm, then rope at rows[r].pos.
 void norm_rope_heads(float* v, const RowInfo* rows, int64_t t, int64_t heads, int64_t width, bool norm, float eps,
                      Rope rope, void* s);
@@ -173,8 +179,9 @@ void to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ldx, uint16_t* 
 // kind / bn: the matrices' storage (all alike), for the vectorized path.
 void dequant_bf16(const MatrixView* mats, const int32_t* which, int64_t count, const MatrixView& one, int64_t row0,
                   int64_t n, int64_t k, uint16_t* out, void* s, int kind, int64_t bn);
-// Groups the T*k routing slots by expert, stably: counts [E], offsets [E+1], pos_of [slots] (the
-// grouped position of each slot).
+// Groups the T*k routing slots by expert: counts [E], offsets [E+1], pos_of [slots] (the grouped
+// position of each slot; within an expert in no fixed order: every consumer computes each grouped
+// row on its own, so results do not depend on it).
 void group_slots(const int32_t* experts, int64_t slots, int64_t E, int32_t* counts, int32_t* offsets, int32_t* pos_of,
                  void* s);
 // pidx[s] = experts[s] * most + (pos_of[s] - offsets[experts[s]]): each slot's row when every

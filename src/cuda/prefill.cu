@@ -332,11 +332,21 @@ __global__ void moe_split_kernel(const float* __restrict__ x, int64_t ldx, const
                                  __nv_bfloat16* __restrict__ lo) {
   const int64_t s = blockIdx.x, dst = dst_of ? dst_of[s] : s;
   const float* xr = x + (s / div) * ldx;
-  for (int64_t j = threadIdx.x; j < kp; j += blockDim.x) {
-    const float v = j < cols ? xr[j] : 0.f;
-    const __nv_bfloat16 h = __float2bfloat16_rn(v);
-    hi[dst * kp + j] = h;
-    lo[dst * kp + j] = __float2bfloat16_rn(v - __bfloat162float(h));
+  const bool vec = cols % 4 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  for (int64_t j = 4 * int64_t(threadIdx.x); j < kp; j += 4 * int64_t(blockDim.x)) {  // kp: a multiple of 64
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (vec && j < cols) {
+      v = *reinterpret_cast<const float4*>(xr + j);
+    } else if (!vec) {
+      v.x = j < cols ? xr[j] : 0.f, v.y = j + 1 < cols ? xr[j + 1] : 0.f;
+      v.z = j + 2 < cols ? xr[j + 2] : 0.f, v.w = j + 3 < cols ? xr[j + 3] : 0.f;
+    }
+    const __nv_bfloat162 h0 = __floats2bfloat162_rn(v.x, v.y), h1 = __floats2bfloat162_rn(v.z, v.w);
+    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(hi + dst * kp + j);
+    __nv_bfloat162* q = reinterpret_cast<__nv_bfloat162*>(lo + dst * kp + j);
+    o[0] = h0, o[1] = h1;
+    q[0] = __floats2bfloat162_rn(v.x - __low2float(h0), v.y - __high2float(h0));
+    q[1] = __floats2bfloat162_rn(v.z - __low2float(h1), v.w - __high2float(h1));
   }
 }
 
