@@ -131,6 +131,9 @@ if [[ $what == test || $what == all || $what == final || $what == prefill ]]; th
   echo "== tests"
   "$b/test_cuda_prefill" > "$OUT/test_cuda_prefill.log" 2>&1 || status=1
   cat "$OUT/test_cuda_prefill.log"
+  # The expert GEMM's 3-stage build too (DSV4_CUDA_MOE_STAGES=3).
+  DSV4_CUDA_MOE_STAGES=3 "$b/test_cuda_prefill" > "$OUT/test_cuda_prefill_moe3.log" 2>&1 || status=1
+  grep -E "failure|FAIL" "$OUT/test_cuda_prefill_moe3.log" | sed 's/^/moe stages 3: /'
   "$b/test_cuda_gemv" > "$OUT/test_cuda_gemv.log" 2>&1 || status=1
   grep -E "FAIL|expert jobs" "$OUT/test_cuda_gemv.log" | head -12; tail -1 "$OUT/test_cuda_gemv.log"
   timeout ${MODEL_TEST_TIMEOUT:-400} "$b/test_cuda_model" >"$OUT/test_cuda_model.log" 2>&1 || status=1
@@ -181,6 +184,9 @@ if [[ $what == prefill ]]; then
       timeout 300 "${trees[$i]}/cuda_prefill_bench" "$m" ${PROMPT:-2048} ${RUNS:-3} 2>&1 | tee -a "$OUT/prefill_bench.txt"
     done
   done
+  # MOE3=1: this tree's prefill with the expert GEMM's 3-stage build as well.
+  [[ -n ${MOE3:-} ]] && { echo "== prefill bench: new, DSV4_CUDA_MOE_STAGES=3" | tee -a "$OUT/prefill_bench.txt";
+    DSV4_CUDA_MOE_STAGES=3 timeout 300 "$b/cuda_prefill_bench" "$m" ${PROMPT:-2048} ${RUNS:-3} 2>&1 | tee -a "$OUT/prefill_bench.txt"; }
   for i in "${!trees[@]}"; do
     echo "== decode bench: ${names[$i]}" | tee -a "$OUT/decode_bench.txt"
     timeout 300 "${trees[$i]}/cuda_decode_bench" "$m" ${PROMPT:-2048} 32 ${DECODE_BATCHES:-1,8} 2>&1 | tee -a "$OUT/decode_bench.txt"

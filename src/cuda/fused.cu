@@ -3,6 +3,7 @@
 // over the keys with a group of heads per block. Results differ from the unfused kernels only in
 // summation order; each kernel sums in a fixed order (graph replays stay bit-identical).
 #include <cfloat>
+#include <cstdint>
 
 #include "decode.cuh"
 #include "kernels.hpp"
@@ -144,6 +145,56 @@ __global__ void __launch_bounds__(256) hc_update_rows_kernel(const float* __rest
     } else {
 #pragma unroll
       for (int s = 0; s < 16; ++s) ss += v[s] * v[s];
+    }
+  }
+  if (!part) return;
+  for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if (tid % 32 == 0) red[tid / 32] = ss;
+  __syncthreads();
+  if (tid == 0) {
+    float a = 0.f;
+    for (int w = 0; w < int(blockDim.x / 32); ++w) a += red[w];
+    part[t * ld + ld - 1] = a;
+  }
+}
+
+// The same for n <= 4 and D a multiple of 4: four columns a thread, 16-byte loads and stores.
+__global__ void __launch_bounds__(256) hc_update_rows4_kernel(const float* __restrict__ post,
+                                                              const float* __restrict__ comb,
+                                                              const float* __restrict__ y, float* x, int n, int64_t D,
+                                                              float* __restrict__ part, int64_t ld) {
+  __shared__ float P[4], C[16], red[8];
+  const int64_t t = blockIdx.x;
+  const int tid = threadIdx.x;
+  if (post) {
+    if (tid < n) P[tid] = post[t * n + tid];
+    if (tid < n * n) C[tid] = comb[t * n * n + tid];
+  }
+  __syncthreads();
+  float* xt = x + t * n * D;
+  float ss = 0.f;
+  for (int64_t k = 4 * int64_t(tid); k < D; k += 4 * int64_t(blockDim.x)) {
+    float4 v[4];
+#pragma unroll
+    for (int s = 0; s < 4; ++s) v[s] = s < n ? *reinterpret_cast<const float4*>(xt + s * D + k) : make_float4(0.f, 0.f, 0.f, 0.f);
+    if (post) {
+      const float4 yk = *reinterpret_cast<const float4*>(y + t * D + k);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (j >= n) break;
+        float4 a = make_float4(P[j] * yk.x, P[j] * yk.y, P[j] * yk.z, P[j] * yk.w);
+#pragma unroll
+        for (int s = 0; s < 4; ++s)
+          if (s < n) {
+            const float c = C[s * n + j];
+            a.x += c * v[s].x, a.y += c * v[s].y, a.z += c * v[s].z, a.w += c * v[s].w;
+          }
+        *reinterpret_cast<float4*>(xt + j * D + k) = a;
+        ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+      }
+    } else {
+#pragma unroll
+      for (int s = 0; s < 4; ++s) ss += v[s].x * v[s].x + v[s].y * v[s].y + v[s].z * v[s].z + v[s].w * v[s].w;
     }
   }
   if (!part) return;
@@ -486,7 +537,10 @@ void hc_update_rows(const float* post, const float* comb, const float* y, float*
                     float* part, int64_t ld, void* s) {
   if (t == 0) return;
   if (n > 16) throw Error("cuda: hc_mult > 16 is not supported");
-  hc_update_rows_kernel<<<unsigned(t), 256, 0, st(s)>>>(post, comb, y, x, int(n), D, part, ld);
+  if (n <= 4 && D % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && (!y || reinterpret_cast<uintptr_t>(y) % 16 == 0))
+    hc_update_rows4_kernel<<<unsigned(t), 256, 0, st(s)>>>(post, comb, y, x, int(n), D, part, ld);
+  else
+    hc_update_rows_kernel<<<unsigned(t), 256, 0, st(s)>>>(post, comb, y, x, int(n), D, part, ld);
   check(cudaGetLastError(), "hc_update_rows");
 }
 

@@ -533,22 +533,6 @@ __global__ void group_slots_kernel(const int32_t* experts, int64_t slots, int64_
   for (int64_t e = threadIdx.x; e < E; e += blockDim.x) counts[e] -= offsets[e];  // the counts again
 }
 
-__global__ void pad_index_kernel(const int32_t* experts, const int32_t* offsets, const int32_t* pos_of, int64_t slots,
-                                 int64_t most, int32_t* pidx) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= slots) return;
-  const int32_t e = experts[i];
-  pidx[i] = int32_t(e * most + (pos_of[i] - offsets[e]));
-}
-
-__global__ void scatter_bf16_kernel(const float* x, const int32_t* pidx, int64_t div, int64_t D, __nv_bfloat16* out,
-                                    __nv_bfloat16* lo) {
-  const int64_t sl = blockIdx.x;
-  const float* xr = x + (sl / div) * D;
-  const int64_t o = int64_t(pidx[sl]) * D;
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) split_bf16(xr[j], out, lo, o + j);
-}
-
 __global__ void combine_grouped_kernel(const float* yg, const int32_t* pos_of, const float* weights, int64_t k,
                                        int64_t D, float* out) {
   const int64_t t = blockIdx.y;
@@ -805,21 +789,6 @@ void group_slots(const int32_t* experts, int64_t slots, int64_t E, int32_t* coun
                  int32_t* pos_of, void* s) {
   group_slots_kernel<<<1, 1024, 0, st(s)>>>(experts, slots, E, counts, offsets, pos_of);
   launched("group_slots");
-}
-
-void pad_index(const int32_t* experts, const int32_t* offsets, const int32_t* pos_of, int64_t slots, int64_t most,
-               int32_t* pidx, void* s) {
-  if (slots == 0) return;
-  pad_index_kernel<<<blocks_for(slots), kBlock, 0, st(s)>>>(experts, offsets, pos_of, slots, most, pidx);
-  launched("pad_index");
-}
-
-void scatter_bf16(const float* x, const int32_t* pidx, int64_t slots, int64_t div, int64_t D, uint16_t* out,
-                  uint16_t* lo, void* s) {
-  if (slots == 0) return;
-  scatter_bf16_kernel<<<unsigned(slots), kBlock, 0, st(s)>>>(x, pidx, div, D, reinterpret_cast<__nv_bfloat16*>(out),
-                                                             reinterpret_cast<__nv_bfloat16*>(lo));
-  launched("scatter_bf16");
 }
 
 void combine_grouped(const float* yg, const int32_t* pos_of, const float* weights, int64_t t, int64_t k, int64_t D,

@@ -184,13 +184,6 @@ void dequant_bf16(const MatrixView* mats, const int32_t* which, int64_t count, c
 // row on its own, so results do not depend on it).
 void group_slots(const int32_t* experts, int64_t slots, int64_t E, int32_t* counts, int32_t* offsets, int32_t* pos_of,
                  void* s);
-// pidx[s] = experts[s] * most + (pos_of[s] - offsets[experts[s]]): each slot's row when every
-// expert's rows are padded to `most`.
-void pad_index(const int32_t* experts, const int32_t* offsets, const int32_t* pos_of, int64_t slots, int64_t most,
-               int32_t* pidx, void* s);
-// out[pidx[s]] = bf16(x[s / div]) for every slot (and lo as in to_bf16): rows [*, D].
-void scatter_bf16(const float* x, const int32_t* pidx, int64_t slots, int64_t div, int64_t D, uint16_t* out,
-                  uint16_t* lo, void* s);
 // out [T, D] += sum_j weights[t, j] yg[pos_of[t*k + j]].
 void combine_grouped(const float* yg, const int32_t* pos_of, const float* weights, int64_t t, int64_t k, int64_t D,
                      float* out, void* s);

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cfloat>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -305,10 +307,20 @@ void launch_tc(const AttendArgs& a, void* s) {
 // ---------------------------------------------------------------------------------------------
 // Routed experts: grouped GEMM.
 
-constexpr int kMoeBM = 64, kMoeBN = 128, kMoeKC = 64, kMoeStages = 3, kMoeThreads = 256;
+constexpr int kMoeBM = 64, kMoeBN = 128, kMoeKC = 64, kMoeThreads = 256;
 constexpr int kMoeXS = kMoeKC + 8;  // shared row stride of the activation and decoded weight tiles
 constexpr size_t kMoeStageBytes = size_t(2 * kMoeBM * kMoeXS * 2 + kMoeBN * kMoeKC / 2 + kMoeBN * 2);
-constexpr size_t kMoeSmem = kMoeStages * kMoeStageBytes + size_t(kMoeBN * kMoeXS * 2);
+constexpr size_t moe_smem(int stages) { return stages * kMoeStageBytes + size_t(kMoeBN * kMoeXS * 2); }
+// Stages 2 (prefetch one chunk ahead, 80 registers, 3 blocks an SM) is the default: at 3 stages and
+// 2 blocks (registers and shared memory) the tensor pipe was 42 % busy at 8.5 cycles per issue
+// (Nsight Compute). DSV4_CUDA_MOE_STAGES=3 selects the 3-stage build, for comparisons.
+int moe_stages() {
+  static const int v = [] {
+    const char* e = std::getenv("DSV4_CUDA_MOE_STAGES");
+    return e && std::string(e) == "3" ? 3 : 2;
+  }();
+  return v;
+}
 
 // One block: every nonempty expert's rows [offsets[e], offsets[e+1]) cut into tiles of kMoeBM rows;
 // the tiles past the last get expert -1.
@@ -391,11 +403,12 @@ __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
 // grid (ceil(n / 128), max_tiles, matrices): y [grouped rows, n] = x [grouped rows, kp] W_e^T for the
 // tile's rows, W_e = mats[z][tile.expert] [n, k]. Fp4: packed E2M1 in groups of 32 (k a multiple of
 // 32), copied raw and decoded in shared memory; otherwise each weight decoded from global (any format).
-template <bool Fp4>
-__global__ void __launch_bounds__(kMoeThreads, 2)
+template <bool Fp4, int kMoeStages>
+__global__ void __launch_bounds__(kMoeThreads, kMoeStages == 2 ? 3 : 2)
     moe_gemm_kernel(const MatrixView* __restrict__ mats0, const MatrixView* __restrict__ mats1, float* y0, float* y1,
                     int64_t n, int64_t k, int64_t kp, const int4* __restrict__ tiles,
                     const __nv_bfloat16* __restrict__ xh, const __nv_bfloat16* __restrict__ xl) {
+  constexpr int kMoeAhead = kMoeStages - 1;  // chunks in flight ahead of the one multiplied
   const int4 tile = tiles[blockIdx.y];
   if (tile.x < 0) return;
   const MatrixView w = (blockIdx.z ? mats1 : mats0)[tile.x];
@@ -436,10 +449,8 @@ __global__ void __launch_bounds__(kMoeThreads, 2)
     const int64_t grp = c * 2 + whalf;
     return wrow_ok && grp < sc_row ? __ldg(w.scale + (n0 + wrow) * sc_row + grp) : uint8_t(127);
   };
-  issue(0);
-  issue(1);
-  sc_s(0)[tid] = scale_of(0);
-  sc_s(1 % kMoeStages)[tid] = scale_of(1);
+#pragma unroll
+  for (int c = 0; c < kMoeAhead; ++c) issue(c), sc_s(c)[tid] = scale_of(c);
   float acc[2][4][4];
 #pragma unroll
   for (int i = 0; i < 2; ++i)
@@ -448,8 +459,8 @@ __global__ void __launch_bounds__(kMoeThreads, 2)
 
   for (int64_t c = 0; c < nchunks; ++c) {
     const int sg = int(c % kMoeStages);
-    cp_wait<1>();
-    __syncthreads();  // chunk c landed; the last chunk's products are done with wdec
+    cp_wait<kMoeAhead - 1>();
+    __syncthreads();  // chunk c landed; the last chunk's products are done with wdec and its stage
     {                 // decode this thread's 32 weights of chunk c into wdec
       __nv_bfloat16* dst = wdec + wrow * kMoeXS + whalf * 32;
       if constexpr (Fp4) {
@@ -470,8 +481,8 @@ __global__ void __launch_bounds__(kMoeThreads, 2)
           dst[j] = __float2bfloat16_rn(wrow_ok && k0 + j < k ? weight_at(w, n0 + wrow, k0 + j) : 0.f);
       }
     }
-    issue(c + 2);  // into the stage of chunk c - 1, which every thread is done with
-    const uint8_t next_scale = scale_of(c + 2);
+    issue(c + kMoeAhead);  // into the stage of chunk c - 1, which every thread is done with
+    const uint8_t next_scale = scale_of(c + kMoeAhead);
     __syncthreads();  // wdec ready
     const __nv_bfloat16* xs[2] = {xh_s(sg), xl_s(sg)};
 #pragma unroll
@@ -493,7 +504,7 @@ __global__ void __launch_bounds__(kMoeThreads, 2)
           for (int ni = 0; ni < 4; ++ni) mma<false>(acc[mi][ni], af, bf[ni][0], bf[ni][1]);
         }
     }
-    sc_s(int((c + 2) % kMoeStages))[tid] = next_scale;  // read at chunk c + 2, after two barriers
+    sc_s(int((c + kMoeAhead) % kMoeStages))[tid] = next_scale;  // read by this thread at chunk c + kMoeAhead
   }
   const int g = lane >> 2, cq = lane & 3;
 #pragma unroll
@@ -551,24 +562,32 @@ void moe_split(const float* x, int64_t ldx, const int32_t* dst_of, int64_t rows,
 
 bool moe_fp4_ok(int kind, int64_t group, int64_t k) { return kind == MatrixView::Fp4Group && group == 32 && k % 32 == 0; }
 
-void moe_gemm(const MatrixView* mats0, float* y0, const MatrixView* mats1, float* y1, bool fp4, int64_t n, int64_t k,
-              const int32_t* tiles, int64_t max_tiles, const uint16_t* xh, const uint16_t* xl, void* s) {
-  if (max_tiles == 0 || n == 0) return;
+template <int Stages>
+void launch_moe(const MatrixView* mats0, float* y0, const MatrixView* mats1, float* y1, bool fp4, int64_t n, int64_t k,
+                const int32_t* tiles, int64_t max_tiles, const uint16_t* xh, const uint16_t* xl, void* s) {
   static bool set = false;
   if (!set) {
-    check(cudaFuncSetAttribute(moe_gemm_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMoeSmem)),
-          "expert GEMM shared memory");
-    check(cudaFuncSetAttribute(moe_gemm_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMoeSmem)),
-          "expert GEMM shared memory");
+    check(cudaFuncSetAttribute(moe_gemm_kernel<true, Stages>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(moe_smem(Stages))), "expert GEMM shared memory");
+    check(cudaFuncSetAttribute(moe_gemm_kernel<false, Stages>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(moe_smem(Stages))), "expert GEMM shared memory");
     set = true;
   }
   const dim3 grid(unsigned((n + kMoeBN - 1) / kMoeBN), unsigned(max_tiles), mats1 ? 2u : 1u);
   auto* t = reinterpret_cast<const int4*>(tiles);
   auto* h = reinterpret_cast<const __nv_bfloat16*>(xh);
   auto* l = reinterpret_cast<const __nv_bfloat16*>(xl);
-  if (fp4) moe_gemm_kernel<true><<<grid, kMoeThreads, kMoeSmem, st(s)>>>(mats0, mats1, y0, y1, n, k, moe_kpad(k), t, h, l);
-  else moe_gemm_kernel<false><<<grid, kMoeThreads, kMoeSmem, st(s)>>>(mats0, mats1, y0, y1, n, k, moe_kpad(k), t, h, l);
+  const size_t bytes = moe_smem(Stages);
+  if (fp4) moe_gemm_kernel<true, Stages><<<grid, kMoeThreads, bytes, st(s)>>>(mats0, mats1, y0, y1, n, k, moe_kpad(k), t, h, l);
+  else moe_gemm_kernel<false, Stages><<<grid, kMoeThreads, bytes, st(s)>>>(mats0, mats1, y0, y1, n, k, moe_kpad(k), t, h, l);
   check(cudaGetLastError(), "moe_gemm");
+}
+
+void moe_gemm(const MatrixView* mats0, float* y0, const MatrixView* mats1, float* y1, bool fp4, int64_t n, int64_t k,
+              const int32_t* tiles, int64_t max_tiles, const uint16_t* xh, const uint16_t* xl, void* s) {
+  if (max_tiles == 0 || n == 0) return;
+  if (moe_stages() == 3) return launch_moe<3>(mats0, y0, mats1, y1, fp4, n, k, tiles, max_tiles, xh, xl, s);
+  launch_moe<2>(mats0, y0, mats1, y1, fp4, n, k, tiles, max_tiles, xh, xl, s);
 }
 
 }  // namespace dsv4::cuda::k
