@@ -288,6 +288,26 @@ TEST_CASE("TopKRouter picks the top k of score + bias, ties to the lower index",
   CHECK(std::vector<int64_t>(e, e + 4) == std::vector<int64_t>{1, 0, 1, 0});
 }
 
+TEST_CASE("The routers rank NaN scores below every number: k distinct in-range ids", "[units][router]") {
+  const float nan = std::nanf("");
+  const float s[] = {nan, 0.2f, nan, 0.1f,   // token 0: NaN never beats a number
+                     nan, nan, nan, nan,     // token 1: all NaN -> the lowest ids
+                     nan, -INFINITY, 0.f, nan};  // token 2: NaN ties with -inf, to the lower index
+  int64_t e[6];
+  TopKRouter{{0, 0, 0, 0}, 2}.choose(s, nullptr, 3, e);
+  CHECK(std::vector<int64_t>(e, e + 6) == std::vector<int64_t>{1, 3, 0, 1, 2, 0});
+  // V3's group-limited router: NaN logits give NaN scores; a NaN group ranks last.
+  ModelConfig c;
+  c.n_routed_experts = 4, c.n_group = 2, c.topk_group = 1, c.n_experts_per_tok = 2;
+  c.routed_scaling_factor = 1.0;
+  const float l[] = {nan, nan, 0.5f, -0.5f,  // group 1 wins; its experts by score
+                     nan, nan, nan, nan};    // all NaN: group 0, experts 0 and 1
+  int64_t g[4];
+  float w[4];
+  GroupLimitedRouter{{0, 0, 0, 0}}.route(c, l, nullptr, 2, g, w);
+  CHECK(std::vector<int64_t>(g, g + 4) == std::vector<int64_t>{2, 3, 0, 1});
+}
+
 namespace {
 
 // Expert e(x) = w2 (silu(min(w1 x, L)) * clamp(w3 x, -L, L)), in double.

@@ -576,6 +576,10 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
   }
   const int64_t T = int64_t(tokens.size()), B = int64_t(batch.size()), L = int64_t(I.layers.size());
   const bool fast_mode = I.options.mode == KernelMode::Fast;
+  // Several kernels put the rows on grid.y (at most 65535).
+  if (T > 65535)
+    fail("forward: ", T, " tokens in one call; the CUDA backend takes at most 65535 a call (prefill a longer prompt "
+         "in chunks, one forward each)");
   cudaStream_t s = I.stream;
 
   // A step of one token per sequence is captured as a CUDA graph and replayed: its launches must
@@ -883,7 +887,9 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
   if (!graph) {
     enqueue();
   } else {
-    Impl::Graph& g = I.graphs[2 * B + (ids ? 1 : 0)];
+    // Keyed by what changes the launches: the batch, greedy or logits, and the GEMV choice
+    // (set_legacy_gemv can flip between steps).
+    Impl::Graph& g = I.graphs[4 * B + (legacy_gemv() ? 2 : 0) + (ids ? 1 : 0)];
     if (g.exec && g.generation != I.generation) cudaGraphExecDestroy(g.exec), g.exec = nullptr, g.warm = false;
     if (!g.warm) {  // first step at this size: run it directly (allocates the workspace)
       enqueue();

@@ -566,7 +566,7 @@ void attend_split(const AttendArgs& a, float* part_o, float* part_ml, void* s) {
   const int64_t nc = attend_split_chunks(a);
   const size_t bytes = size_t(kAttHeads * a.d + kAttKeys * (a.d + 4) + kAttHeads * kAttKeys) * sizeof(float);
   static size_t set = 0;  // raised only when needed, so that captured decode steps make no such call
-  if (bytes > 48 * 1024 && bytes > set)
+  if (bytes > set)  // always: the kernel's static shared memory counts against the default 48 KiB too
     check(cudaFuncSetAttribute(attend_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
           "attention shared memory"), set = bytes;
   const dim3 grid(unsigned(nc), unsigned((a.heads + kAttHeads - 1) / kAttHeads), unsigned(a.t));

@@ -220,8 +220,11 @@ __device__ __forceinline__ void decode_fp8(uint2 q, uint32_t (&p)[4]) {
   p[0] = e4m3x2_h2(q.x), p[1] = e4m3x2_h2(q.x >> 16), p[2] = e4m3x2_h2(q.y), p[3] = e4m3x2_h2(q.y >> 16);
 }
 
-// E8M0 byte -> 2^(b-127), b = 0 the subnormal 2^-127 (b = 255, NaN, gives +inf: still non-finite).
-__device__ __forceinline__ float e8m0_fast(uint32_t b) { return __uint_as_float(max(b << 23, 0x00400000u)); }
+// E8M0 byte -> 2^(b-127), b = 0 the subnormal 2^-127, b = 255 NaN (as the oracle: +inf would win
+// the greedy argmax, which skips NaN).
+__device__ __forceinline__ float e8m0_fast(uint32_t b) {
+  return __uint_as_float(b == 255u ? 0x7FC00000u : max(b << 23, 0x00400000u));
+}
 
 // x (fp32, already scaled by 2^a) -> three f16 parts whose sum is x (see above). a, c: one pair.
 __device__ __forceinline__ void split3(float a, float c, uint32_t& h0, uint32_t& h1, uint32_t& h2) {

@@ -396,10 +396,16 @@ __global__ void route_kernel(const float* logits, const int32_t* tokens, const i
       if (threadIdx.x == 0) picked[j] = hash_table[int64_t(tokens[t]) * k + j];
       continue;
     }
+    // The CPU routers' order (HigherScore): NaN ranks as -inf, ties to the lower index, and the
+    // experts already taken are skipped by id, so even a NaN row picks k distinct in-range ids.
     float bv = -INFINITY;
     int32_t bi = int32_t(E);
-    for (int64_t e = threadIdx.x; e < E; e += blockDim.x)
-      if (biased[e] > bv || (biased[e] == bv && e < bi)) bv = biased[e], bi = int32_t(e);
+    for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
+      bool taken = false;
+      for (int64_t q = 0; q < j; ++q) taken |= picked[q] == e;
+      const float v = isnan(biased[e]) ? -INFINITY : biased[e];
+      if (!taken && (v > bv || (v == bv && e < bi))) bv = v, bi = int32_t(e);
+    }
     for (int o = 16; o > 0; o /= 2) {
       const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
       const int32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
@@ -411,7 +417,6 @@ __global__ void route_kernel(const float* logits, const int32_t* tokens, const i
       for (int w = 1; w < nw; ++w)
         if (best_v[w] > best_v[0] || (best_v[w] == best_v[0] && best_i[w] < best_i[0])) best_v[0] = best_v[w], best_i[0] = best_i[w];
       picked[j] = best_i[0];
-      biased[best_i[0]] = -INFINITY;
     }
     __syncthreads();
   }
@@ -799,7 +804,7 @@ void combine_grouped(const float* yg, const int32_t* pos_of, const float* weight
 }
 
 bool group_experts_ok(int64_t slots, int64_t E) {
-  return slots > 0 && E > 0 && (slots + 2 * E) * 4 <= 48 * 1024;
+  return slots > 0 && E > 0 && (slots + 2 * E) * 4 + 4 <= 48 * 1024;  // + njobs, its static shared int
 }
 
 void group_experts(const int32_t* experts, int64_t slots, int64_t E, int64_t x_div, int32_t* pos_of, int32_t* jobs,

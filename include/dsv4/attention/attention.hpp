@@ -4,6 +4,7 @@
 // make_attention; the static_assert below trips until both are done.
 #include <concepts>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -53,6 +54,27 @@ inline AttentionVariant make_attention(const WeightSource& ws, const std::string
 
 inline AttentionState new_attention_state(const AttentionVariant& a, const ModelConfig& c, CacheType t) {
   return std::visit([&](auto& p) -> AttentionState { return p.new_state(c, t); }, a);
+}
+
+// Calls f on each store of a layer's attention state, in a fixed order: the window ring
+// (WindowState), the compressor's state, the indexer's compressor (CompressorState); for MLA its
+// latent rows (std::vector<float>, [positions, c+dr]). What walks a cache (its byte count, the
+// cache file, synthetic contexts) goes through here, so a new store is added in one place.
+template <class State, class F>
+  requires std::same_as<std::remove_const_t<State>, AttentionState>
+void for_each_store(State& state, F&& f) {
+  std::visit(
+      [&](auto& st) {
+        using S = std::remove_cvref_t<decltype(st)>;
+        if constexpr (std::is_same_v<S, MlaAttention::State>) {
+          f(st.latent);
+        } else {
+          f(st.window);
+          if constexpr (!std::is_same_v<S, SlidingAttention::State>) f(st.compressor);
+          if constexpr (std::is_same_v<S, CsaAttention::State>) f(st.index_keys);
+        }
+      },
+      state);
 }
 
 }  // namespace dsv4

@@ -49,10 +49,12 @@ struct CompressorWeights {
 struct CompressorState {
   std::vector<float> pend_a, pend_z;  // [m, w] tokens of the window being filled (slot = pos mod m)
   std::vector<float> prev_a, prev_z;  // [m, c] A halves and gates of the last complete window
-  bool has_prev = false;
   KvRows entries;                     // [num_entries, c] in the cache type's format for these rows
 
   int64_t num_entries() const { return entries.size(); }
+  // Whether an overlapping compressor has a complete window before the one being filled: every
+  // complete window made an entry.
+  bool has_prev() const { return !prev_a.empty() && num_entries() > 0; }
 
   void init(const CompressorWeights& w, const RowCodec& entry_codec) {
     pend_a.assign(size_t(w.ratio * w.proj_width()), 0.f);
@@ -61,7 +63,6 @@ struct CompressorState {
       prev_a.assign(size_t(w.ratio * w.width), 0.f);
       prev_z.assign(prev_a.size(), 0.f);
     }
-    has_prev = false;
     entries.init_growing(entry_codec);
   }
 };
@@ -99,7 +100,7 @@ inline void compressor_feed(const CompressorWeights& w, CompressorState& st, con
     for (int64_t ch = 0; ch < c; ++ch) {
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t s = 0; s < m; ++s) mx = std::max(mx, st.pend_z[size_t(s * pw + b_off + ch)]);
-      if (w.overlap && st.has_prev)
+      if (w.overlap && st.has_prev())
         for (int64_t s = 0; s < m; ++s) mx = std::max(mx, st.prev_z[size_t(s * c + ch)]);
       float den = 0.f, num = 0.f;
       for (int64_t s = 0; s < m; ++s) {
@@ -107,7 +108,7 @@ inline void compressor_feed(const CompressorWeights& w, CompressorState& st, con
         den += e;
         num += e * st.pend_a[size_t(s * pw + b_off + ch)];
       }
-      if (w.overlap && st.has_prev)
+      if (w.overlap && st.has_prev())
         for (int64_t s = 0; s < m; ++s) {
           float e = std::exp(st.prev_z[size_t(s * c + ch)] - mx);
           den += e;
@@ -120,7 +121,6 @@ inline void compressor_feed(const CompressorWeights& w, CompressorState& st, con
         std::copy_n(st.pend_a.begin() + s * pw, c, st.prev_a.begin() + s * c);
         std::copy_n(st.pend_z.begin() + s * pw, c, st.prev_z.begin() + s * c);
       }
-      st.has_prev = true;
     }
     rms_norm(entry.data(), w.norm.data(), c, eps, entry.data());
     const int64_t index = pos / m;

@@ -43,12 +43,6 @@ struct LatentWeights {
     w.wkv = ws.matrix(p + ".wkv", d, c.hidden_size);
     w.kv_norm = ws.floats(p + ".kv_norm.weight", {d});
     w.sink = ws.floats(p + ".attn_sink", {H});
-    if (!tp.split()) {
-      w.wq_b = ws.matrix(p + ".wq_b", H * d, c.q_lora_rank);
-      w.wo_a = ws.matrix(p + ".wo_a", G * R, H * d / G);
-      w.wo_b = ws.matrix(p + ".wo_b", c.hidden_size, G * R);
-      return w;
-    }
     w.wq_b = ws.matrix_rows(p + ".wq_b", H * d, c.q_lora_rank, tp.first(H) * d, w.heads * d);
     w.wo_a = ws.matrix_rows(p + ".wo_a", G * R, H * d / G, tp.first(G) * R, w.groups * R);
     w.wo_b = ws.matrix_cols(p + ".wo_b", c.hidden_size, G * R, tp.first(G) * R, w.groups * R);

@@ -59,7 +59,7 @@ struct MlaWeights {
     w.heads = tp.part(d.H);
     // Rows [h0·per, (h0+heads)·per) of an [H·per, k] matrix: this rank's heads.
     auto head_rows = [&](const std::string& name, int64_t per, int64_t k) {
-      return tp.split() ? ws.matrix_rows(name, d.H * per, k, h0 * per, w.heads * per) : ws.matrix(name, d.H * per, k);
+      return ws.matrix_rows(name, d.H * per, k, h0 * per, w.heads * per);
     };
     if (m.q_lora_rank > 0) {
       w.wq_a = ws.matrix(p + ".wq_a", m.q_lora_rank, m.hidden_size);
@@ -71,8 +71,7 @@ struct MlaWeights {
     w.wkv_a = ws.matrix(p + ".wkv_a", d.latent(), m.hidden_size);
     w.kv_norm = ws.floats(p + ".kv_norm.weight", {d.c});
     w.wkv_b = head_rows(p + ".wkv_b", d.kv(), d.c);
-    w.wo = tp.split() ? ws.matrix_cols(p + ".wo", m.hidden_size, d.H * d.dv, h0 * d.dv, w.heads * d.dv)
-                      : ws.matrix(p + ".wo", m.hidden_size, d.H * d.dv);
+    w.wo = ws.matrix_cols(p + ".wo", m.hidden_size, d.H * d.dv, h0 * d.dv, w.heads * d.dv);
     return w;
   }
 };

@@ -55,7 +55,7 @@ struct Writer {
   }
   void compressor(const CompressorState& s) {
     floats(s.pend_a), floats(s.pend_z), floats(s.prev_a), floats(s.prev_z);
-    pod<uint8_t>(s.has_prev);
+    pod<uint8_t>(s.has_prev());  // derivable, kept so the format stays as it was
     rows(s.entries);
   }
 };
@@ -111,7 +111,6 @@ struct Reader {
     const auto has_prev = pod<uint8_t>(what);
     if (has_prev > 1 || (has_prev == 1) != (!s.prev_a.empty() && position >= ratio))
       bad(std::string(what) + ": the previous-window flag does not fit the position");
-    s.has_prev = has_prev;
     rows(s.entries, position / ratio, false, what);
   }
 };
@@ -132,21 +131,13 @@ inline void save_cache_file(const Model& model, const SequenceCache& cache, cons
   w.pod<int64_t>(cache.position());
   w.pod<uint32_t>(uint32_t(cache.num_layers()));
   for (size_t l = 0; l < cache.num_layers(); ++l) {
-    std::visit(
-        [&](const auto& st) {
-          using S = std::decay_t<decltype(st)>;
-          if constexpr (std::is_same_v<S, SlidingAttention::State>) {
-            w.pod<uint8_t>(uint8_t(AttentionKind::Sliding)), w.rows(st.window.ring);
-          } else if constexpr (std::is_same_v<S, HcaAttention::State>) {
-            w.pod<uint8_t>(uint8_t(AttentionKind::HCA)), w.rows(st.window.ring), w.compressor(st.compressor);
-          } else if constexpr (std::is_same_v<S, CsaAttention::State>) {
-            w.pod<uint8_t>(uint8_t(AttentionKind::CSA)), w.rows(st.window.ring), w.compressor(st.compressor);
-            w.compressor(st.index_keys);
-          } else {
-            w.pod<uint8_t>(uint8_t(AttentionKind::MLA)), w.floats(st.latent);
-          }
-        },
-        cache.layer_state(l));
+    w.pod<uint8_t>(uint8_t(model.config().layers[l].attention));
+    for_each_store(cache.layer_state(l), [&](const auto& store) {
+      using T = std::decay_t<decltype(store)>;
+      if constexpr (std::is_same_v<T, WindowState>) w.rows(store.ring);
+      else if constexpr (std::is_same_v<T, CompressorState>) w.compressor(store);
+      else w.floats(store);
+    });
   }
   w.pod<int64_t>(int64_t(extras.tokens.size()));
   w.bytes(extras.tokens.data(), extras.tokens.size() * 4);
@@ -193,18 +184,12 @@ inline SequenceCache parse_cache_file(const Model& model, std::span<const uint8_
     if (kind != uint8_t(lc.attention))
       r.bad("layer " + std::to_string(l) + " is of another attention kind than the model's (" + attention_kind_name(lc.attention) + ")");
     const std::string what = "layer " + std::to_string(l);
-    std::visit(
-        [&](auto& st) {
-          using S = std::decay_t<decltype(st)>;
-          if constexpr (std::is_same_v<S, MlaAttention::State>) {
-            r.floats(st.latent, position * MlaDims(c).latent(), what.c_str());
-          } else {
-            r.rows(st.window.ring, ring_rows, true, what.c_str());
-            if constexpr (!std::is_same_v<S, SlidingAttention::State>) r.compressor(st.compressor, position, lc.compress_ratio, what.c_str());
-            if constexpr (std::is_same_v<S, CsaAttention::State>) r.compressor(st.index_keys, position, lc.compress_ratio, what.c_str());
-          }
-        },
-        states[l]);
+    for_each_store(states[l], [&](auto& store) {
+      using T = std::decay_t<decltype(store)>;
+      if constexpr (std::is_same_v<T, WindowState>) r.rows(store.ring, ring_rows, true, what.c_str());
+      else if constexpr (std::is_same_v<T, CompressorState>) r.compressor(store, position, lc.compress_ratio, what.c_str());
+      else r.floats(store, position * MlaDims(c).latent(), what.c_str());
+    });
   }
   const auto ntok = r.pod<int64_t>("token count");
   if (ntok < position || ntok > position + (int64_t(1) << 30)) r.bad("token count " + std::to_string(ntok) + " does not fit position " + std::to_string(position));

@@ -82,14 +82,17 @@ class WeightSource {
   }
 
   // Rows [r0, r0 + count) of that matrix: a rank's share of the heads or of an MLP's width. Only
-  // those rows' bytes are mapped (see quant/matrix_part.hpp for when it is a copy instead).
+  // those rows' bytes are mapped (see quant/matrix_part.hpp for when it is a copy instead); all of
+  // them is matrix(), so one loader serves split and whole models.
   Matrix matrix_rows(const std::string& prefix, int64_t n, int64_t k, int64_t r0, int64_t count) const {
+    if (r0 == 0 && count == n) return matrix(prefix, n, k);
     const Located l = locate(prefix, n, k);
     Part src{ck_, l.weight, l.scale};
     return dsv4::matrix_rows(l.m, r0, count, src);
   }
-  // Columns [c0, c0 + count): read from the file into memory the checkpoint owns.
+  // Columns [c0, c0 + count): read from the file into memory the checkpoint owns (all: matrix()).
   Matrix matrix_cols(const std::string& prefix, int64_t n, int64_t k, int64_t c0, int64_t count) const {
+    if (c0 == 0 && count == k) return matrix(prefix, n, k);
     const Located l = locate(prefix, n, k);
     Part src{ck_, l.weight, l.scale};
     return dsv4::matrix_cols(l.m, c0, count, src);

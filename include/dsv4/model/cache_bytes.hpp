@@ -50,16 +50,14 @@ inline int64_t measured_state_bytes(const AttentionState& s) {
   auto comp = [&](const CompressorState& k) {
     return v(k.pend_a) + v(k.pend_z) + v(k.prev_a) + v(k.prev_z) + k.entries.allocated();
   };
-  return std::visit(
-      [&](const auto& st) -> int64_t {
-        using S = std::decay_t<decltype(st)>;
-        if constexpr (std::is_same_v<S, SlidingAttention::State>) return st.window.ring.allocated();
-        else if constexpr (std::is_same_v<S, HcaAttention::State>) return st.window.ring.allocated() + comp(st.compressor);
-        else if constexpr (std::is_same_v<S, CsaAttention::State>)
-          return st.window.ring.allocated() + comp(st.compressor) + comp(st.index_keys);
-        else return v(st.latent);
-      },
-      s);
+  int64_t bytes = 0;
+  for_each_store(s, [&](const auto& store) {
+    using T = std::decay_t<decltype(store)>;
+    if constexpr (std::is_same_v<T, WindowState>) bytes += store.ring.allocated();
+    else if constexpr (std::is_same_v<T, CompressorState>) bytes += comp(store);
+    else bytes += v(store);
+  });
+  return bytes;
 }
 
 }  // namespace dsv4

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "dsv4/core/communicator.hpp"
+#include "dsv4/model/config.hpp"
 
 namespace dsv4 {
 
@@ -36,6 +37,22 @@ struct TensorShard {
              "parallelism alone)");
   }
 };
+
+// Fails, naming the size, unless every size tensor parallelism splits divides by `ranks`: the
+// attention heads (and V4's output groups), the shared expert's width, the dense MLPs' width.
+// Model::load checks this before it maps anything; each loader checks its own sizes again, for
+// programs that assemble the parts themselves.
+inline void require_tensor_split(const ModelConfig& c, int ranks) {
+  const TensorShard tp{0, ranks};
+  tp.require_divides({{"num_attention_heads", c.num_heads}}, "the model");
+  if (c.arch == Architecture::DeepseekV4) tp.require_divides({{"o_groups", c.o_groups}}, "the model");
+  bool moe = false, dense = false;
+  for (auto& l : c.layers) (l.ffn == FfnKind::Dense ? dense : moe) = true;
+  if (moe && c.n_shared_experts > 0)
+    tp.require_divides({{"a shared expert width (moe_intermediate_size x n_shared_experts)",
+                         c.moe_intermediate_size * c.n_shared_experts}}, "the model");
+  if (dense) tp.require_divides({{"a dense MLP width (intermediate_size)", c.intermediate_size}}, "the model");
+}
 
 struct Distribution {
   Communicator* comm = nullptr;  // null: one process holds the whole model

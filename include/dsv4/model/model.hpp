@@ -119,6 +119,7 @@ class Model {
     Model m;
     m.dist_ = dist;
     m.config_ = load_config(dir);
+    if (dist.tensor_shard().split()) require_tensor_split(m.config_, dist.size());  // before mapping anything
     m.checkpoint_ = std::make_unique<Checkpoint>(Checkpoint::open(dir, dist.split() ? MapMode::OnDemand : MapMode::Whole));
     const ModelConfig& c = m.config_;
     WeightSource ws(*m.checkpoint_, c);

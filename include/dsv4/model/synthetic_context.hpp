@@ -41,7 +41,6 @@ inline void fill_rows(KvRows& r, int64_t rows, bool ring, FastNormal& g) {
 
 inline void fill_compressor(CompressorState& s, int64_t tokens, int64_t ratio, FastNormal& g) {
   g.fill(s.pend_a), g.fill(s.pend_z), g.fill(s.prev_a), g.fill(s.prev_z);
-  s.has_prev = !s.prev_a.empty() && tokens >= ratio;
   fill_rows(s.entries, tokens / ratio, false, g);
 }
 
@@ -57,19 +56,17 @@ inline void fill_synthetic_context(const Model& model, SequenceCache& cache, int
   auto& states = CacheStateAccess::layers(cache);
   for (size_t l = 0; l < states.size(); ++l) {
     const int64_t m = std::max<int64_t>(c.layers[l].compress_ratio, 1);
-    std::visit(
-        [&](auto& st) {
-          using S = std::decay_t<decltype(st)>;
-          if constexpr (std::is_same_v<S, MlaAttention::State>) {
-            st.latent.resize(size_t(tokens * MlaDims(c).latent()));
-            g.fill(st.latent);
-          } else {
-            synthetic_detail::fill_rows(st.window.ring, st.window.ring.size(), true, g);
-            if constexpr (!std::is_same_v<S, SlidingAttention::State>) synthetic_detail::fill_compressor(st.compressor, tokens, m, g);
-            if constexpr (std::is_same_v<S, CsaAttention::State>) synthetic_detail::fill_compressor(st.index_keys, tokens, m, g);
-          }
-        },
-        states[l]);
+    for_each_store(states[l], [&](auto& store) {
+      using T = std::decay_t<decltype(store)>;
+      if constexpr (std::is_same_v<T, WindowState>) {
+        synthetic_detail::fill_rows(store.ring, store.ring.size(), true, g);
+      } else if constexpr (std::is_same_v<T, CompressorState>) {
+        synthetic_detail::fill_compressor(store, tokens, m, g);
+      } else {
+        store.resize(size_t(tokens * MlaDims(c).latent()));
+        g.fill(store);
+      }
+    });
   }
   CacheStateAccess::set_position(cache, tokens);
 }

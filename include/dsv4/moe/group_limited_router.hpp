@@ -5,6 +5,7 @@
 // Weights are s at those experts, normalised to sum 1 when norm_topk_prob, times
 // routed_scaling_factor.
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -14,6 +15,18 @@
 #include "dsv4/kernels/ops.hpp"
 
 namespace dsv4 {
+
+// The routers' order on indices into scores v: higher score first, ties to the lower index, NaN
+// below every number (a strict weak order even for NaN scores, so a NaN row still chooses k
+// distinct in-range ids; the CUDA router ranks the same way).
+struct HigherScore {
+  const float* v;
+  static float key(float x) { return std::isnan(x) ? -std::numeric_limits<float>::infinity() : x; }
+  bool operator()(int64_t a, int64_t b) const {
+    const float ka = key(v[a]), kb = key(v[b]);
+    return ka > kb || (ka == kb && a < b);
+  }
+};
 
 struct GroupLimitedRouter {
   std::vector<float> bias;  // [E] for the choice only
@@ -33,9 +46,6 @@ struct GroupLimitedRouter {
     std::vector<float> s(static_cast<size_t>(E)), biased(static_cast<size_t>(E)),
         group_score(static_cast<size_t>(groups));
     std::vector<int64_t> gidx(static_cast<size_t>(groups)), candidates;
-    auto higher = [](const std::vector<float>& v) {
-      return [&v](int64_t a, int64_t b) { return v[size_t(a)] > v[size_t(b)] || (v[size_t(a)] == v[size_t(b)] && a < b); };
-    };
     for (int64_t i = 0; i < t; ++i) {
       for (int64_t e = 0; e < E; ++e) {
         s[size_t(e)] = sigmoid(logits[i * E + e]);
@@ -50,11 +60,11 @@ struct GroupLimitedRouter {
         group_score[size_t(g)] = per > 1 ? top + second : top;
       }
       std::iota(gidx.begin(), gidx.end(), 0);
-      std::partial_sort(gidx.begin(), gidx.begin() + keep_groups, gidx.end(), higher(group_score));
+      std::partial_sort(gidx.begin(), gidx.begin() + keep_groups, gidx.end(), HigherScore{group_score.data()});
       candidates.clear();
       for (int64_t g = 0; g < keep_groups; ++g)
         for (int64_t j = 0; j < per; ++j) candidates.push_back(gidx[size_t(g)] * per + j);
-      std::partial_sort(candidates.begin(), candidates.begin() + k, candidates.end(), higher(biased));
+      std::partial_sort(candidates.begin(), candidates.begin() + k, candidates.end(), HigherScore{biased.data()});
       float sum = 0.f;
       for (int64_t j = 0; j < k; ++j) sum += s[size_t(candidates[size_t(j)])];
       for (int64_t j = 0; j < k; ++j) {

@@ -21,8 +21,6 @@ struct ExpertWeights {
   // and w3 and its columns of w2, so its output is its share of the expert's, summed over ranks.
   static ExpertWeights load(const WeightSource& ws, const std::string& p, int64_t hidden, int64_t inter,
                             const TensorShard& tp = {}) {
-    if (!tp.split())
-      return {ws.matrix(p + ".w1", inter, hidden), ws.matrix(p + ".w2", hidden, inter), ws.matrix(p + ".w3", inter, hidden)};
     tp.require_divides({{"an intermediate size", inter}}, p);
     const int64_t i0 = tp.first(inter), n = tp.part(inter);
     return {ws.matrix_rows(p + ".w1", inter, hidden, i0, n), ws.matrix_cols(p + ".w2", hidden, inter, i0, n),

@@ -90,9 +90,7 @@ struct TopKRouter {
     for (int64_t i = 0; i < t; ++i) {
       for (int64_t e = 0; e < E; ++e) biased[size_t(e)] = scores[i * E + e] + bias[size_t(e)];
       std::iota(idx.begin(), idx.end(), 0);
-      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int64_t a, int64_t b) {
-        return biased[size_t(a)] > biased[size_t(b)] || (biased[size_t(a)] == biased[size_t(b)] && a < b);
-      });
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), HigherScore{biased.data()});
       std::copy_n(idx.begin(), k, experts + i * k);
     }
   }
