@@ -2,7 +2,7 @@
 # Build, test and benchmark the CUDA backend on a GPU machine that has the CUDA toolkit but none of
 # the Debian -dev packages (the lent H100): headers and a static PCRE2 come from $DEPS
 # (include/{nlohmann,xsimd,catch2,pcre2.h}, lib/libpcre2-8.a, copied from a Debian machine).
-#   DEPS=third_party_device/deps OUT=/tmp/out [BASE=DIR] scripts/cuda_device.sh [test|bench|all|gemv|profile|decode] [layers]
+#   DEPS=third_party_device/deps OUT=/tmp/out [BASE=DIR] scripts/cuda_device.sh [test|bench|all|gemv|profile|decode|prefill] [layers]
 # gemv: only the GEMV (src/cuda/gemv.cu): its test, the bandwidth bench and the SASS of the
 # tensor-core kernels, in about a minute. bench: also DSV4_CUDA_GEMV=legacy for the earlier kernels.
 # profile: bench/cuda_decode_bench (median ms per decode step at batch 1, 8, 32), the
@@ -89,13 +89,18 @@ build_tree() {
   if [[ $src == "$PWD" ]]; then
     g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_model.cpp -o "$dir/test_cuda_model.o" >>"$OUT/build.log" 2>&1 &
     g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_gemv.cpp -o "$dir/test_cuda_gemv.o" >>"$OUT/build.log" 2>&1 &
+    g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_prefill.cpp -o "$dir/test_cuda_prefill.o" >>"$OUT/build.log" 2>&1 &
   fi
+  # The prefill bench uses only the public API: this tree's source, built against each tree's headers.
+  g++ "${fl[@]}" -Wall -Wextra -c "$PWD/bench/cuda_prefill_bench.cpp" -o "$dir/cuda_prefill_bench.o" >>"$OUT/build.log" 2>&1 &
   g++ "${fl[@]}" -Wall -Wextra -c bench/cuda_decode_bench.cpp -o "$dir/cuda_decode_bench.o" >>"$OUT/build.log" 2>&1 &
   wait
   if [[ $src == "$PWD" ]]; then
     g++ -o "$dir/test_cuda_model" "$dir/test_cuda_model.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
     g++ -o "$dir/test_cuda_gemv" "$dir/test_cuda_gemv.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
+    g++ -o "$dir/test_cuda_prefill" "$dir/test_cuda_prefill.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
   fi
+  g++ -o "$dir/cuda_prefill_bench" "$dir/cuda_prefill_bench.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
   g++ -o "$dir/dsv4" "${cli[@]}" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
   g++ -o "$dir/cuda_decode_bench" "$dir/cuda_decode_bench.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
   "$nvcc" -std=c++20 -O3 -arch=sm_90 -I"$src/include" "$src/bench/cuda_gemv_bench.cu" "$dir/gemv.cu.o" -o "$dir/cuda_gemv_bench" \
@@ -108,7 +113,7 @@ base_b=/tmp/dsv4-cuda-base
 [[ -n ${BASE:-} ]] && build_tree "$(cd "$BASE" && pwd)" "$base_b" &
 build_tree "$PWD" "$b"
 wait
-ls "$b/dsv4" "$b/test_cuda_model" "$b/test_cuda_gemv" "$b/cuda_decode_bench" >/dev/null || { grep -E "error|Error" "$OUT/build.log" | head -40; tail -30 "$OUT/build.log"; exit 1; }
+ls "$b/dsv4" "$b/test_cuda_model" "$b/test_cuda_gemv" "$b/test_cuda_prefill" "$b/cuda_decode_bench" "$b/cuda_prefill_bench" >/dev/null || { grep -E "error|Error" "$OUT/build.log" | head -40; tail -30 "$OUT/build.log"; exit 1; }
 [[ -z ${BASE:-} ]] || ls "$base_b/dsv4" "$base_b/cuda_decode_bench" >/dev/null || { tail -50 "$OUT/build.log"; exit 1; }
 grep -E "warning" "$OUT/build.log" | grep -v "^nvcc warning" | head -20
 echo "built"
@@ -122,8 +127,13 @@ if [[ $what != test && ! -f $m/config.json ]]; then
 fi
 
 status=0
-if [[ $what == test || $what == all || $what == final ]]; then
+if [[ $what == test || $what == all || $what == final || $what == prefill ]]; then
   echo "== tests"
+  "$b/test_cuda_prefill" > "$OUT/test_cuda_prefill.log" 2>&1 || status=1
+  cat "$OUT/test_cuda_prefill.log"
+  # The expert GEMM's 3-stage build too (DSV4_CUDA_MOE_STAGES=3).
+  DSV4_CUDA_MOE_STAGES=3 "$b/test_cuda_prefill" > "$OUT/test_cuda_prefill_moe3.log" 2>&1 || status=1
+  grep -E "failure|FAIL" "$OUT/test_cuda_prefill_moe3.log" | sed 's/^/moe stages 3: /'
   "$b/test_cuda_gemv" > "$OUT/test_cuda_gemv.log" 2>&1 || status=1
   grep -E "FAIL|expert jobs" "$OUT/test_cuda_gemv.log" | head -12; tail -1 "$OUT/test_cuda_gemv.log"
   timeout ${MODEL_TEST_TIMEOUT:-400} "$b/test_cuda_model" >"$OUT/test_cuda_model.log" 2>&1 || status=1
@@ -161,6 +171,48 @@ if [[ $what == bench || $what == all ]]; then
   # transformers holds BF16 weights: 4 layers of V4-Flash fit an 80 GB GPU, 8 do not.
   [[ -n ${SKIP_TRANSFORMERS:-} ]] || PYTHONUNBUFFERED=1 timeout 300 python3 bench/transformers_v4.py --layers "$layers" --prompt-tokens 2048 \
     --decode-tokens 8 --batch 1,8 2>&1 | tail -5 | tee "$OUT/transformers_$layers.txt"
+fi
+# prefill: after the tests, the prefill bench (2048 tokens unless PROMPT) of each tree, alternating,
+# ROUNDS rounds (default 2), with the device-time split of each; then the decode bench at batch 1, 8.
+if [[ $what == prefill ]]; then
+  [[ -n $synth_pid ]] && { wait "$synth_pid"; tail -3 "$b/synth.log"; synth_pid=; }
+  trees=("$b"); names=(new)
+  [[ -n ${BASE:-} ]] && trees=("$base_b" "$b") names=(base new)
+  for round in $(seq 1 "${ROUNDS:-2}"); do
+    for i in "${!trees[@]}"; do
+      echo "== prefill bench: ${names[$i]}, round $round" | tee -a "$OUT/prefill_bench.txt"
+      timeout 300 "${trees[$i]}/cuda_prefill_bench" "$m" ${PROMPT:-2048} ${RUNS:-3} 2>&1 | tee -a "$OUT/prefill_bench.txt"
+    done
+  done
+  # MOE3=1: this tree's prefill with the expert GEMM's 3-stage build as well.
+  [[ -n ${MOE3:-} ]] && { echo "== prefill bench: new, DSV4_CUDA_MOE_STAGES=3" | tee -a "$OUT/prefill_bench.txt";
+    DSV4_CUDA_MOE_STAGES=3 timeout 300 "$b/cuda_prefill_bench" "$m" ${PROMPT:-2048} ${RUNS:-3} 2>&1 | tee -a "$OUT/prefill_bench.txt"; }
+  for i in "${!trees[@]}"; do
+    echo "== decode bench: ${names[$i]}" | tee -a "$OUT/decode_bench.txt"
+    timeout 300 "${trees[$i]}/cuda_decode_bench" "$m" ${PROMPT:-2048} 32 ${DECODE_BATCHES:-1,8} 2>&1 | tee -a "$OUT/decode_bench.txt"
+  done
+  # NCU_PREFILL="new base": every kernel of one prefill timed by Nsight Compute, per tree named.
+  ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+  for i in "${!trees[@]}"; do
+    [[ " ${NCU_PREFILL:-} " == *" ${names[$i]} "* ]] || continue
+    DSV4_PREFILL_NCU=1 timeout 300 "$ncu_bin" --clock-control none --cache-control none --profile-from-start off \
+      --metrics gpu__time_duration.sum --csv --print-units base "${trees[$i]}/cuda_prefill_bench" "$m" ${PROMPT:-2048} \
+      > "$OUT/ncu_prefill_${names[$i]}.csv" 2> "$OUT/ncu_prefill_${names[$i]}.err"
+    python3 bench/cuda_kernel_table.py "$OUT/ncu_prefill_${names[$i]}.csv" > "$OUT/kernels_prefill_${names[$i]}.txt" 2>&1
+    echo "-- prefill kernels: ${names[$i]}"; head -30 "$OUT/kernels_prefill_${names[$i]}.txt"
+  done
+  # NCU_DETAIL=regex: the profiler's throughput, warp-state and occupancy sections for the first two
+  # launches of the matching kernels in one prefill of this tree.
+  [[ -n ${NCU_DETAIL:-} ]] && DSV4_PREFILL_NCU=1 timeout 300 "$ncu_bin" --clock-control none --profile-from-start off \
+    -k "regex:${NCU_DETAIL}" --launch-count ${NCU_COUNT:-2} --section SpeedOfLight --section WarpStateStats \
+    --section ComputeWorkloadAnalysis --section Occupancy --section MemoryWorkloadAnalysis "$b/cuda_prefill_bench" "$m" \
+    ${PROMPT:-2048} > "$OUT/ncu_detail.txt" 2>&1 && grep -E "^  [a-z_].*\(|Duration|Throughput|Stall|Issued|Eligible|Warp Cycles|Achieved Occ|Pipe|Registers|Shared Memory Config" \
+    "$OUT/ncu_detail.txt" | head -${NCU_LINES:-90}
+  [[ -n ${NSYS:-} ]] && command -v nsys >/dev/null && { nsys profile -o "$OUT/prefill" --force-overwrite true \
+    "$b/cuda_prefill_bench" "$m" ${PROMPT:-2048} 1 > /dev/null 2>&1; nsys stats -r cuda_gpu_kern_sum "$OUT/prefill.nsys-rep" \
+    2>/dev/null | head -30 | tee "$OUT/nsys_kernels.txt"; rm -f "$OUT/prefill.nsys-rep" "$OUT"/*.sqlite; }
+  [[ -n ${TRANSFORMERS:-} ]] && PYTHONUNBUFFERED=1 timeout 300 python3 bench/transformers_v4.py --layers "$layers" \
+    --prompt-tokens ${PROMPT:-2048} --decode-tokens 8 --batch 1 2>&1 | tail -5 | tee "$OUT/transformers_$layers.txt"
 fi
 if [[ $what == profile || $what == decode || $what == final ]]; then
   [[ -n $synth_pid ]] && { wait "$synth_pid"; tail -3 "$b/synth.log"; synth_pid=; }

@@ -239,10 +239,11 @@ struct DeviceModel::Impl {
 
   // Fast mode runs forwards of this many rows or more as BF16 tensor-core GEMMs.
   static constexpr int64_t kGemmRows = 32;
+  // Fast mode takes the mHC mixes as a GEMM from this many rows (hc_update_rows + cuBLAS SGEMM).
+  static constexpr int64_t kHcGemmRows = 128;
   cublasHandle_t blas = nullptr;
-  DeviceBuffer<uint16_t> wbf, xbf, xlo, actbf, actlo;
-  DeviceBuffer<int32_t> counts, offsets, pos_of, which, pidx;
-  DeviceBuffer<const void*> ptrs;
+  DeviceBuffer<uint16_t> wbf, xbf, xlo;
+  DeviceBuffer<int32_t> counts, offsets, pos_of, which;  // which: the expert GEMM tiles
   bool use_gemm(const DeviceMatrix& w, int64_t t) const {
     return options.mode == KernelMode::Fast && t >= kGemmRows && w.view().kind != MatrixView::F32;
   }
@@ -323,88 +324,39 @@ std::string unsupported(const Model& m) {
 
 }  // namespace
 
-// Fast-mode prefill of the routed experts: the T*k slots grouped by expert (one small download of
-// the counts: the only host round trip of a forward, and only on this path), the active experts'
-// weights decoded to BF16 a chunk at a time, one cuBLAS GEMM per expert and matrix.
+// Fast-mode prefill of the routed experts, all on the device: the T*k slots grouped by expert, each
+// expert's rows cut into tiles of 64 (k::moe_tiles), one grouped GEMM launch for w1 and w3 together
+// and one for w2 (k::moe_gemm: FP4 weights decoded in shared memory per K chunk, activations as
+// BF16 hi + lo), the combine in grouped order. Launch sizes depend on T only.
 void DeviceModel::Impl::grouped_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float* y) {
   Impl& I = *this;
   const ModelConfig& c = I.config;
   const int64_t E = c.n_routed_experts, K = c.n_experts_per_tok, D = c.hidden_size, Iw = c.moe_intermediate_size;
   const int64_t slots = T * K;
   cudaStream_t s = I.stream;
-  auto ints = [&](DeviceBuffer<int32_t>& b, int64_t n) { return I.grow(b, n); };
-  int32_t* counts = ints(I.counts, E);
-  int32_t* offsets = ints(I.offsets, E + 1);
-  int32_t* pos_of = ints(I.pos_of, slots);
+  int32_t* counts = I.grow(I.counts, E);
+  int32_t* offsets = I.grow(I.offsets, E + 1);
+  int32_t* pos_of = I.grow(I.pos_of, slots);
   k::group_slots(I.experts.get(), slots, E, counts, offsets, pos_of, s);
-  std::vector<int32_t> off(size_t(E + 1));
-  check(cudaMemcpyAsync(off.data(), offsets, off.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, s), "expert counts");
-  check(cudaStreamSynchronize(s), "expert counts");
-  std::vector<int32_t> active;
-  int64_t most = 1;  // every expert's rows padded to the busiest expert's count: one batched GEMM per chunk
-  for (int64_t e = 0; e < E; ++e)
-    if (off[size_t(e + 1)] > off[size_t(e)]) active.push_back(int32_t(e)), most = std::max<int64_t>(most, off[size_t(e + 1)] - off[size_t(e)]);
-  const int64_t na = int64_t(active.size());
-  int32_t* which = ints(I.which, std::max<int64_t>(na, 1));
-  check(cudaMemcpyAsync(which, active.data(), size_t(na) * sizeof(int32_t), cudaMemcpyHostToDevice, s), "experts");
-  // Padded rows: slot s goes to row experts[s] * most + (its rank within its expert).
-  int32_t* pidx = ints(I.pidx, slots);
-  k::pad_index(I.experts.get(), offsets, pos_of, slots, most, pidx, s);
-  const int64_t prow = E * most;
-  uint16_t* xg = I.grow(I.xbf, prow * D);
-  uint16_t* xgl = I.grow(I.xlo, prow * D);
-  k::scatter_bf16(u, pidx, slots, K, D, xg, xgl, s);
-  float* h1 = I.buf("g_h1", prow * Iw);
-  float* h3 = I.buf("g_h3", prow * Iw);
-  float* yg = I.buf("g_y", prow * D);
-  uint16_t* act = I.grow(I.actbf, prow * Iw);
-  uint16_t* actl = I.grow(I.actlo, prow * Iw);
+  const int64_t max_tiles = k::moe_max_tiles(slots, E);
+  int32_t* tiles = I.grow(I.which, max_tiles * 4);
+  k::moe_tiles(offsets, E, max_tiles, tiles, s);
+  const int64_t Dp = k::moe_kpad(D), Ip = k::moe_kpad(Iw);
+  uint16_t* xh = I.grow(I.xbf, slots * std::max(Dp, Ip));
+  uint16_t* xl = I.grow(I.xlo, slots * std::max(Dp, Ip));
+  float* h1 = I.buf("g_h1", slots * Iw);
+  float* h3 = I.buf("g_h3", slots * Iw);
+  float* yg = I.buf("g_y", slots * D);
   const DevExpertSet& ex = Ly.experts;
-  constexpr int64_t kChunk = 32;  // experts decoded to BF16 at once (32 x 16 MB at V4-Flash sizes)
-  const int64_t wmax = std::max(Iw * D, D * Iw);
-  uint16_t* wb = I.grow(I.wbf, kChunk * wmax);
-  // Pointer arrays of every batched GEMM of this layer, uploaded at once: per matrix and chunk,
-  // A (decoded weights), B (activations, high part), Blo, C.
-  struct Gemm { const DeviceBuffer<MatrixView>* mats; int kind; int64_t bn, n, kk; const uint16_t *x, *xl; float* out; };
-  const Gemm gemms[3] = {{&ex.v1, ex.kind1, expert_bn(ex.w1), Iw, D, xg, xgl, h1},
-                         {&ex.v3, ex.kind3, expert_bn(ex.w3), Iw, D, xg, xgl, h3},
-                         {&ex.v2, ex.kind2, expert_bn(ex.w2), D, Iw, act, actl, yg}};
-  std::vector<const void*> ptrs;
-  for (const Gemm& g : gemms)
-    for (int64_t c0 = 0; c0 < na; c0 += kChunk)
-      for (int part = 0; part < 4; ++part)
-        for (int64_t i = c0; i < std::min(na, c0 + kChunk); ++i) {
-          const int64_t e = active[size_t(i)];
-          ptrs.push_back(part == 0   ? static_cast<const void*>(wb + (i - c0) * g.n * g.kk)
-                         : part == 1 ? static_cast<const void*>(g.x + e * most * g.kk)
-                         : part == 2 ? static_cast<const void*>(g.xl + e * most * g.kk)
-                                     : static_cast<const void*>(g.out + e * most * g.n));
-        }
-  I.grow(I.ptrs, int64_t(ptrs.size()));
-  check(cudaMemcpyAsync(I.ptrs.get(), ptrs.data(), ptrs.size() * sizeof(void*), cudaMemcpyHostToDevice, s), "pointers");
-  const void* const* dp = I.ptrs.get();
-  auto run = [&](const Gemm& g) {
-    for (int64_t c0 = 0; c0 < na; c0 += kChunk) {
-      const int64_t cnt = std::min(kChunk, na - c0);
-      k::dequant_bf16(g.mats->get(), which + c0, cnt, MatrixView{}, 0, g.n, g.kk, wb, s, g.kind, g.bn);
-      const float one = 1.f, zero = 0.f;
-      for (int part = 0; part < 2; ++part) {
-        const cublasStatus_t st = cublasGemmBatchedEx(
-            I.blas, CUBLAS_OP_T, CUBLAS_OP_N, int(g.n), int(most), int(g.kk), &one, dp, CUDA_R_16BF, int(g.kk),
-            dp + (1 + part) * cnt, CUDA_R_16BF, int(g.kk), part ? &one : &zero,
-            const_cast<void* const*>(dp + 3 * cnt), CUDA_R_32F, int(g.n), int(cnt), CUBLAS_COMPUTE_32F,
-            CUBLAS_GEMM_DEFAULT);
-        if (st != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS batched BF16 GEMM failed (status ", int(st), ")");
-      }
-      dp += 4 * cnt;
-    }
-  };
-  run(gemms[0]);
-  run(gemms[1]);
-  k::swiglu(h1, h3, prow * Iw, float(c.swiglu_limit), h1, s);
-  k::to_bf16(h1, prow, Iw, Iw, act, actl, s);
-  run(gemms[2]);
-  k::combine_grouped(yg, pidx, wts, T, K, D, y, s);
+  const MatrixView& v1 = ex.w1[0]->view();
+  const MatrixView& v2 = ex.w2[0]->view();
+  const bool fp13 = k::moe_fp4_ok(ex.kind1, v1.group, D) && k::moe_fp4_ok(ex.kind3, ex.w3[0]->view().group, D);
+  k::moe_split(u, D, pos_of, slots, K, D, xh, xl, s);
+  k::moe_gemm(ex.v1.get(), h1, ex.v3.get(), h3, fp13, Iw, D, tiles, max_tiles, xh, xl, s);
+  k::swiglu(h1, h3, slots * Iw, float(c.swiglu_limit), h1, s);
+  k::moe_split(h1, Iw, nullptr, slots, 1, Iw, xh, xl, s);
+  k::moe_gemm(ex.v2.get(), yg, nullptr, nullptr, k::moe_fp4_ok(ex.kind2, v2.group, Iw), D, Iw, tiles, max_tiles, xh, xl, s);
+  k::combine_grouped(yg, pos_of, wts, T, K, D, y, s);
 }
 
 DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std::make_unique<Impl>()) {
@@ -555,13 +507,13 @@ DeviceCache DeviceModel::new_cache() const {
   auto impl = std::make_unique<DeviceCache::Impl>();
   impl->owner = this;
   int64_t total = 0;
-  for (auto& s : impl_->state_sizes) total += s.total();
+  for (auto& s : impl_->state_sizes) total += s.total() + 11 * 3;  // + the alignment of its 11 pieces
   impl->storage = Floats(size_t(std::max<int64_t>(total, 1)));
   check(cudaMemsetAsync(impl->storage.get(), 0, impl->storage.size() * sizeof(float), impl_->stream), "cache clear");
   float* p = impl->storage.get();
-  auto take = [&](int64_t n) {
+  auto take = [&](int64_t n) {  // 16-byte aligned pieces (the tensor-core attention copies keys 16 bytes at a time)
     float* r = n ? p : nullptr;
-    p += n;
+    p += (n + 3) / 4 * 4;
     return r;
   };
   for (auto& s : impl_->state_sizes) {
@@ -623,6 +575,7 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
     max_end = std::max(max_end, pos0 + count);
   }
   const int64_t T = int64_t(tokens.size()), B = int64_t(batch.size()), L = int64_t(I.layers.size());
+  const bool fast_mode = I.options.mode == KernelMode::Fast;
   // Several kernels put the rows on grid.y (at most 65535).
   if (T > 65535)
     fail("forward: ", T, " tokens in one call; the CUDA backend takes at most 65535 a call (prefill a longer prompt "
@@ -746,16 +699,37 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
 
   // Residual updates: hc_post (when y is ready) and the next mixes' partial sums in one launch; the
   // mixes, Sinkhorn, u and its RMS norm (the sub-layer's input norm, weight norm_w) in another.
+  int64_t part_chunks = k::hc_chunks(D);  // the layout of part the last update left
+  // x <- hc_post (post != null) and the next mixes' sums (fn != null). Fast mode at many rows: the
+  // update as one block per row and the mixes as one SGEMM (fp32) of fn [nm, n D] and x [rows, n D]
+  // into part [rows, nm + 1]; hc_post_mix's block of 32 columns a token was latency bound there
+  // (1.26 ms a launch at 2048 rows).
+  auto mix_update = [&](const float* po, const float* co, const float* yy, float* xx, int64_t rows,
+                        const MatrixView* fn) {
+    if (fast_mode && rows >= Impl::kHcGemmRows && (!fn || fn->kind == MatrixView::F32)) {
+      const int64_t nmix = fn ? fn->n : 0;
+      k::hc_update_rows(po, co, yy, xx, rows, n, D, fn ? part : nullptr, nmix + 1, s);
+      if (fn) {
+        const float one = 1.f, zero = 0.f;
+        const cublasStatus_t st = cublasSgemm(I.blas, CUBLAS_OP_T, CUBLAS_OP_N, int(nmix), int(rows), int(n * D), &one,
+                                              reinterpret_cast<const float*>(fn->data), int(n * D), xx, int(n * D),
+                                              &zero, part, int(nmix + 1));
+        if (st != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS mHC mix GEMM failed (status ", int(st), ")");
+      }
+      part_chunks = 1;
+    } else {
+      k::hc_post_mix(po, co, yy, xx, rows, n, D, fn, part, s);
+      part_chunks = k::hc_chunks(D);
+    }
+  };
   auto hc_pre = [&](const DevHc& hc, const Floats& norm_w) {
     k::hc_finish(part, hc.base.get(), hc.scale.get(), x, T, n, D, c.hc_sinkhorn_iters, float(c.hc_eps), eps, pre, post,
-                 comb, norm_w.get(), u, s);
+                 comb, norm_w.get(), u, s, part_chunks);
   };
-  auto hc_post = [&](const DevHc* next) {
-    k::hc_post_mix(post, comb, y, x, T, n, D, next ? &next->fn->view() : nullptr, part, s);
-  };
+  auto hc_post = [&](const DevHc* next) { mix_update(post, comb, y, x, T, next ? &next->fn->view() : nullptr); };
   const DevHc* first_hc = L > 0 ? &I.layers[0].hc_attn : all_rows ? &I.hc_head : nullptr;
   I.mark("mhc");
-  if (first_hc) k::hc_post_mix(nullptr, nullptr, nullptr, x, T, n, D, &first_hc->fn->view(), part, s);
+  if (first_hc) mix_update(nullptr, nullptr, nullptr, x, T, &first_hc->fn->view());
 
   for (int64_t l = 0; l < L; ++l) {
     const DevLayer& Ly = I.layers[size_t(l)];
@@ -821,6 +795,8 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
     if (k::attend_split_ok(aa)) {  // few rows: split over the keys, a group of heads a block
       const int64_t nc = k::attend_split_chunks(aa);
       k::attend_split(aa, I.buf("att_part_o", T * nc * H * d), I.buf("att_part_ml", T * nc * H * 2), s);
+    } else if (fast_mode && k::attend_tc_ok(aa)) {  // many rows, fast mode: the tensor-core kernel
+      k::attend_tc(aa, s);
     } else {
       k::attend(aa, s);
     }
@@ -890,9 +866,9 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
           "gather rows");
   float* h = I.buf("h", NR * D);
   // The hyper head's mixes: from the last residual update when every row is wanted, else here.
-  if (!all_rows) k::hc_post_mix(nullptr, nullptr, nullptr, xs, NR, n, D, &I.hc_head.fn->view(), part, s);
+  if (!all_rows) mix_update(nullptr, nullptr, nullptr, xs, NR, &I.hc_head.fn->view());
   k::hc_finish(part, I.hc_head.base.get(), I.hc_head.scale.get(), xs, NR, n, D, 0, float(c.hc_eps), eps, nullptr,
-               nullptr, nullptr, I.norm.get(), h, s);
+               nullptr, nullptr, I.norm.get(), h, s, part_chunks);
   float* lg = I.buf("logits", NR * V);
   I.lin(*I.head, h, NR, lg);
   if (ids) {  // greedy: only each row's argmax comes back

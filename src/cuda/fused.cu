@@ -3,6 +3,7 @@
 // over the keys with a group of heads per block. Results differ from the unfused kernels only in
 // summation order; each kernel sums in a fixed order (graph replays stay bit-identical).
 #include <cfloat>
+#include <cstdint>
 
 #include "decode.cuh"
 #include "kernels.hpp"
@@ -103,6 +104,108 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
   __syncthreads();
   float* pt = part + (t * gridDim.x + blockIdx.x) * (nm + 1);
   for (int r = tid; r <= nm; r += kHcThreads) pt[r] = red[r];
+}
+
+// grid (T), many rows (fast-mode prefill, beside a GEMM for the mixes): x [T, n, D] <- post_j y +
+// sum_i comb[i][j] X_i (as hc_post_mix, the same operation order) when post != null, else x as is;
+// with part, part[t * ld + ld - 1] = the sum of the new X^2 (the mixes' RMS input).
+__global__ void __launch_bounds__(256) hc_update_rows_kernel(const float* __restrict__ post,
+                                                             const float* __restrict__ comb,
+                                                             const float* __restrict__ y, float* x, int n, int64_t D,
+                                                             float* __restrict__ part, int64_t ld) {
+  __shared__ float P[16], C[256], red[8];
+  const int64_t t = blockIdx.x;
+  const int tid = threadIdx.x;
+  if (post) {
+    if (tid < n) P[tid] = post[t * n + tid];
+    if (tid < n * n) C[tid] = comb[t * n * n + tid];
+  }
+  __syncthreads();
+  float* xt = x + t * n * D;
+  float ss = 0.f;
+  for (int64_t k = tid; k < D; k += blockDim.x) {
+    float v[16];
+#pragma unroll
+    for (int s = 0; s < 16; ++s) v[s] = s < n ? xt[s * D + k] : 0.f;
+    if (post) {
+      const float yk = y[t * D + k];
+      float nv[16];
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        if (j >= n) break;
+        float a = P[j] * yk;
+#pragma unroll
+        for (int s = 0; s < 16; ++s)
+          if (s < n) a += C[s * n + j] * v[s];
+        nv[j] = a;
+      }
+#pragma unroll
+      for (int j = 0; j < 16; ++j)
+        if (j < n) xt[j * D + k] = nv[j], ss += nv[j] * nv[j];
+    } else {
+#pragma unroll
+      for (int s = 0; s < 16; ++s) ss += v[s] * v[s];
+    }
+  }
+  if (!part) return;
+  for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if (tid % 32 == 0) red[tid / 32] = ss;
+  __syncthreads();
+  if (tid == 0) {
+    float a = 0.f;
+    for (int w = 0; w < int(blockDim.x / 32); ++w) a += red[w];
+    part[t * ld + ld - 1] = a;
+  }
+}
+
+// The same for n <= 4 and D a multiple of 4: four columns a thread, 16-byte loads and stores.
+__global__ void __launch_bounds__(256) hc_update_rows4_kernel(const float* __restrict__ post,
+                                                              const float* __restrict__ comb,
+                                                              const float* __restrict__ y, float* x, int n, int64_t D,
+                                                              float* __restrict__ part, int64_t ld) {
+  __shared__ float P[4], C[16], red[8];
+  const int64_t t = blockIdx.x;
+  const int tid = threadIdx.x;
+  if (post) {
+    if (tid < n) P[tid] = post[t * n + tid];
+    if (tid < n * n) C[tid] = comb[t * n * n + tid];
+  }
+  __syncthreads();
+  float* xt = x + t * n * D;
+  float ss = 0.f;
+  for (int64_t k = 4 * int64_t(tid); k < D; k += 4 * int64_t(blockDim.x)) {
+    float4 v[4];
+#pragma unroll
+    for (int s = 0; s < 4; ++s) v[s] = s < n ? *reinterpret_cast<const float4*>(xt + s * D + k) : make_float4(0.f, 0.f, 0.f, 0.f);
+    if (post) {
+      const float4 yk = *reinterpret_cast<const float4*>(y + t * D + k);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (j >= n) break;
+        float4 a = make_float4(P[j] * yk.x, P[j] * yk.y, P[j] * yk.z, P[j] * yk.w);
+#pragma unroll
+        for (int s = 0; s < 4; ++s)
+          if (s < n) {
+            const float c = C[s * n + j];
+            a.x += c * v[s].x, a.y += c * v[s].y, a.z += c * v[s].z, a.w += c * v[s].w;
+          }
+        *reinterpret_cast<float4*>(xt + j * D + k) = a;
+        ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+      }
+    } else {
+#pragma unroll
+      for (int s = 0; s < 4; ++s) ss += v[s].x * v[s].x + v[s].y * v[s].y + v[s].z * v[s].z + v[s].w * v[s].w;
+    }
+  }
+  if (!part) return;
+  for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if (tid % 32 == 0) red[tid / 32] = ss;
+  __syncthreads();
+  if (tid == 0) {
+    float a = 0.f;
+    for (int w = 0; w < int(blockDim.x / 32); ++w) a += red[w];
+    part[t * ld + ld - 1] = a;
+  }
 }
 
 // Sinkhorn of the n x n matrix held one element a lane (lane = i n + j < n^2 <= 32), the sums in the
@@ -430,12 +533,23 @@ void hc_post_mix(const float* post, const float* comb, const float* y, float* x,
   check(cudaGetLastError(), "hc_post_mix");
 }
 
+void hc_update_rows(const float* post, const float* comb, const float* y, float* x, int64_t t, int64_t n, int64_t D,
+                    float* part, int64_t ld, void* s) {
+  if (t == 0) return;
+  if (n > 16) throw Error("cuda: hc_mult > 16 is not supported");
+  if (n <= 4 && D % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && (!y || reinterpret_cast<uintptr_t>(y) % 16 == 0))
+    hc_update_rows4_kernel<<<unsigned(t), 256, 0, st(s)>>>(post, comb, y, x, int(n), D, part, ld);
+  else
+    hc_update_rows_kernel<<<unsigned(t), 256, 0, st(s)>>>(post, comb, y, x, int(n), D, part, ld);
+  check(cudaGetLastError(), "hc_update_rows");
+}
+
 void hc_finish(const float* part, const float* base, const float* scale, const float* x, int64_t t, int64_t n,
                int64_t D, int64_t iters, float hc_eps, float norm_eps, float* pre, float* post, float* comb,
-               const float* w, float* out, void* s) {
+               const float* w, float* out, void* s, int64_t chunks) {
   if (t == 0) return;
   const bool head = post == nullptr;
-  hc_finish_kernel<<<unsigned(t), kHcFinish, 0, st(s)>>>(part, int(hc_chunks(D)), base, scale, x, int(n), D,
+  hc_finish_kernel<<<unsigned(t), kHcFinish, 0, st(s)>>>(part, int(chunks > 0 ? chunks : hc_chunks(D)), base, scale, x, int(n), D,
                                                           int(iters), hc_eps, norm_eps, head, pre, post, comb, w, out);
   check(cudaGetLastError(), "hc_finish");
 }

@@ -59,9 +59,15 @@ void hc_post_mix(const float* post, const float* comb, const float* y, float* x,
 // hc_finish: from part, the mixes m of the unweighted-RMS-normed X: pre/post [T, n] and comb
 // [T, n, n] (softmax + Sinkhorn), or with post == null the hyper head's pre only; then
 // out [T, D] = rms_norm(sum_i pre_i X_i) * w.
+// chunks: part's chunk count (0: hc_chunks(D); 1 after hc_update_rows and a GEMM of the mixes).
 void hc_finish(const float* part, const float* base, const float* scale, const float* x, int64_t t, int64_t n,
                int64_t D, int64_t iters, float hc_eps, float norm_eps, float* pre, float* post, float* comb,
-               const float* w, float* out, void* s);
+               const float* w, float* out, void* s, int64_t chunks = 0);
+// Many rows (fast-mode prefill): the residual update alone (post != null) and, with part, each row's
+// sum of the new X^2 into part[t * ld + ld - 1]; the mixes themselves come from a GEMM of fn and x
+// into part [T, ld] (one chunk). One block per row, every column of every stream read once.
+void hc_update_rows(const float* post, const float* comb, const float* y, float* x, int64_t t, int64_t n, int64_t D,
+                    float* part, int64_t ld, void* s);
 // Per row r and head h of v [T, heads, width]: optional unweighted RMS norm, then rope at rows[r].pos.
 void norm_rope_heads(float* v, const RowInfo* rows, int64_t t, int64_t heads, int64_t width, bool norm, float eps,
                      Rope rope, void* s);
@@ -95,6 +101,11 @@ void attend(const AttendArgs& a, void* s);
 bool attend_split_ok(const AttendArgs& a);
 int64_t attend_split_chunks(const AttendArgs& a);
 void attend_split(const AttendArgs& a, float* part_o, float* part_ml, void* s);
+// Fast-mode attention of many rows on the tensor cores (src/cuda/prefill.cu): a block per (row, 64
+// heads), tiles of 32 keys, f16 q and keys, fp32 logits and sums, online softmax with the sink.
+// attend_tc_ok: d a multiple of 4, at most 512, d - rope even, and the shared memory fits.
+bool attend_tc_ok(const AttendArgs& a);
+void attend_tc(const AttendArgs& a, void* s);
 // ring[(pos) mod (W-1)] = kv[row] for each segment's last W-1 rows.
 void window_store(const float* kv, const RowInfo* rows, const SeqLayerState* seqs, int64_t t, int64_t d,
                   int64_t window, void* s);
@@ -168,19 +179,30 @@ void to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ldx, uint16_t* 
 // kind / bn: the matrices' storage (all alike), for the vectorized path.
 void dequant_bf16(const MatrixView* mats, const int32_t* which, int64_t count, const MatrixView& one, int64_t row0,
                   int64_t n, int64_t k, uint16_t* out, void* s, int kind, int64_t bn);
-// Groups the T*k routing slots by expert, stably: counts [E], offsets [E+1], pos_of [slots] (the
-// grouped position of each slot).
+// Groups the T*k routing slots by expert: counts [E], offsets [E+1], pos_of [slots] (the grouped
+// position of each slot; within an expert in no fixed order: every consumer computes each grouped
+// row on its own, so results do not depend on it).
 void group_slots(const int32_t* experts, int64_t slots, int64_t E, int32_t* counts, int32_t* offsets, int32_t* pos_of,
                  void* s);
-// pidx[s] = experts[s] * most + (pos_of[s] - offsets[experts[s]]): each slot's row when every
-// expert's rows are padded to `most`.
-void pad_index(const int32_t* experts, const int32_t* offsets, const int32_t* pos_of, int64_t slots, int64_t most,
-               int32_t* pidx, void* s);
-// out[pidx[s]] = bf16(x[s / div]) for every slot (and lo as in to_bf16): rows [*, D].
-void scatter_bf16(const float* x, const int32_t* pidx, int64_t slots, int64_t div, int64_t D, uint16_t* out,
-                  uint16_t* lo, void* s);
 // out [T, D] += sum_j weights[t, j] yg[pos_of[t*k + j]].
 void combine_grouped(const float* yg, const int32_t* pos_of, const float* weights, int64_t t, int64_t k, int64_t D,
                      float* out, void* s);
+
+// Fast-mode routed experts as one grouped GEMM (src/cuda/prefill.cu), no host round trip: after
+// group_slots, moe_tiles cuts each expert's grouped rows into tiles of 64 (tiles [max_tiles, 4]:
+// expert, first grouped row, rows, 0; expert -1 past the last); moe_split writes x's rows as BF16
+// hi + lo at their grouped rows (dst_of [rows], or null: row i to row i), x row i / div, columns
+// padded with zeros to moe_kpad(cols): hi, lo [rows, moe_kpad(cols)]; moe_gemm: per tile,
+// y [grouped rows, n] = (hi + lo) W_e^T for W_e = mats0[e] [n, k] (and y1 with mats1 in the same
+// launch), fp32 accumulation. fp4 (moe_fp4_ok): packed E2M1 decoded in shared memory; otherwise any
+// stored format through the scalar decode.
+int64_t moe_max_tiles(int64_t slots, int64_t E);
+int64_t moe_kpad(int64_t k);
+void moe_tiles(const int32_t* offsets, int64_t E, int64_t max_tiles, int32_t* tiles, void* s);
+void moe_split(const float* x, int64_t ldx, const int32_t* dst_of, int64_t rows, int64_t div, int64_t cols,
+               uint16_t* hi, uint16_t* lo, void* s);
+bool moe_fp4_ok(int kind, int64_t group, int64_t k);
+void moe_gemm(const MatrixView* mats0, float* y0, const MatrixView* mats1, float* y1, bool fp4, int64_t n, int64_t k,
+              const int32_t* tiles, int64_t max_tiles, const uint16_t* xh, const uint16_t* xl, void* s);
 
 }  // namespace dsv4::cuda::k
