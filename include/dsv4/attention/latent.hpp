@@ -120,7 +120,8 @@ void latent_attend(const LatentWeights& w, const ModelConfig& c, const RopeTable
     keys.clear();
     for (int64_t p = std::max<int64_t>(0, pos - W + 1); p <= pos; ++p)
       keys.push_back(p >= s.pos0 ? kv + (p - s.pos0) * d : win.ring.floats(p % ring, &decoded[keys.size() * size_t(d)]));
-    for (int64_t e : ids) keys.push_back(entries->floats(e, &decoded[keys.size() * size_t(d)]));
+    if (entries)  // null for sliding layers (no extra keys)
+      for (int64_t e : ids) keys.push_back(entries->floats(e, &decoded[keys.size() * size_t(d)]));
     logits.resize(keys.size());
     for (int64_t h = 0; h < H; ++h) {
       const float* qh = q + (i * H + h) * d;
@@ -188,7 +189,8 @@ void latent_attend_blocked(const LatentWeights& w, const ModelConfig& c, const R
       if (p >= s.pos0) std::copy_n(kv + (p - s.pos0) * d, d, dst);
       else win.ring.decode(p % ring, dst);
     }
-    for (size_t u = 0; u < uniq.size(); ++u) entries->decode(uniq[u], &K[size_t((nw + int64_t(u)) * d)]);
+    if (entries)  // null for sliding layers (no extra keys)
+      for (size_t u = 0; u < uniq.size(); ++u) entries->decode(uniq[u], &K[size_t((nw + int64_t(u)) * d)]);
     // Vt = K^T in 32 × 32 tiles (a plain loop strides through memory and dominates at long context).
     for (int64_t j0 = 0; j0 < nk; j0 += 32)
       for (int64_t x0 = 0; x0 < d; x0 += 32) {
