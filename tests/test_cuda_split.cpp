@@ -123,9 +123,9 @@ cuda::DeviceOptions with_mode(KernelMode mode) {
 std::vector<Answers> split_answers(const std::string& dir, int ranks, KernelMode mode, const Workload& w,
                                    bool nccl = false) {
   (void)nccl;  // without NCCL built in, every split is local
-  LocalGroup group(ranks, 120);
-  std::vector<Answers> out(size_t(ranks));
-  std::vector<std::exception_ptr> errors(size_t(ranks));
+  LocalGroup group(ranks, 30);  // a healthy rank waits well under a second
+  std::vector<Answers> out(static_cast<size_t>(ranks));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(ranks));
   std::vector<std::thread> threads;
   for (int r = 0; r < ranks; ++r)
     threads.emplace_back([&, r] {

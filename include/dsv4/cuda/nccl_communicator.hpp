@@ -3,7 +3,8 @@
 // split over ranks. Defined only where dsv4::cuda was built with NCCL (the macro DSV4_WITH_NCCL;
 // CMake option DSV4_WITH_NCCL, on when nccl.h and libnccl are found).
 //
-//   dsv4::MpiCommunicator host(argc, argv);
+//   dsv4::MpiRuntime mpi(&argc, &argv);                      // dsv4/dist/mpi_communicator.hpp
+//   dsv4::MpiCommunicator host;
 //   dsv4::cuda::NcclCommunicator nccl(host);                  // picks and sets this rank's GPU
 //   const dsv4::Model m = dsv4::Model::load(dir, dsv4::Distribution{&host});
 //   dsv4::cuda::DeviceOptions o;  o.comm = &nccl;
