@@ -161,10 +161,14 @@ bool same(const Answers& a, const Answers& b) {
          a.batch == b.batch && a.batch_greedy == b.batch_greedy;
 }
 
-// The split's answers against the whole model's: logits within `bound`, the same greedy ids.
-void check_close(const Answers& split, const Answers& whole, double bound) {
+// The split's answers against the whole model's: logits within `bound`, the same greedy ids. Prints
+// the figures (the README quotes them), named by `what`.
+void check_close(const Answers& split, const Answers& whole, double bound, const std::string& what) {
   const double one = max_abs_diff(split.one_pass, whole.one_pass), chunked = max_abs_diff(split.chunked, whole.chunked),
                odd = max_abs_diff(split.odd, whole.odd), batch = max_abs_diff(split.batch, whole.batch);
+  std::printf("%-40s split vs whole: one pass %.2e, chunked %.2e, odd %.2e, batch %.2e; greedy %s, batch greedy %s\n",
+              what.c_str(), one, chunked, odd, batch, split.greedy == whole.greedy ? "same" : "DIFFERENT",
+              split.batch_greedy == whole.batch_greedy ? "same" : "DIFFERENT");
   INFO("split vs whole max abs diff: one pass " << one << ", chunked " << chunked << ", odd chunks " << odd
                                                 << ", batch decode " << batch);
   CHECK(one < bound);
@@ -222,9 +226,12 @@ TEST_CASE("golden cases split over 2 and 3 ranks on one GPU answer like the whol
           for (int r = 1; r < ranks; ++r) CHECK(same(split[size_t(r)], split[0]));  // bit-identical ranks
           const Answers& a = split[0];
           const bool ref = mode == KernelMode::Reference;
-          check_close(a, whole, ref ? kSplitBound : kFastBound);
+          const std::string what = c.name + layout + " " + kernel_mode_name(mode) + " " + std::to_string(ranks) + " ranks";
+          check_close(a, whole, ref ? kSplitBound : kFastBound, what);
           const double full = max_abs_diff(a.one_pass, want), chunked = max_abs_diff(a.chunked, want_incremental),
                        odd = max_abs_diff(a.odd, want);
+          std::printf("%-40s split vs golden: one pass %.2e, chunked %.2e, odd %.2e; ranks identical %s\n", what.c_str(),
+                      full, chunked, odd, same(split.back(), split[0]) ? "yes" : "NO");
           INFO("split vs golden max abs error: one pass " << full << ", chunked " << chunked << ", odd " << odd);
           CHECK(full < (ref ? kFp32Bound : kFastBound));
           CHECK(chunked < (ref ? kFp32Bound : kFastBound));
@@ -260,7 +267,9 @@ TEST_CASE("synthetic FP8/FP4 shapes split over 2 and 3 ranks on one GPU", "[cuda
         INFO("shape " << index - 1 << ", " << kernel_mode_name(mode) << " mode, " << ranks << " ranks");
         const std::vector<Answers> split = split_answers(dir.string(), ranks, mode, w);
         for (int r = 1; r < ranks; ++r) CHECK(same(split[size_t(r)], split[0]));
-        check_close(split[0], whole, mode == KernelMode::Reference ? kSplitBound : kFastBound);
+        check_close(split[0], whole, mode == KernelMode::Reference ? kSplitBound : kFastBound,
+                    "shape " + std::to_string(index - 1) + " " + kernel_mode_name(mode) + " " + std::to_string(ranks) +
+                        " ranks");
       }
     }
     std::filesystem::remove_all(dir);
@@ -361,7 +370,8 @@ TEST_CASE("golden cases split over 2 GPUs through NCCL, with and without graphs"
         setenv("DSV4_NCCL_GRAPHS", graphs, 1);
         const std::vector<Answers> split = split_answers(dir, 2, mode, w, true);
         CHECK(same(split[1], split[0]));
-        check_close(split[0], whole, mode == KernelMode::Reference ? kSplitBound : kFastBound);
+        check_close(split[0], whole, mode == KernelMode::Reference ? kSplitBound : kFastBound,
+                    c.name + " NCCL 2 GPUs " + kernel_mode_name(mode) + " graphs " + graphs);
         if (mode == KernelMode::Reference) CHECK(split[0].greedy == g.ids("greedy_tokens"));
       }
       unsetenv("DSV4_NCCL_GRAPHS");
