@@ -80,6 +80,11 @@ if [[ $what == split ]]; then
     [[ -n $py_nccl && -f $py_nccl/include/nccl.h ]] && nccl_inc=$py_nccl/include nccl_lib=$(ls "$py_nccl"/lib/libnccl.so* | head -1)
   fi
   sflags=("${flags[@]}") slibs=("${libs[@]}")
+  # NCCL only if a program calling it compiles and links here (else the rest still builds).
+  if [[ -n $nccl_lib ]] && ! printf '#include <nccl.h>\nint main() { int v = 0; return ncclGetVersion(&v); }\n' |
+      g++ -x c++ - -x none -I"$cuda/include" -I"$nccl_inc" "$nccl_lib" -L"$cuda/lib64" -lcudart -o "$b/nccl_check" >>"$OUT/build.log" 2>&1; then
+    echo "NCCL at $nccl_lib does not link: built without it" | tee -a "$OUT/build.log"; nccl_lib=
+  fi
   if [[ -n $nccl_lib ]]; then
     echo "NCCL: $nccl_lib" | tee -a "$OUT/build.log"
     sflags+=(-DDSV4_WITH_NCCL -I"$nccl_inc") slibs+=("$nccl_lib" -Wl,-rpath,"$(dirname "$nccl_lib")")

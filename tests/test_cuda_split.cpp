@@ -145,8 +145,22 @@ std::vector<Answers> split_answers(const std::string& dir, int ranks, KernelMode
       }
     });
   for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  // The cause first: a rank's own failure, not the others' time-out waiting for it.
+  std::string first, cause;
+  for (size_t r = 0; r < errors.size(); ++r) {
+    if (!errors[r]) continue;
+    std::string msg = "unknown exception";
+    try {
+      std::rethrow_exception(errors[r]);
+    } catch (const std::exception& e) {
+      msg = e.what();
+    } catch (...) {
+    }
+    msg = "rank " + std::to_string(r) + ": " + msg;
+    if (first.empty()) first = msg;
+    if (cause.empty() && msg.find("LocalGroup") == std::string::npos) cause = msg;
+  }
+  if (!first.empty()) fail(cause.empty() ? first : cause);
   return out;
 }
 
