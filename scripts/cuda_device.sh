@@ -2,7 +2,7 @@
 # Build, test and benchmark the CUDA backend on a GPU machine that has the CUDA toolkit but none of
 # the Debian -dev packages (the lent H100): headers and a static PCRE2 come from $DEPS
 # (include/{nlohmann,xsimd,catch2,pcre2.h}, lib/libpcre2-8.a, copied from a Debian machine).
-#   DEPS=third_party_device/deps OUT=/tmp/out [BASE=DIR] scripts/cuda_device.sh [test|bench|all|gemv|profile|decode|prefill] [layers]
+#   DEPS=third_party_device/deps OUT=/tmp/out [BASE=DIR] scripts/cuda_device.sh [test|bench|all|gemv|profile|decode|prefill|split] [layers]
 # gemv: only the GEMV (src/cuda/gemv.cu): its test, the bandwidth bench and the SASS of the
 # tensor-core kernels, in about a minute. bench: also DSV4_CUDA_GEMV=legacy for the earlier kernels.
 # profile: bench/cuda_decode_bench (median ms per decode step at batch 1, 8, 32), the
@@ -66,6 +66,74 @@ if [[ $what == gemv ]]; then
   exit $status
 fi
 
+# split: the expert-parallel GPU path only (issue 9): the CUDA component, test_cuda_split, test_cuda_model
+# and the tool (with NCCL where this machine has it: $cuda or the nvidia-nccl Python wheel), then
+# test_cuda_split (2 and 3 ranks as threads on this GPU), test_cuda_model's quick parts
+# (MODEL_TAGS, default "[golden],[graphs],[greedy],[errors]") and the tool's --backend cuda check.
+if [[ $what == split ]]; then
+  echo "== build (split)" | tee "$OUT/build.log"
+  nccl_inc= nccl_lib=
+  if [[ -f $cuda/include/nccl.h ]] && ls "$cuda"/lib64/libnccl.so* >/dev/null 2>&1; then
+    nccl_inc=$cuda/include nccl_lib=$(ls "$cuda"/lib64/libnccl.so* | head -1)
+  else
+    py_nccl=$(python3 -c 'import nvidia.nccl, os; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null)
+    [[ -n $py_nccl && -f $py_nccl/include/nccl.h ]] && nccl_inc=$py_nccl/include nccl_lib=$(ls "$py_nccl"/lib/libnccl.so* | head -1)
+  fi
+  sflags=("${flags[@]}") slibs=("${libs[@]}")
+  # NCCL only if a program calling it compiles and links here (else the rest still builds).
+  if [[ -n $nccl_lib ]] && ! printf '#include <nccl.h>\nint main() { int v = 0; return ncclGetVersion(&v); }\n' |
+      g++ -x c++ - -x none -I"$cuda/include" -I"$nccl_inc" "$nccl_lib" -L"$cuda/lib64" -lcudart -o "$b/nccl_check" >>"$OUT/build.log" 2>&1; then
+    echo "NCCL at $nccl_lib does not link: built without it" | tee -a "$OUT/build.log"; nccl_lib=
+  fi
+  if [[ -n $nccl_lib ]]; then
+    echo "NCCL: $nccl_lib" | tee -a "$OUT/build.log"
+    sflags+=(-DDSV4_WITH_NCCL -I"$nccl_inc") slibs+=("$nccl_lib" -Wl,-rpath,"$(dirname "$nccl_lib")")
+  else
+    echo "NCCL: not found (NcclCommunicator not built)" | tee -a "$OUT/build.log"
+  fi
+  objs=() cli=()
+  for f in src/cuda/*.cu; do
+    o=$b/$(basename "$f").o; objs+=("$o")
+    "$nvcc" -std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -Xcompiler -Wall,-Wextra -Iinclude -I"$DEPS/include" \
+      -c "$f" -o "$o" >>"$OUT/build.log" 2>&1 &
+  done
+  for f in src/cuda/*.cpp; do
+    o=$b/$(basename "$f").o; objs+=("$o")
+    g++ "${sflags[@]}" -Wall -Wextra -c "$f" -o "$o" >>"$OUT/build.log" 2>&1 &
+  done
+  for f in tools/dsv4.cpp tools/cli/cmd_*.cpp; do
+    o=$b/cli_$(basename "$f").o; cli+=("$o")
+    g++ "${sflags[@]}" -c "$f" -o "$o" >>"$OUT/build.log" 2>&1 &
+  done
+  for t in test_cuda_split test_cuda_model; do
+    g++ "${sflags[@]}" -Wall -Wextra -c tests/$t.cpp -o "$b/$t.o" >>"$OUT/build.log" 2>&1 &
+  done
+  wait
+  for t in test_cuda_split test_cuda_model; do
+    g++ -o "$b/$t" "$b/$t.o" "${objs[@]}" "${slibs[@]}" >>"$OUT/build.log" 2>&1
+  done
+  g++ -o "$b/dsv4" "${cli[@]}" "${objs[@]}" "${slibs[@]}" >>"$OUT/build.log" 2>&1
+  grep -E "warning|error" "$OUT/build.log" | grep -v "^nvcc warning" | head -30
+  ls "$b/test_cuda_split" "$b/test_cuda_model" "$b/dsv4" >/dev/null || { tail -30 "$OUT/build.log"; exit 1; }
+  echo "built"
+  status=0
+  # The two tests share the GPU at once (neither is timed): the model test in the background.
+  timeout ${MODEL_TEST_TIMEOUT:-90} "$b/test_cuda_model" "${MODEL_TAGS:-[golden],[graphs],[greedy],[errors]}" -d yes \
+    > "$OUT/test_cuda_model.log" 2>&1 &
+  model_pid=$!
+  timeout ${SPLIT_TIMEOUT:-150} "$b/test_cuda_split" -d yes > "$OUT/test_cuda_split.log" 2>&1 || status=1
+  grep -E "^[0-9.]+ s: |passed|failed|FAILED|SKIP|split vs" "$OUT/test_cuda_split.log" | tail -40
+  wait "$model_pid" || status=1
+  grep -E "^[0-9.]+ s: |passed|failed|FAILED" "$OUT/test_cuda_model.log" | tail -12
+  t=tests/data/tiny/hf
+  g1=$("$b/dsv4" generate --model $t --prompt-ids 5,17,42 --max-new-tokens 12 --greedy --mode reference)
+  g2=$("$b/dsv4" generate --backend cuda --model $t --prompt-ids 5,17,42 --max-new-tokens 12 --greedy --mode reference)
+  echo "generate cpu: $g1 / cuda: $g2" | tee "$OUT/cli.log"
+  [[ "$g1" == "$g2" ]] || status=1
+  echo "split status $status"
+  exit $status
+fi
+
 # build_tree SRC DIR: the CUDA component, the tool, the tests and the benches of the tree SRC into DIR
 # (the decode bench always from this tree: it uses only the public API).
 build_tree() {
@@ -88,6 +156,7 @@ build_tree() {
   done
   if [[ $src == "$PWD" ]]; then
     g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_model.cpp -o "$dir/test_cuda_model.o" >>"$OUT/build.log" 2>&1 &
+    g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_split.cpp -o "$dir/test_cuda_split.o" >>"$OUT/build.log" 2>&1 &
     g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_gemv.cpp -o "$dir/test_cuda_gemv.o" >>"$OUT/build.log" 2>&1 &
     g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_prefill.cpp -o "$dir/test_cuda_prefill.o" >>"$OUT/build.log" 2>&1 &
   fi
@@ -97,6 +166,7 @@ build_tree() {
   wait
   if [[ $src == "$PWD" ]]; then
     g++ -o "$dir/test_cuda_model" "$dir/test_cuda_model.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
+    g++ -o "$dir/test_cuda_split" "$dir/test_cuda_split.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
     g++ -o "$dir/test_cuda_gemv" "$dir/test_cuda_gemv.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
     g++ -o "$dir/test_cuda_prefill" "$dir/test_cuda_prefill.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
   fi
@@ -138,6 +208,8 @@ if [[ $what == test || $what == all || $what == final || $what == prefill ]]; th
   grep -E "FAIL|expert jobs" "$OUT/test_cuda_gemv.log" | head -12; tail -1 "$OUT/test_cuda_gemv.log"
   timeout ${MODEL_TEST_TIMEOUT:-400} "$b/test_cuda_model" >"$OUT/test_cuda_model.log" 2>&1 || status=1
   tail -5 "$OUT/test_cuda_model.log"
+  timeout 400 "$b/test_cuda_split" >"$OUT/test_cuda_split.log" 2>&1 || status=1
+  tail -3 "$OUT/test_cuda_split.log"
   # ERRORS=1: the checks' error figures too (a second run, with -s).
   [[ -n ${ERRORS:-} ]] && timeout 400 "$b/test_cuda_model" -s 2>&1 | grep -A1 "with expansion" | grep -E "error|agreement" \
     | sort -u | tee "$OUT/test_cuda_model_errors.log"

@@ -3,6 +3,7 @@
 // Model::forward's; the host only prepares the row metadata of a batch (one upload) and reads back
 // the wanted logits (one download).
 #include "dsv4/cuda/device_model.hpp"
+#include "dsv4/cuda/device_communicator.hpp"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -97,6 +98,9 @@ struct DevLayer {
   Floats bias;                        // [E] top-k layers
   DevExpertSet experts;
   Mat sw1, sw2, sw3;                  // shared expert (null if none)
+  // Split: this rank holds routed experts [first_expert, first_expert + local_experts); its views
+  // end with one more entry (a copy of its first expert's) for the bucket of the other ranks' slots.
+  int64_t first_expert = 0, local_experts = 0;
 };
 
 DevLatent upload_latent(const LatentWeights& w) {
@@ -171,6 +175,11 @@ struct DeviceModel::Impl {
   std::vector<StateSizes> state_sizes;
   int64_t weight_bytes = 0, active_bytes = 0;
   int64_t max_indexer_entries = 0;
+  // Split over ranks (expert parallelism): the device collective, and each rank's head block.
+  DeviceCommunicator* comm = nullptr;
+  bool split = false;
+  std::vector<int64_t> head_firsts;  // [ranks + 1] first vocabulary row of each rank's block
+  int64_t head_most = 0;             // rows of the largest block (the gather's stride)
 
   // Workspace, grown to the largest batch seen. Every reallocation bumps `generation`, which
   // invalidates captured decode graphs (they hold the old addresses).
@@ -273,6 +282,27 @@ struct DeviceModel::Impl {
     gemm_bf16(wb, n, K, xb, xl, t, y, ldy);
   }
   void grouped_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float* y);
+  // Split: x [n] <- the sum over ranks of x [n] (rank order, the same on every rank).
+  void allreduce(float* x, int64_t n) {
+    float* all = buf("split_gather", comm->size() * n);
+    comm->allgather(x, n, all, stream);
+    k::sum_ranks(all, comm->size(), n, x, stream);
+  }
+  // Split: logits [rows, V] from this rank's head block of h [rows, D] and the other ranks' blocks.
+  void head_gather(const float* h, int64_t rows, float* logits) {
+    const int64_t V = config.vocab_size, most = head_most, p = comm->size();
+    float* part = buf("head_part", rows * most);  // [rows, rows of this rank's block], packed
+    float* all = buf("head_all", p * rows * most);
+    lin(*head, h, rows, part);
+    comm->allgather(part, rows * most, all, stream);
+    for (int64_t r = 0; r < p; ++r) {
+      const int64_t first = head_firsts[size_t(r)], nr = head_firsts[size_t(r) + 1] - first;
+      if (nr > 0)
+        check(cudaMemcpy2DAsync(logits + first, size_t(V) * sizeof(float), all + r * rows * most, size_t(nr) * sizeof(float),
+                                size_t(nr) * sizeof(float), size_t(rows), cudaMemcpyDeviceToDevice, stream),
+              "head gather");
+    }
+  }
   // BF16 matrices of more than 256 rows (the head, the compressors' projections) at 2..64 rows of x
   // on the tensor cores: x [rows, K] split exactly into three BF16 parts stacked as 3 rows-row
   // matrices, one cuBLAS GEMM (fp32 accumulation; each product exact), the three results summed.
@@ -309,9 +339,13 @@ struct DeviceModel::Impl {
 
 namespace {
 
-std::string unsupported(const Model& m) {
+std::string unsupported(const Model& m, const DeviceOptions& o) {
   const ModelConfig& c = m.config();
-  if (m.distribution().split()) return "a model split over ranks (load it in one process for the GPU)";
+  const Distribution& dist = m.distribution();
+  if (dist.split() && dist.tensor) return "tensor parallelism (load the model with expert parallelism alone for the GPU)";
+  if (dist.split() && !o.comm)
+    return "a model split over ranks without a device collective (set DeviceOptions::comm: NcclCommunicator, or "
+           "LocalDeviceCommunicator for ranks as threads of one process)";
   if (c.residual != ResidualKind::HyperConnections) return "the plain residual (DeepSeek-V3)";
   for (size_t l = 0; l < c.layers.size(); ++l) {
     if (c.layers[l].attention == AttentionKind::MLA) return "MLA attention (layer " + std::to_string(l) + ")";
@@ -331,7 +365,9 @@ std::string unsupported(const Model& m) {
 void DeviceModel::Impl::grouped_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float* y) {
   Impl& I = *this;
   const ModelConfig& c = I.config;
-  const int64_t E = c.n_routed_experts, K = c.n_experts_per_tok, D = c.hidden_size, Iw = c.moe_intermediate_size;
+  // Split: the rank's experts and one bucket for the other ranks' slots.
+  const int64_t E = I.split ? Ly.local_experts + 1 : c.n_routed_experts;
+  const int64_t K = c.n_experts_per_tok, D = c.hidden_size, Iw = c.moe_intermediate_size;
   const int64_t slots = T * K;
   cudaStream_t s = I.stream;
   int32_t* counts = I.grow(I.counts, E);
@@ -341,12 +377,14 @@ void DeviceModel::Impl::grouped_experts(const DevLayer& Ly, int64_t T, const flo
   const int64_t max_tiles = k::moe_max_tiles(slots, E);
   int32_t* tiles = I.grow(I.which, max_tiles * 4);
   k::moe_tiles(offsets, E, max_tiles, tiles, s);
+  if (I.split) k::drop_bucket(tiles, max_tiles, E - 1, s);
   const int64_t Dp = k::moe_kpad(D), Ip = k::moe_kpad(Iw);
   uint16_t* xh = I.grow(I.xbf, slots * std::max(Dp, Ip));
   uint16_t* xl = I.grow(I.xlo, slots * std::max(Dp, Ip));
   float* h1 = I.buf("g_h1", slots * Iw);
   float* h3 = I.buf("g_h3", slots * Iw);
   float* yg = I.buf("g_y", slots * D);
+  if (I.split) check(cudaMemsetAsync(yg, 0, size_t(slots * D) * sizeof(float), s), "clear");  // the bucket's rows weigh 0
   const DevExpertSet& ex = Ly.experts;
   const MatrixView& v1 = ex.w1[0]->view();
   const MatrixView& v2 = ex.w2[0]->view();
@@ -364,7 +402,20 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
   I.config = model.config();
   I.options = options;
   const ModelConfig& c = I.config;
-  if (std::string why = unsupported(model); !why.empty()) fail("cuda backend: does not run ", why, " yet");
+  if (std::string why = unsupported(model, options); !why.empty()) fail("cuda backend: does not run ", why, " yet");
+  const Distribution& dist = model.distribution();
+  if (options.comm && (options.comm->size() != dist.size() || options.comm->rank() != dist.rank()))
+    fail("cuda backend: DeviceOptions::comm is rank ", options.comm->rank(), " of ", options.comm->size(),
+         " but the model was loaded as rank ", dist.rank(), " of ", dist.size());
+  if (dist.split()) {
+    I.comm = options.comm, I.split = true;
+    I.head_firsts = model.head_firsts();
+    for (size_t r = 0; r + 1 < I.head_firsts.size(); ++r)
+      I.head_most = std::max(I.head_most, I.head_firsts[r + 1] - I.head_firsts[r]);
+    if (dsv4::rows(model.head()) <= 0)
+      fail("cuda backend: rank ", dist.rank(), " of ", dist.size(), " holds no block of the head's vocabulary (",
+           c.vocab_size, " rows): use fewer ranks");
+  }
   if (options.max_context < 1) fail("cuda backend: max_context must be >= 1");
   if (!device_available()) fail("cuda backend: no CUDA device is available");
   check(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking), "stream");
@@ -423,7 +474,22 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
     d.experts.kind1 = expert_kind(d.experts.w1, "w1");
     d.experts.kind2 = expert_kind(d.experts.w2, "w2");
     d.experts.kind3 = expert_kind(d.experts.w3, "w3");
-    d.experts.v1 = views(d.experts.w1), d.experts.v2 = views(d.experts.w2), d.experts.v3 = views(d.experts.w3);
+    if (!I.split) {
+      d.experts.v1 = views(d.experts.w1), d.experts.v2 = views(d.experts.w2), d.experts.v3 = views(d.experts.w3);
+    } else {
+      d.first_expert = moe.first_expert, d.local_experts = int64_t(moe.experts.size());
+      if (d.local_experts < 1) fail("cuda backend: rank ", dist.rank(), " holds no routed expert of layer ", l);
+      // The bucket of the other ranks' slots: weighs zero; a real matrix for the per-slot GEMV path,
+      // which computes every slot (the grouped paths drop the bucket's jobs).
+      auto with_bucket = [](const std::vector<Mat>& ms) {
+        std::vector<MatrixView> v;
+        for (auto& m : ms) v.push_back(m->view());
+        v.push_back(ms[0]->view());
+        return DeviceBuffer<MatrixView>(v);
+      };
+      d.experts.v1 = with_bucket(d.experts.w1), d.experts.v2 = with_bucket(d.experts.w2),
+      d.experts.v3 = with_bucket(d.experts.w3);
+    }
     if (!moe.shared.empty()) d.sw1 = upload(moe.shared[0].w1), d.sw2 = upload(moe.shared[0].w2), d.sw3 = upload(moe.shared[0].w3);
     I.layers.push_back(std::move(d));
     I.state_sizes.push_back(ss);
@@ -588,8 +654,10 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
   bool one_each = true;
   for (auto& sg : seg_info) one_each = one_each && sg.count == 1;
   // (Not the fast GEMM path: its routed experts read counts back to the host mid-forward.)
+  // (Split: only where the device collective needs no host rendezvous.)
   const bool graph = I.options.cuda_graphs && one_each && !I.profile &&
-                     (I.options.mode == KernelMode::Reference || T < Impl::kGemmRows);
+                     (I.options.mode == KernelMode::Reference || T < Impl::kGemmRows) &&
+                     (!I.split || I.comm->graph_capturable());
   const int64_t kmax_end = graph ? I.options.max_context : max_end;  // what launch sizes assume
 
   // Per-layer, per-sequence state pointers and the compress jobs of each ratio in use.
@@ -820,6 +888,9 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
     I.lin(*Ly.gate, u, T, glog);
     k::route(glog, d_tokens, Ly.hash.size() ? Ly.hash.get() : nullptr, Ly.bias.get(), T, E, K,
              float(c.routed_scaling_factor), I.experts.get(), wts, s);
+    // Split: every expert routed, only this rank's slots computed (the others' go to one bucket).
+    if (I.split) k::localize_slots(I.experts.get(), wts, T * K, Ly.first_expert, Ly.local_experts, s);
+    const int64_t Eb = I.split ? Ly.local_experts + 1 : E;
     const float limit = float(c.swiglu_limit);
     I.mark("moe.shared");
     if (Ly.sw1) {
@@ -834,13 +905,17 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
     const int64_t bn1 = expert_bn(ex.w1), bn2 = expert_bn(ex.w2), bn3 = expert_bn(ex.w3);
     if (!ex.w1.empty() && I.use_gemm(*ex.w1[0], T)) {
       I.grouped_experts(Ly, T, u, wts, y);
-    } else if (!ex.w1.empty() && T <= 64 && k::group_experts_ok(T * K, E) && ex.kind1 == ex.kind3 && bn1 == bn3 &&
+    } else if (!ex.w1.empty() && T <= 64 && k::group_experts_ok(T * K, Eb) && ex.kind1 == ex.kind3 && bn1 == bn3 &&
                jobs_ok(ex.w1, D) && jobs_ok(ex.w2, Iw)) {
       // Few rows: the slots grouped by expert, one weight pass per two slots of an expert; w1 and
       // w3 in one launch. The activations stay in grouped order until the combine.
       int32_t* pos_of = I.grow(I.pos_of, T * K);
       int32_t* jobs = I.grow(I.expert_jobs, T * K * 4);
-      k::group_experts(I.experts.get(), T * K, E, K, pos_of, jobs, s);
+      k::group_experts(I.experts.get(), T * K, Eb, K, pos_of, jobs, s);
+      if (I.split) {  // the bucket's jobs do nothing; its rows of ye weigh 0
+        k::drop_bucket(jobs, T * K, Eb - 1, s);
+        check(cudaMemsetAsync(ye, 0, size_t(T * K * D) * sizeof(float), s), "clear");
+      }
       k::expert_gemv_jobs(ex.v1.get(), h1, ex.v3.get(), h3, ex.kind1, Iw, D, jobs, T * K, u, true, s);
       k::swiglu(h1, h3, T * K * Iw, limit, h1, s);
       k::expert_gemv_jobs(ex.v2.get(), ye, nullptr, nullptr, ex.kind2, D, Iw, jobs, T * K, h1, false, s);
@@ -851,6 +926,10 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
       k::swiglu(h1, h3, T * K * Iw, limit, h1, s);
       k::expert_gemv(ex.v2.get(), ex.kind2, bn2, D, Iw, I.experts.get(), T * K, h1, 1, ye, s);
       k::combine(ye, wts, T, K, D, y, s);
+    }
+    if (I.split) {  // the shares of all ranks (the shared expert's on rank 0)
+      I.mark("comm");
+      I.allreduce(y, T * D);
     }
     I.mark("mhc");
     hc_post(l + 1 < L ? &I.layers[size_t(l + 1)].hc_attn : all_rows ? &I.hc_head : nullptr);
@@ -870,7 +949,11 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
   k::hc_finish(part, I.hc_head.base.get(), I.hc_head.scale.get(), xs, NR, n, D, 0, float(c.hc_eps), eps, nullptr,
                nullptr, nullptr, I.norm.get(), h, s, part_chunks);
   float* lg = I.buf("logits", NR * V);
-  I.lin(*I.head, h, NR, lg);
+  if (!I.split) {
+    I.lin(*I.head, h, NR, lg);
+  } else {
+    I.head_gather(h, NR, lg);
+  }
   if (ids) {  // greedy: only each row's argmax comes back
     const int64_t chunks = k::argmax_chunks(V);
     float* pv = I.buf("argmax_v", NR * chunks);

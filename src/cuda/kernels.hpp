@@ -205,4 +205,13 @@ bool moe_fp4_ok(int kind, int64_t group, int64_t k);
 void moe_gemm(const MatrixView* mats0, float* y0, const MatrixView* mats1, float* y1, bool fp4, int64_t n, int64_t k,
               const int32_t* tiles, int64_t max_tiles, const uint16_t* xh, const uint16_t* xl, void* s);
 
+// Expert parallelism (src/cuda/split.cu). localize_slots: experts [n] (global ids) -> this rank's
+// local ids for its block [first, first + count), every other slot to the extra bucket `count` with
+// its weight [n] set to 0. drop_bucket: the jobs or tiles rows4 [n, 4] of expert `bucket` become
+// "no job" (-1), so the extra bucket costs no weight pass. sum_ranks: out [n] = the sum over ranks of
+// parts [ranks, n], in rank order (every rank computes bit-identical values).
+void localize_slots(int32_t* experts, float* weights, int64_t n, int64_t first, int64_t count, void* s);
+void drop_bucket(int32_t* rows4, int64_t n, int64_t bucket, void* s);
+void sum_ranks(const float* parts, int64_t ranks, int64_t n, float* out, void* s);
+
 }  // namespace dsv4::cuda::k

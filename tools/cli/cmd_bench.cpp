@@ -28,13 +28,16 @@ int bench_cuda(const Args& a, const Model& m, const std::vector<int32_t>& prompt
   if (a.has("batch")) batches = parse_int_list(a.get("batch"), "--batch");
   for (int64_t b : batches)
     if (b < 1 || b > 4096) fail("--batch: sizes must be in [1, 4096]");
-  cuda::DeviceOptions o;
-  o.mode = parse_kernel_mode(a.get("mode", "fast"));
+  cuda::DeviceOptions o = device_options(parse_kernel_mode(a.get("mode", "fast")));
   o.max_context = P + N + 8;
   cuda::DeviceModel gm(m, o);
-  const double copy_bw = cuda::measure_copy_bandwidth();
+  // Split over GPUs: each measures its own copy at once, the roofline is their sum (as the CPU's).
+  Communicator* comm = m.distribution().comm;
+  double copy_bw = cuda::measure_copy_bandwidth();
+  if (comm) copy_bw = sum_over_ranks(*comm, copy_bw);
   const double gemm = cuda::measure_bf16_gemm_flops(P, c.num_heads * c.head_dim, c.q_lora_rank);
-  const int64_t active = gm.active_bytes_per_token();
+  int64_t active = gm.active_bytes_per_token();  // split: this rank's share; summed below
+  if (comm) active = sum_over_ranks(*comm, active);
   std::vector<float> logits;
   double first_s = 0;
   {  // warm-up at the prompt's size (workspace growth, cuBLAS's first calls), timed apart
@@ -61,7 +64,11 @@ int bench_cuda(const Args& a, const Model& m, const std::vector<int32_t>& prompt
   print_profile("prefill");
   std::printf("model           %s (%lld layers, mode %s) on %s, weights %.2f GB on the device\n", a.get("model").c_str(),
               (long long)c.num_layers, kernel_mode_name(o.mode), gm.device_name().c_str(), double(gm.weight_bytes()) / 1e9);
-  std::printf("device copy     %.1f GB/s (read + write, measured in this run)\n", copy_bw / 1e9);
+  std::printf("device copy     %.1f GB/s (read + write, measured in this run%s)\n", copy_bw / 1e9,
+              comm ? ", summed over the ranks' GPUs" : "");
+  if (comm)
+    std::printf("ranks           %d GPUs, expert parallel through NCCL (DSV4_CUDA_PROFILE=1: the 'comm' part is the "
+                "exchange)\n", comm->size());
   std::printf("cuBLAS BF16     %.1f TFLOP/s (GEMM %lld x %lld x %lld, measured in this run)\n", gemm / 1e12,
               (long long)P, (long long)c.num_heads * c.head_dim, (long long)c.q_lora_rank);
   std::printf("prefill         %lld tokens in %.3f s: %.1f tokens/s (the first one, growing the workspace: %.3f s)\n",

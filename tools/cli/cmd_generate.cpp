@@ -18,8 +18,7 @@ namespace dsv4::cli {
 static GenerationResult generate_cuda(const Model& m, KernelMode mode, const text::Tokenizer* tok,
                                       const std::vector<int32_t>& prompt, Sampler& sampler, const SamplingParams& sp,
                                       const GenerationOptions& g, const StreamCallback& emit) {
-  cuda::DeviceOptions o;
-  o.mode = mode;
+  cuda::DeviceOptions o = device_options(mode);
   o.max_context = int64_t(prompt.size()) + g.max_new_tokens + 1;
   cuda::DeviceModel gm(m, o);
   cuda::DeviceCache cache = gm.new_cache();

@@ -60,8 +60,7 @@ int cmd_logits(const Args& a) {
   };
 #if defined(DSV4_WITH_CUDA)
   if (gpu) {
-    cuda::DeviceOptions o;
-    o.mode = parse_kernel_mode(a.get("mode", "fast"));
+    cuda::DeviceOptions o = device_options(parse_kernel_mode(a.get("mode", "fast")));
     o.max_context = std::max<int64_t>(S, 1);
     cuda::DeviceModel gm(m, o);
     std::vector<cuda::DeviceCache> caches;

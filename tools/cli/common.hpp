@@ -8,6 +8,7 @@
 #include "dsv4/dsv4.hpp"
 #if defined(DSV4_WITH_CUDA)
 #include "dsv4/cuda/device_model.hpp"
+#include "dsv4/cuda/nccl_communicator.hpp"
 #endif
 
 namespace dsv4::cli {
@@ -124,6 +125,31 @@ inline bool cuda_backend(const Args& a) {
 #endif
   return b == "cuda";
 }
+
+#if defined(DSV4_WITH_CUDA)
+// --backend cuda under mpirun: one GPU per rank, the MoE shares and the head's blocks exchanged
+// through NCCL (null for one process). Made on first use, on every rank alike; it picks and sets this
+// rank's GPU, so it comes before the DeviceModel. Never destroyed: the process ends with it.
+inline cuda::DeviceCommunicator* process_device_comm() {
+  const Distribution& d = process_distribution();
+  if (!d.split()) return nullptr;
+#if defined(DSV4_WITH_NCCL)
+  static cuda::NcclCommunicator* nccl = new cuda::NcclCommunicator(*d.comm);
+  return nccl;
+#else
+  fail("--backend cuda under mpirun needs NCCL: this dsv4 was built without it (configure where nccl.h and "
+       "libnccl are found, -DDSV4_WITH_NCCL=ON)");
+#endif
+}
+
+// DeviceOptions for this process: the mode, and the device collective when split over ranks.
+inline cuda::DeviceOptions device_options(KernelMode mode) {
+  cuda::DeviceOptions o;
+  o.mode = mode;
+  o.comm = process_device_comm();
+  return o;
+}
+#endif
 
 // Commands: each returns the exit code; errors are thrown as dsv4::Error.
 int cmd_info(const Args& a);

@@ -25,6 +25,8 @@
 
 namespace dsv4::cuda {
 
+class DeviceCommunicator;  // dsv4/cuda/device_communicator.hpp
+
 struct DeviceOptions {
   // Reference: fp32 everywhere (GEMVs over the stored weights, any batch). Fast: the same for
   // decode; a forward of 32 rows or more runs its projections and experts as cuBLAS BF16 GEMMs
@@ -37,6 +39,13 @@ struct DeviceOptions {
   // directly, the second is captured, later ones replay it (no per-kernel launch cost). Off: every
   // step launches its kernels.
   bool cuda_graphs = true;
+  // A model loaded split over ranks (Model::load with a Distribution, expert parallelism) needs the
+  // device collective of the same ranks: NcclCommunicator (one process per GPU) or
+  // LocalDeviceCommunicator (threads of one process on one GPU). Each rank uploads only its experts
+  // (the shared expert on rank 0) and its head block; the MoE shares are summed over the ranks after
+  // every MoE layer and the logits gathered, so every rank returns the full logits and the same
+  // greedy ids. Decode steps are captured as graphs only where comm->graph_capturable().
+  DeviceCommunicator* comm = nullptr;
 };
 
 class DeviceModel;
@@ -66,7 +75,8 @@ struct DeviceSequenceInput {
 class DeviceModel {
  public:
   // Uploads every weight of `model` (which must outlive nothing: the device copy is independent).
-  // Fails with a clear message for what the backend does not run (MLA layers, a split model).
+  // Fails with a clear message for what the backend does not run (MLA layers, tensor parallelism, a
+  // split model without options.comm).
   explicit DeviceModel(const Model& model, DeviceOptions options = {});
   ~DeviceModel();
   DeviceModel(const DeviceModel&) = delete;

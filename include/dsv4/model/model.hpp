@@ -162,6 +162,9 @@ class Model {
   uint64_t fingerprint() const { return fingerprint_; }
   const std::vector<DecoderLayer>& layers() const { return layers_; }
   const Matrix& head() const { return head_; }
+  // Split: [ranks + 1] the first vocabulary row of each rank's head block (the device backend
+  // gathers the blocks the same way); empty when the model is whole.
+  const std::vector<int64_t>& head_firsts() const { return head_firsts_; }
   const Matrix& embedding() const { return embed_; }
   const RopeTable& rope(AttentionKind k) const {
     switch (k) {
