@@ -3,6 +3,7 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <mutex>
 #include <string>
 
 #include "dsv4/core/error.hpp"
@@ -12,6 +13,19 @@ namespace dsv4::cuda {
 
 inline void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw Error(std::string("cuda: ") + what + ": " + cudaGetErrorString(e));
+}
+
+// Lets `kernel` take `bytes` of dynamic shared memory. `raised` (one per kernel, static at the call
+// site) is the largest size set so far: the limit is raised only for a larger size, so captured
+// steps make no such call, and under one lock, so threads launching the same kernel (ranks as
+// threads, LocalDeviceCommunicator) never lower it under each other.
+template <class Kernel>
+void raise_dynamic_smem(Kernel* kernel, size_t bytes, size_t& raised, const char* what) {
+  static std::mutex m;
+  std::lock_guard<std::mutex> lock(m);
+  if (bytes <= raised) return;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), what);
+  raised = bytes;
 }
 
 // 2^(b-127); b = 0 is the subnormal 2^-127, b = 255 NaN.

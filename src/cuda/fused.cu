@@ -565,10 +565,8 @@ void attend_split(const AttendArgs& a, float* part_o, float* part_ml, void* s) {
   if (a.t == 0) return;
   const int64_t nc = attend_split_chunks(a);
   const size_t bytes = size_t(kAttHeads * a.d + kAttKeys * (a.d + 4) + kAttHeads * kAttKeys) * sizeof(float);
-  static size_t set = 0;  // raised only when needed, so that captured decode steps make no such call
-  if (bytes > set)  // always: the kernel's static shared memory counts against the default 48 KiB too
-    check(cudaFuncSetAttribute(attend_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-          "attention shared memory"), set = bytes;
+  static size_t set = 0;  // always raised: the kernel's static shared memory counts against 48 KiB too
+  raise_dynamic_smem(attend_split_kernel, bytes, set, "attention shared memory");
   const dim3 grid(unsigned(nc), unsigned((a.heads + kAttHeads - 1) / kAttHeads), unsigned(a.t));
   attend_split_kernel<<<grid, kAttThreads, bytes, st(s)>>>(a, part_o, part_ml);
   check(cudaGetLastError(), "attend_split");

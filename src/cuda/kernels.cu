@@ -686,10 +686,8 @@ void scale(float* v, int64_t n, float f, void* s) {
 void attend(const AttendArgs& a, void* s) {
   if (a.t == 0) return;
   const size_t bytes = size_t(a.d + a.max_keys + 8 * a.d) * sizeof(float);  // q/o, logits, 8 warps' partial sums
-  static size_t set = 0;  // raised only when needed, so that captured decode steps make no such call
-  if (bytes > set)
-    check(cudaFuncSetAttribute(attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-          "attention shared memory (too many keys for one block)"), set = bytes;
+  static size_t set = 0;
+  raise_dynamic_smem(attend_kernel, bytes, set, "attention shared memory (too many keys for one block)");
   attend_kernel<<<unsigned(a.t * a.heads), 256, bytes, st(s)>>>(a);
   launched("attend");
 }
@@ -723,9 +721,7 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
   if (max_visible > 0) {
     const size_t qbytes = size_t(nh * (ci + 1) + nh) * sizeof(float);
     static size_t set = 0;
-    if (qbytes > set)
-      check(cudaFuncSetAttribute(indexer_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(qbytes)),
-            "indexer shared memory"), set = qbytes;
+    raise_dynamic_smem(indexer_scores_kernel, qbytes, set, "indexer shared memory");
     const dim3 grid(unsigned(t), unsigned((max_visible + kIdxEntries - 1) / kIdxEntries));
     indexer_scores_kernel<<<grid, 256, qbytes, st(s)>>>(q, g, rows, seqs, nh, ci, m, max_visible, scores);
     launched("indexer scores");
@@ -734,9 +730,7 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
   while (pow2 < max_visible) pow2 *= 2;
   const size_t bytes = size_t(pow2) * (sizeof(float) + sizeof(int32_t));
   static size_t set = 0;
-  if (bytes > set)
-    check(cudaFuncSetAttribute(indexer_topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-          "indexer shared memory (too many compressed entries for one block)"), set = bytes;
+  raise_dynamic_smem(indexer_topk_kernel, bytes, set, "indexer shared memory (too many compressed entries for one block)");
   indexer_topk_kernel<<<unsigned(t), 512, bytes, st(s)>>>(scores, max_visible, rows, m, topk, pow2, chosen, nchosen);
   launched("indexer top-k");
 }

@@ -296,9 +296,7 @@ template <int NT>
 void launch_tc(const AttendArgs& a, void* s) {
   const size_t bytes = tc_smem(32 * NT, a.rope.r);
   static size_t set = 0;
-  if (bytes > set)
-    check(cudaFuncSetAttribute(attend_tc_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-          "tensor-core attention shared memory"), set = bytes;
+  raise_dynamic_smem(attend_tc_kernel<NT>, bytes, set, "tensor-core attention shared memory");
   const dim3 grid(unsigned(a.t), unsigned((a.heads + kTcHeads - 1) / kTcHeads));
   attend_tc_kernel<NT><<<grid, kTcThreads, bytes, st(s)>>>(a);
   check(cudaGetLastError(), "attend_tc");
@@ -565,14 +563,9 @@ bool moe_fp4_ok(int kind, int64_t group, int64_t k) { return kind == MatrixView:
 template <int Stages>
 void launch_moe(const MatrixView* mats0, float* y0, const MatrixView* mats1, float* y1, bool fp4, int64_t n, int64_t k,
                 const int32_t* tiles, int64_t max_tiles, const uint16_t* xh, const uint16_t* xl, void* s) {
-  static bool set = false;
-  if (!set) {
-    check(cudaFuncSetAttribute(moe_gemm_kernel<true, Stages>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(moe_smem(Stages))), "expert GEMM shared memory");
-    check(cudaFuncSetAttribute(moe_gemm_kernel<false, Stages>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(moe_smem(Stages))), "expert GEMM shared memory");
-    set = true;
-  }
+  static size_t set_fp4 = 0, set_other = 0;
+  raise_dynamic_smem(moe_gemm_kernel<true, Stages>, moe_smem(Stages), set_fp4, "expert GEMM shared memory");
+  raise_dynamic_smem(moe_gemm_kernel<false, Stages>, moe_smem(Stages), set_other, "expert GEMM shared memory");
   const dim3 grid(unsigned((n + kMoeBN - 1) / kMoeBN), unsigned(max_tiles), mats1 ? 2u : 1u);
   auto* t = reinterpret_cast<const int4*>(tiles);
   auto* h = reinterpret_cast<const __nv_bfloat16*>(xh);
