@@ -105,7 +105,11 @@ float gemv_row(const WeightRows<Scheme, Arch>& w, const Scheme& m, int64_t n, co
     B a0(0.f), a1(0.f), a2(0.f), a3(0.f);
     int64_t j = j0;
     for (; j + 4 * L <= j1; j += 4 * L) {
-      _mm_prefetch(reinterpret_cast<const char*>(w.address(n, j) + kPrefetchBytes), _MM_HINT_T0);
+      // Every line of the step (BF16: two, F32: four); one prefetch per step left the others to
+      // the hardware streamer (the BF16 head, 1 GB: 15-16 GB/s, 0.52-0.71 of the bandwidth).
+      const uint8_t* at = w.address(n, j) + kPrefetchBytes;
+      for (int64_t l = 0; l < w.address(n, j + 4 * L) - w.address(n, j); l += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(at + l), _MM_HINT_T0);
       a0 = xsimd::fma(w.load(n, j), B::load_unaligned(x + j), a0);
       a1 = xsimd::fma(w.load(n, j + L), B::load_unaligned(x + j + L), a1);
       a2 = xsimd::fma(w.load(n, j + 2 * L), B::load_unaligned(x + j + 2 * L), a2);
