@@ -35,23 +35,19 @@ struct Fp4PermTable {
 };
 inline constexpr Fp4PermTable kFp4Perm64{};
 
-// One chunk's products added to acc[r] for R rows sharing the activations: packed weights, their
-// lane scales; the activation pointers advance to the next chunk.
-template <bool kVnni, int R>
+// One chunk's products added to acc: packed weights, their lane scales; the activation pointers
+// advance to the next chunk.
+template <bool kVnni>
 struct Fp4VbmiChunk {
   __m512i perm, lut, shift4;
   const int8_t* q;  // per chunk: 128 high-plane bytes, then 128 low-plane ones
   const int32_t* bias;
   const float* xs;
-  DSV4_TARGET_VBMI void operator()(const __m512i (&packed)[R], const __m512 (&ws)[R], __m512 (&acc)[R]) {
-    const __m512i b = _mm512_loadu_si512(bias);
-    const __m512 x = _mm512_loadu_ps(xs);
-    for (int r = 0; r < R; ++r) {
-      const __m512i lo = _mm512_permutexvar_epi8(packed[r], perm);
-      const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_gf2p8affine_epi64_epi8(packed[r], shift4, 0));
-      const __m512i sum = I8Ops<64, kVnni>::dot(b, lo, hi, q, q + 128);  // the plane loads: once for the R rows
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(ws[r], x), acc[r]);
-    }
+  DSV4_TARGET_VBMI void operator()(__m512i packed, __m512 ws, __m512& acc) {
+    const __m512i lo = _mm512_permutexvar_epi8(packed, perm);
+    const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_gf2p8affine_epi64_epi8(packed, shift4, 0));
+    const __m512i sum = I8Ops<64, kVnni>::dot(_mm512_loadu_si512(bias), lo, hi, q, q + 128);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(ws, _mm512_loadu_ps(xs)), acc);
     q += 256, bias += 16, xs += 16;
   }
 };
@@ -60,66 +56,45 @@ struct Fp4VbmiChunk {
 // the integer kernel's 1 KiB 9.6-14.8): this loop consumes bytes faster and needs more in flight.
 inline constexpr int64_t kFp4VbmiPrefetchBytes = 4096;
 
-// Rows n..n+R-1 of m · token 0 of a; y[n - out0].. a.k == m.k, groups of 32 (fp4_integer_applies).
-template <bool kVnni, int R>
-DSV4_TARGET_VBMI void fp4_vbmi_gemv_block(const Fp4GroupMatrix& m, const Q16Activations<64>& a, float* y, int64_t n,
-                                          int64_t out0) {
+// Rows [n0, n1) of m · token 0 of a; y[n - out0]. a.k == m.k, groups of 32 (fp4_integer_applies).
+// One row at a time: two rows sharing each activation load read slower (one core, weights in DRAM,
+// two alternating runs: 2048×4096 10.5-11.2 against 12.6 GB/s, 4096×2048 11.9-12.4 against 12.5-12.7;
+// two cores 18.8-20.0 against 22.6-22.9), unlike FP8, whose decode needs fewer registers.
+template <bool kVnni>
+DSV4_TARGET_VBMI void fp4_vbmi_gemv_rows(const Fp4GroupMatrix& m, const Q16Activations<64>& a, float* y, int64_t n0,
+                                         int64_t n1, int64_t out0) {
   using O = I8Ops<64, kVnni>;
   const int64_t K = m.k, row_bytes = K / 2, scale_cols = m.scale_cols(), full = K / 128;
-  Fp4VbmiChunk<kVnni, R> chunk{_mm512_load_si512(kFp4Perm64.v),
-                               _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kFp4U8))),
-                               _mm512_set1_epi64(0x1020408000000000),  // gf2p8affine matrix: each byte >> 4
-                               a.high_at(0, 0), a.bias_at(0, 0), a.scale_at(0, 0)};
+  Fp4VbmiChunk<kVnni> chunk{_mm512_load_si512(kFp4Perm64.v),
+                            _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kFp4U8))),
+                            _mm512_set1_epi64(0x1020408000000000),  // gf2p8affine matrix: each byte >> 4
+                            nullptr, nullptr, nullptr};
   // vpermd indices: chunk u of four takes groups 4u..4u+3, each over four lanes.
   __m512i pick[4];
   for (int u = 0; u < 4; ++u)
     pick[u] = _mm512_set_epi32(4 * u + 3, 4 * u + 3, 4 * u + 3, 4 * u + 3, 4 * u + 2, 4 * u + 2, 4 * u + 2, 4 * u + 2,
                                4 * u + 1, 4 * u + 1, 4 * u + 1, 4 * u + 1, 4 * u, 4 * u, 4 * u, 4 * u);
-  const uint8_t* w[R];
-  const uint8_t* s[R];
-  for (int r = 0; r < R; ++r) w[r] = m.q + (n + r) * row_bytes, s[r] = m.scale + (n + r) * scale_cols;
-  __m512 acc[2][R];
-  for (int i = 0; i < 2; ++i)
-    for (int r = 0; r < R; ++r) acc[i][r] = _mm512_setzero_ps();
-  __m512i packed[R];
-  __m512 ws[R];
-  int64_t c = 0;
-  for (; c + 4 <= full; c += 4) {
-    __m512i scales[R];
-    for (int r = 0; r < R; ++r) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* w = m.q + n * row_bytes;
+    const uint8_t* s = m.scale + n * scale_cols;
+    chunk.q = a.high_at(0, 0), chunk.bias = a.bias_at(0, 0), chunk.xs = a.scale_at(0, 0);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t c = 0;
+    for (; c + 4 <= full; c += 4, w += 256, s += 16) {
       for (int u = 0; u < 4; ++u)
-        _mm_prefetch(reinterpret_cast<const char*>(w[r] + 64 * u + kFp4VbmiPrefetchBytes), _MM_HINT_T0);
-      scales[r] = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s[r]))), 23);
+        _mm_prefetch(reinterpret_cast<const char*>(w + 64 * u + kFp4VbmiPrefetchBytes), _MM_HINT_T0);
+      const __m512i scales =
+          _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s))), 23);
+      for (int u = 0; u < 4; ++u)
+        chunk(_mm512_loadu_si512(w + 64 * u), _mm512_castsi512_ps(_mm512_permutexvar_epi32(pick[u], scales)), acc[u & 1]);
     }
-    for (int u = 0; u < 4; ++u) {
-      for (int r = 0; r < R; ++r) {
-        packed[r] = _mm512_loadu_si512(w[r] + 64 * u);
-        ws[r] = _mm512_castsi512_ps(_mm512_permutexvar_epi32(pick[u], scales[r]));
-      }
-      chunk(packed, ws, acc[u & 1]);
+    for (; c < full; ++c, w += 64, s += 4) chunk(_mm512_loadu_si512(w), O::weight_scales(s, 4), acc[0]);
+    if (full < a.chunks) {  // the last, partial chunk: K % 128 columns, whole groups
+      const int bytes = int((K - full * 128) / 2), groups = int((K - full * 128) / 32);
+      chunk(O::load_packed(w, bytes), O::weight_scales(s, groups), acc[0]);
     }
-    for (int r = 0; r < R; ++r) w[r] += 256, s[r] += 16;
+    y[n - out0] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
   }
-  for (; c < full; ++c) {
-    for (int r = 0; r < R; ++r) packed[r] = _mm512_loadu_si512(w[r]), ws[r] = O::weight_scales(s[r], 4), w[r] += 64, s[r] += 4;
-    chunk(packed, ws, acc[0]);
-  }
-  if (full < a.chunks) {  // the last, partial chunk: K % 128 columns, whole groups
-    const int bytes = int((K - full * 128) / 2), groups = int((K - full * 128) / 32);
-    for (int r = 0; r < R; ++r) packed[r] = O::load_packed(w[r], bytes), ws[r] = O::weight_scales(s[r], groups);
-    chunk(packed, ws, acc[0]);
-  }
-  for (int r = 0; r < R; ++r) y[n + r - out0] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][r], acc[1][r]));
-}
-
-// Rows [n0, n1) of m · token 0 of a; y[n - out0]. Two rows at a time share every activation load
-// (six loads per 64 weight bytes for one row).
-template <bool kVnni>
-DSV4_TARGET_VBMI void fp4_vbmi_gemv_rows(const Fp4GroupMatrix& m, const Q16Activations<64>& a, float* y, int64_t n0,
-                                         int64_t n1, int64_t out0) {
-  int64_t n = n0;
-  for (; n + 2 <= n1; n += 2) fp4_vbmi_gemv_block<kVnni, 2>(m, a, y, n, out0);
-  if (n < n1) fp4_vbmi_gemv_block<kVnni, 1>(m, a, y, n, out0);
 }
 
 #endif
