@@ -83,11 +83,11 @@ void BM_matmul(benchmark::State& state, int scheme, int64_t n, int64_t k) {
 }
 
 #define DSV4_SHAPES()                                                                                      \
-  BENCHMARK_CAPTURE(BM_matmul, fp4_expert_2048x4096, 0, 2048, 4096)->Arg(1)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
-  BENCHMARK_CAPTURE(BM_matmul, fp4_expert_4096x2048, 0, 4096, 2048)->Arg(1)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
-  BENCHMARK_CAPTURE(BM_matmul, fp8_dense_32768x1024, 1, 32768, 1024)->Arg(1)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
-  BENCHMARK_CAPTURE(BM_matmul, fp8_dense_8192x4096, 1, 8192, 4096)->Arg(1)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
-  BENCHMARK_CAPTURE(BM_matmul, fp8_dense_4096x8192, 1, 4096, 8192)->Arg(1)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
+  BENCHMARK_CAPTURE(BM_matmul, fp4_expert_2048x4096, 0, 2048, 4096)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
+  BENCHMARK_CAPTURE(BM_matmul, fp4_expert_4096x2048, 0, 4096, 2048)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
+  BENCHMARK_CAPTURE(BM_matmul, fp8_dense_32768x1024, 1, 32768, 1024)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
+  BENCHMARK_CAPTURE(BM_matmul, fp8_dense_8192x4096, 1, 8192, 4096)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
+  BENCHMARK_CAPTURE(BM_matmul, fp8_dense_4096x8192, 1, 4096, 8192)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(64)->Arg(512)->UseRealTime(); \
   BENCHMARK_CAPTURE(BM_matmul, bf16_head_129280x4096, 2, 129280, 4096)->Arg(1)->UseRealTime();
 
 DSV4_SHAPES()

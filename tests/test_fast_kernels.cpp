@@ -101,13 +101,16 @@ std::vector<double> q16_bound(const Matrix& w, const float* x, int64_t ldx, int6
 TEST_CASE("SIMD matmul equals the reference for every scheme, ISA and awkward size", "[fast]") {
   std::mt19937 rng(1234);
   const char* names[] = {"f32", "bf16", "fp8", "fp4", "fp8 (64-column tiles)"};
-  // {129, 512}: enough work for the kernels to split rows over threads.
-  const int64_t shapes[][2] = {{1, 32}, {7, 64}, {33, 96}, {70, 160}, {5, 1056}, {130, 64 + 32 + 2}, {129, 512}};
+  // {129, 512}: enough work for the kernels to split rows over threads. {45, 2848} and {9, 4160}:
+  // several K tiles of the few-token FP8 and FP4 kernels (and of the one-token FP8 one), a partial
+  // last chunk, groups of rows past 32.
+  const int64_t shapes[][2] = {{1, 32},    {7, 64},     {33, 96},  {70, 160}, {5, 1056},
+                               {130, 64 + 32 + 2}, {129, 512}, {45, 2848}, {9, 4160}};
   // FP8 twice: tiles of 32 / 48 columns (chunks of 64 of the VBMI decode span tiles), and of 64 /
   // 128; a tail of fewer than 64 columns where k is not a multiple of 64; 32-row tiles, partial.
   for (int scheme = 0; scheme < 5; ++scheme)
     for (auto& shape : shapes)
-      for (int64_t t : {1, 2, 3, 5, 8, 9, 17, 67}) {
+      for (int64_t t : {1, 2, 3, 4, 5, 7, 8, 9, 17, 67}) {
         int64_t n = shape[0], k = shape[1];
         if (scheme == 3 && k % 2) continue;
         const int64_t bn = scheme == 4 ? (k > 100 ? 128 : 64) : scheme == 2 && k > 100 ? 48 : 32;

@@ -1,5 +1,6 @@
 #pragma once
 // Threading: OpenMP when available, serial otherwise. The thread count is a runtime setting.
+#include <algorithm>
 #include <cstdint>
 #if defined(_OPENMP)
 #include <omp.h>
@@ -32,6 +33,20 @@ void parallel_for(int64_t n, Fn&& fn) {
 #else
   for (int64_t i = 0; i < n; ++i) fn(i);
 #endif
+}
+
+// Calls fn(n0, n1) for pieces [n0, n1) covering [row0, row1), about 8 per thread and a multiple
+// of `align` rows, each handed to a thread as it becomes free: with a static half each, one thread
+// sits idle whenever the other is slowed, which on a shared machine is often.
+template <class Fn>
+void parallel_row_pieces(int64_t row0, int64_t row1, int64_t align, int threads, Fn&& fn) {
+  const int64_t rows = row1 - row0;
+  const int64_t piece = std::max<int64_t>(align, (rows / (8 * threads) + align - 1) / align * align);
+  const int64_t pieces = (rows + piece - 1) / piece;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+#endif
+  for (int64_t p = 0; p < pieces; ++p) fn(row0 + p * piece, std::min(row1, row0 + (p + 1) * piece));
 }
 
 }  // namespace dsv4

@@ -179,6 +179,102 @@ inline void fp4_integer_microkernel(const Fp4GroupMatrix& m, int64_t n, int n_va
     for (int t = 0; t < nt; ++t) y[t * ldy + r] = O::reduce(acc[r][t]);
 }
 
+// Few tokens (2..23). Each pass decodes a weight chunk once and applies it to up to 4 tokens
+// (8 in one pass, 1 row: slower, 2.8 against 3.6 GB/s on one core with the weights in L2; the
+// four vpdpbusd per token and chunk bound it). K is cut into tiles whose activations
+// (TT tokens × 3 bytes per column: two planes, bias and scale) stay in L1, and a group of rows
+// passes over one tile after the other with its accumulators parked in memory between tiles: over
+// the whole of K, 8 tokens' activations (96 KiB at K = 4096) came from L2 for every row.
+inline constexpr int64_t kFp4TileBytes = 16384;
+inline constexpr int kFp4GroupRows = 32;
+inline constexpr int64_t kFp4FewPrefetchBytes = 4096;  // weights ahead, as for the VBMI kernels
+
+// acc [R][TT] += rows' chunks [c0, c1) · tokens t0..t0+TT-1 of a; pf[r]: the segment a later pass
+// reads, prefetched as this one goes.
+template <int VB, bool kVnni, int R, int TT>
+inline void fp4_integer_pass(const Fp4GroupMatrix& m, const uint8_t* const (&wrow)[R], const uint8_t* const (&srow)[R],
+                             const uint8_t* const (&pf)[R], const Q16Activations<VB>& a, int64_t t0, int64_t c0,
+                             int64_t c1, typename I8Ops<VB, kVnni>::F* acc, bool first) {
+  using O = I8Ops<VB, kVnni>;
+  constexpr int kGroupsPerChunk = 2 * VB / 32;
+  const int64_t full = m.k / (2 * VB);
+  typename O::F s[R][TT];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < TT; ++t) s[r][t] = first ? O::zero() : acc[r * TT + t];
+  for (int64_t c = c0; c < c1; ++c) {
+    // Bytes < VB (groups < per chunk) only in the last, partial chunk.
+    const int bytes = c < full ? VB : int((m.k - full * 2 * VB) / 2);
+    const int groups = c < full ? kGroupsPerChunk : int((m.k - full * 2 * VB) / 32);
+    typename O::I lo[R], hi[R];
+    typename O::F ws[R];
+    for (int r = 0; r < R; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf[r] + (c - c0) * VB), _MM_HINT_T0);
+      O::weights(O::load_packed(wrow[r] + c * VB, bytes), lo[r], hi[r]);
+      ws[r] = O::weight_scales(srow[r] + c * kGroupsPerChunk, groups);
+    }
+    for (int t = 0; t < TT; ++t) {
+      const typename O::I bias = O::load_bias(a.bias_at(t0 + t, c));
+      const typename O::F xs = O::load_scale(a.scale_at(t0 + t, c));
+      const int8_t *xh = a.high_at(t0 + t, c), *xl = a.low_at(t0 + t, c);
+      for (int r = 0; r < R; ++r) s[r][t] = O::fma_lanes(O::dot(bias, lo[r], hi[r], xh, xl), O::mul(ws[r], xs), s[r][t]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < TT; ++t) acc[r * TT + t] = s[r][t];
+}
+
+// Rows [n0, n1) · tokens t0..t0+TT-1 of a: y[t * ldy + (n - out0)].
+template <int VB, bool kVnni, int TT>
+void fp4_integer_few(const Fp4GroupMatrix& m, const Q16Activations<VB>& a, int64_t t0, float* y, int64_t ldy,
+                     int64_t n0, int64_t n1, int64_t out0) {
+  using O = I8Ops<VB, kVnni>;
+  // AVX-512: 2 rows share each activation load (2 × 4 accumulators + 4 weight vectors);
+  // AVX2 (16 registers): 1 row.
+  constexpr int R = VB == 64 ? 2 : 1;
+  const int64_t row_bytes = m.k / 2, scale_cols = m.scale_cols(), chunks = a.chunks;
+  const int64_t tile = std::max<int64_t>(1, kFp4TileBytes / (3 * 2 * VB * TT));  // chunks per K tile
+  const int64_t seg = std::min(tile, chunks) * VB;  // weight bytes of a row per pass
+  const int64_t ahead_rows = R * std::max<int64_t>(1, kFp4FewPrefetchBytes / (R * seg));
+  alignas(64) typename O::F buf[kFp4GroupRows + R][TT];
+  for (int64_t g = n0; g < n1; g += kFp4GroupRows) {
+    const int64_t g1 = std::min(n1, g + kFp4GroupRows);
+    for (int64_t c0 = 0; c0 < chunks; c0 += tile) {
+      const int64_t c1 = std::min(chunks, c0 + tile);
+      for (int64_t n = g; n < g1; n += R) {
+        const int nr = int(std::min<int64_t>(R, g1 - n));
+        // The segment read ahead_rows later: further rows of this tile, else the next tile's
+        // (or the next group's) first rows.
+        const int64_t ahead = n + ahead_rows;
+        const int64_t pn = ahead < g1 ? ahead : c1 < chunks ? g + (ahead - g1) : ahead;
+        const int64_t pc = ahead < g1 ? c0 : c1 < chunks ? c1 : 0;
+        const uint8_t* wrow[R];
+        const uint8_t* srow[R];
+        const uint8_t* pf[R];
+        for (int r = 0; r < R; ++r) {
+          const int64_t row = n + std::min(r, nr - 1);  // missing rows repeat the last (not stored)
+          wrow[r] = m.q + row * row_bytes, srow[r] = m.scale + row * scale_cols;
+          pf[r] = m.q + (pn + r) * row_bytes + pc * VB;
+        }
+        fp4_integer_pass<VB, kVnni, R, TT>(m, wrow, srow, pf, a, t0, c0, c1, &buf[n - g][0], c0 == 0);
+      }
+    }
+    for (int64_t n = g; n < g1; ++n)
+      for (int t = 0; t < TT; ++t) y[t * ldy + (n - out0)] = O::reduce(buf[n - g][t]);
+  }
+}
+
+// Tokens t0.. (at most 4) of rows [n0, n1), the token count made a compile-time constant.
+template <int VB, bool kVnni>
+void fp4_integer_few_tokens(const Fp4GroupMatrix& m, const Q16Activations<VB>& a, int64_t t0, int nt, float* y,
+                            int64_t ldy, int64_t n0, int64_t n1, int64_t out0) {
+  switch (nt) {
+    case 1: return fp4_integer_few<VB, kVnni, 1>(m, a, t0, y, ldy, n0, n1, out0);
+    case 2: return fp4_integer_few<VB, kVnni, 2>(m, a, t0, y, ldy, n0, n1, out0);
+    case 3: return fp4_integer_few<VB, kVnni, 3>(m, a, t0, y, ldy, n0, n1, out0);
+    default: return fp4_integer_few<VB, kVnni, 4>(m, a, t0, y, ldy, n0, n1, out0);
+  }
+}
+
 // y[t, n - row0] for rows n in [row0, row1); `a` holds x quantized (a.t tokens, a.k == m.k).
 template <int VB, bool kVnni>
 void fp4_integer_matmul(const Fp4GroupMatrix& m, const Q16Activations<VB>& a, float* y, int64_t ldy, int64_t row0,
@@ -188,11 +284,20 @@ void fp4_integer_matmul(const Fp4GroupMatrix& m, const Q16Activations<VB>& a, fl
   constexpr int kDecodeRows = 1, kRows = VB == 64 ? 2 : 1, kTokens = 4;
   constexpr int64_t kTokensPerTile = 32;  // a tile's activations (~8 KiB per token at K = 4096) stay in L2
   const int64_t rows = row1 - row0, T = a.t;
+  const int64_t work = rows * m.k * std::max<int64_t>(T, 1);
+  const int threads = work > (1 << 15) ? num_threads() : 1;
+  if (T >= 2 && T < 24) {  // few tokens: up to 4 per pass, K tiled
+    constexpr int64_t kPass = 4;
+    parallel_row_pieces(row0, row1, 32, threads, [&](int64_t n0, int64_t n1) {
+      for (int64_t t0 = 0; t0 < T; t0 += kPass)
+        fp4_integer_few_tokens<VB, kVnni>(m, a, t0, int(std::min<int64_t>(kPass, T - t0)), y + t0 * ldy, ldy, n0, n1,
+                                          row0);
+    });
+    return;
+  }
   const bool decode = T < 2;
   const int64_t R = decode ? kDecodeRows : kRows;
   const int64_t row_blocks = (rows + R - 1) / R;
-  const int64_t work = rows * m.k * std::max<int64_t>(T, 1);
-  const int threads = work > (1 << 15) ? num_threads() : 1;
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     int64_t nthreads = 1, me = 0;

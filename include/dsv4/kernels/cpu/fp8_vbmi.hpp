@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 #include "dsv4/core/parallel.hpp"
@@ -37,6 +38,15 @@ constexpr int fp8_chunk_column(int p) {
   const int v = p / 16, j = p % 16;
   return 16 * (j / 4) + 8 * (v / 2) + 2 * (j % 4) + (v & 1);
 }
+
+// fp8_chunk_column as a table: the per-call permutation of the activations is an indexed copy.
+struct Fp8ChunkColumns {
+  int32_t at[64];
+  constexpr Fp8ChunkColumns() : at{} {
+    for (int p = 0; p < 64; ++p) at[p] = fp8_chunk_column(p);
+  }
+};
+inline constexpr Fp8ChunkColumns kFp8ChunkColumns{};
 
 // Whether this kernel takes the matrix: at least one whole chunk of 64 columns per row.
 inline bool fp8_vbmi_applies(const Fp8BlockMatrix& m) { return m.k >= 64; }
@@ -94,47 +104,103 @@ struct Fp8Decoder {
 // 4 KiB 15.0-17.7 GB/s, 2 KiB 14.1-17.8; within the VM's noise, 4 KiB as for FP4).
 inline constexpr int64_t kFp8VbmiPrefetchBytes = 4096;
 
-// Rows [n0, n1) · x for nt <= TT tokens of a.scaled (tile row of n0..n1-1 already prepared),
-// plus the tail columns from x. y[t * ldy + (n - out0)]. R rows per pass share each activation
-// load: at 8 tokens one row would need 32 activation loads per 64 weight bytes, as many as the
-// load ports take in the 16 cycles of its 32 FMAs.
-template <int TT, int R>
-DSV4_TARGET_VBMI inline void fp8_vbmi_rows(const Fp8BlockMatrix& m, const Fp8Decoder& dec, const Fp8Activations& a,
-                                           int64_t t0, int nt, const float* x, int64_t ldx, int64_t n0, int64_t n1,
-                                           float* y, int64_t ldy, int64_t out0) {
-  constexpr int kAcc = TT == 1 ? 4 : 1;  // independent chains per row and token
-  const int64_t K = m.k, kc = a.kc;
-  for (int64_t n = n0; n < n1; n += R) {
-    const int nr = int(std::min<int64_t>(R, n1 - n));
-    const uint8_t* row[R];
-    for (int r = 0; r < R; ++r) row[r] = m.q + (n + std::min(r, nr - 1)) * K;  // missing rows repeat the last
-    __m512 acc[R][TT][kAcc];
-    for (int r = 0; r < R; ++r)
-      for (int t = 0; t < TT; ++t)
-        for (int i = 0; i < kAcc; ++i) acc[r][t][i] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < kc; c += 64) {
-      __m512 v[R][4];
-      for (int r = 0; r < R; ++r) {
-        _mm_prefetch(reinterpret_cast<const char*>(row[r] + c + kFp8VbmiPrefetchBytes), _MM_HINT_T0);
-        dec(row[r] + c, v[r]);
+// K tiles. At T tokens a row's pass reads T · 64 floats of activations per 64 weight bytes, so
+// they must come from L1: over the whole of K (8192 columns × 8 tokens = 256 KiB) they came from
+// L2, which at 8 tokens bounded the kernel at a quarter of its FMA rate (bench_kernels, 4-5 GB/s).
+// So K is cut into tiles of kFp8TileBytes of activations; a group of kFp8GroupRows rows passes
+// over one tile after the other, its accumulators parked in memory (a store and a load per
+// accumulator per tile) between tiles.
+inline constexpr int64_t kFp8TileBytes = 16384;
+inline constexpr int kFp8GroupRows = 32;
+
+template <int TT>
+constexpr int64_t fp8_tile_cols() {
+  // One token: rows streamed start to end (tiles of 4096 columns at K = 8192 read 5-15 % slower on
+  // one core, bench of this kernel alone, two alternating runs; 32 KiB of activations still fit L1).
+  if (TT == 1) return std::numeric_limits<int64_t>::max() / 2;
+  return std::max<int64_t>(64, kFp8TileBytes / (4 * TT) / 64 * 64);
+}
+
+// Shape of one pass: R rows share each activation load; kAcc independent FMA chains per row and
+// token so that R · TT · kAcc >= 4 chains of two FMAs per chunk cover the FMA latency. Two rows
+// also at one token (one row, four chains: 12.4-12.8 against 13.8 GB/s on one core at 8192×4096,
+// 11.3-11.9 against 13.1-13.2 at 4096×8192, 12.2-12.9 against 12.0-12.1 at 32768×1024).
+template <int TT>
+struct Fp8PassShape {
+  static constexpr int R = 2;
+  static constexpr int kAcc = TT <= 2 ? 2 : 1;
+};
+
+// acc [R][TT][kAcc] += rows' columns [c0, c1) (whole chunks) · TT tokens of xs [TT, ldxs]; pf[r]:
+// the segment the pass after the next one reads, prefetched as this one goes.
+template <int TT, int R, int kAcc>
+DSV4_TARGET_VBMI inline void fp8_vbmi_pass(const uint8_t* const (&row)[R], const uint8_t* const (&pf)[R],
+                                           const Fp8Decoder& dec, const float* xs, int64_t ldxs, int64_t c0,
+                                           int64_t c1, __m512* acc, bool first) {
+  __m512 a[R][TT][kAcc];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < TT; ++t)
+      for (int i = 0; i < kAcc; ++i)
+        a[r][t][i] = first ? _mm512_setzero_ps() : _mm512_load_ps(acc + (r * TT + t) * kAcc + i);
+  for (int64_t c = c0; c < c1; c += 64) {
+    __m512 v[R][4];
+    for (int r = 0; r < R; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf[r] + (c - c0)), _MM_HINT_T0);
+      dec(row[r] + c, v[r]);
+    }
+    for (int t = 0; t < TT; ++t)
+      for (int i = 0; i < 4; ++i) {
+        const __m512 xv = _mm512_loadu_ps(xs + t * ldxs + c + 16 * i);
+        for (int r = 0; r < R; ++r) a[r][t][i % kAcc] = _mm512_fmadd_ps(v[r][i], xv, a[r][t][i % kAcc]);
       }
-      for (int t = 0; t < TT; ++t) {
-        if (t >= nt) break;
-        const float* xs = a.scaled.data() + (t0 + t) * kc + c;
-        for (int i = 0; i < 4; ++i) {
-          const __m512 xv = _mm512_loadu_ps(xs + 16 * i);
-          for (int r = 0; r < R; ++r) acc[r][t][i % kAcc] = _mm512_fmadd_ps(v[r][i], xv, acc[r][t][i % kAcc]);
+  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < TT; ++t)
+      for (int i = 0; i < kAcc; ++i) _mm512_store_ps(reinterpret_cast<float*>(acc + (r * TT + t) * kAcc + i), a[r][t][i]);
+}
+
+// Rows [n0, n1) (one tile row, prepared in a.scaled) · TT tokens t0.. of a.scaled, plus the tail
+// columns from x: y[t * ldy + (n - out0)].
+template <int TT>
+DSV4_TARGET_VBMI inline void fp8_vbmi_rows(const Fp8BlockMatrix& m, const Fp8Decoder& dec, const Fp8Activations& a,
+                                           int64_t t0, const float* x, int64_t ldx, int64_t n0, int64_t n1, float* y,
+                                           int64_t ldy, int64_t out0) {
+  using P = Fp8PassShape<TT>;
+  constexpr int R = P::R, kAcc = P::kAcc;
+  const int64_t K = m.k, kc = a.kc, tile = fp8_tile_cols<TT>();
+  // Prefetch the passes kFp8VbmiPrefetchBytes of weights ahead (at least the next one).
+  const int64_t ahead_rows = R * std::max<int64_t>(1, kFp8VbmiPrefetchBytes / (R * std::min(tile, kc)));
+  const float* xs = a.scaled.data() + t0 * kc;
+  alignas(64) __m512 buf[kFp8GroupRows + R][TT][kAcc];  // a group's accumulators between tiles
+  for (int64_t g = n0; g < n1; g += kFp8GroupRows) {
+    const int64_t g1 = std::min(n1, g + kFp8GroupRows);
+    for (int64_t k0 = 0; k0 < kc; k0 += tile) {
+      const int64_t k1 = std::min(kc, k0 + tile);
+      for (int64_t n = g; n < g1; n += R) {
+        const int nr = int(std::min<int64_t>(R, g1 - n));
+        // The segment read ahead_rows later: further rows of this tile, else the next tile's
+        // (or the next group's) first rows.
+        const int64_t ahead = n + ahead_rows;
+        const int64_t pn = ahead < g1 ? ahead : k1 < kc ? g + (ahead - g1) : ahead;
+        const int64_t pc = ahead < g1 ? k0 : k1 < kc ? k1 : 0;
+        const uint8_t* row[R];
+        const uint8_t* pf[R];
+        for (int r = 0; r < R; ++r) {
+          row[r] = m.q + (n + std::min(r, nr - 1)) * K;  // missing rows repeat the last
+          pf[r] = m.q + (pn + r) * K + pc;
         }
+        fp8_vbmi_pass<TT, R, kAcc>(row, pf, dec, xs, kc, k0, k1, &buf[n - g][0][0], k0 == 0);
       }
     }
-    for (int r = 0; r < nr; ++r)
-      for (int t = 0; t < nt; ++t) {
-        __m512 s = acc[r][t][0];
-        for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, acc[r][t][i]);
+    for (int64_t n = g; n < g1; ++n)
+      for (int t = 0; t < TT; ++t) {
+        __m512 s = buf[n - g][t][0];
+        for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, buf[n - g][t][i]);
         float sum = _mm512_reduce_add_ps(s);
+        const uint8_t* row = m.q + n * K;
         for (int64_t j = kc; j < K; ++j)  // tail: fewer than 64 columns
-          sum += e4m3_to_f32(row[r][j]) * m.block_scale((n + r) / m.bm, j / m.bn) * x[(t0 + t) * ldx + j];
-        y[t * ldy + (n + r - out0)] = sum;
+          sum += e4m3_to_f32(row[j]) * m.block_scale(n / m.bm, j / m.bn) * x[(t0 + t) * ldx + j];
+        y[t * ldy + (n - out0)] = sum;
       }
   }
 }
@@ -179,35 +245,43 @@ void fp8_vbmi_matmul(const Fp8BlockMatrix& m, const float* x, int64_t ldx, int64
   constexpr int TT = 8;
   const int64_t K = m.k, kc = K / 64 * 64, rows = row1 - row0;
   const int threads = rows * K * T > (1 << 15) ? num_threads() : 1;
+  // Rows are handed out in pieces as threads become free (a static half each left one thread
+  // idle whenever the other was slowed, which on a shared VM is often). A piece stays within one
+  // tile row, about 8 pieces per thread (whole tile rows where there are enough, else gcd(bm, 64)
+  // rows): larger pieces would leave less to balance, smaller ones start more streams cold.
+  const int64_t tile_rows = (rows + m.bm - 1) / m.bm;
+  const int64_t piece = tile_rows >= 8 * threads ? m.bm * (tile_rows / (8 * threads)) : std::gcd<int64_t>(m.bm, 64);
+  const int64_t first = row0 / piece, pieces = (row1 - 1) / piece - first + 1;
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    int64_t nthreads = 1, me = 0;
-#if defined(_OPENMP)
-    nthreads = omp_get_num_threads(), me = omp_get_thread_num();
-#endif
     thread_local Fp8Activations a;  // per thread, reused: no allocation per call once grown
     a.t = T, a.kc = kc, a.tile_row = -1;
     a.perm.resize(size_t(T * kc));
     for (int64_t t = 0; t < T; ++t)
       for (int64_t c = 0; c < kc; c += 64)
-        for (int p = 0; p < 64; ++p) a.perm[size_t(t * kc + c + p)] = x[t * ldx + c + fp8_chunk_column(p)];
+        for (int p = 0; p < 64; ++p) a.perm[size_t(t * kc + c + p)] = x[t * ldx + c + kFp8ChunkColumns.at[p]];
     const Fp8Decoder dec(fp8_byte_tables());
-    const int64_t n_begin = row0 + rows * me / nthreads, n_end = row0 + rows * (me + 1) / nthreads;
-    for (int64_t n = n_begin; n < n_end;) {
-      const int64_t tr = n / m.bm, n1 = std::min(n_end, (tr + 1) * m.bm);
-      fp8_scale_activations(m, a, tr);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = first; u < first + pieces; ++u) {
+      const int64_t n = std::max(row0, u * piece), n1 = std::min(row1, (u + 1) * piece);
+      fp8_scale_activations(m, a, n / m.bm);
       if (!a.finite) {
         slow_rows(n, n1);
-      } else {
-        for (int64_t t0 = 0; t0 < T; t0 += TT) {
-          const int nt = int(std::min<int64_t>(TT, T - t0));
-          if (nt == 1)
-            fp8_vbmi_rows<1, 1>(m, dec, a, t0, 1, x, ldx, n, n1, y + t0 * ldy, ldy, row0);
-          else
-            fp8_vbmi_rows<TT, 2>(m, dec, a, t0, nt, x, ldx, n, n1, y + t0 * ldy, ldy, row0);
+        continue;
+      }
+      for (int64_t t0 = 0; t0 < T; t0 += TT) {
+        float* yt = y + t0 * ldy;
+        switch (int(std::min<int64_t>(TT, T - t0))) {  // tokens as a compile-time count
+          case 1: fp8_vbmi_rows<1>(m, dec, a, t0, x, ldx, n, n1, yt, ldy, row0); break;
+          case 2: fp8_vbmi_rows<2>(m, dec, a, t0, x, ldx, n, n1, yt, ldy, row0); break;
+          case 3: fp8_vbmi_rows<3>(m, dec, a, t0, x, ldx, n, n1, yt, ldy, row0); break;
+          case 4: fp8_vbmi_rows<4>(m, dec, a, t0, x, ldx, n, n1, yt, ldy, row0); break;
+          case 5: fp8_vbmi_rows<5>(m, dec, a, t0, x, ldx, n, n1, yt, ldy, row0); break;
+          case 6: fp8_vbmi_rows<6>(m, dec, a, t0, x, ldx, n, n1, yt, ldy, row0); break;
+          case 7: fp8_vbmi_rows<7>(m, dec, a, t0, x, ldx, n, n1, yt, ldy, row0); break;
+          default: fp8_vbmi_rows<8>(m, dec, a, t0, x, ldx, n, n1, yt, ldy, row0); break;
         }
       }
-      n = n1;
     }
   }
 }

@@ -18,6 +18,10 @@
 //   bias[l]  = -12 · (sum of the lane's eight 16-bit values),
 // because the weights enter the product as the unsigned bytes 2·e2m1 + 12 (0..24): starting the
 // lane's sum at bias[l] removes the +12 exactly, and the half undoes the 2.
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -55,6 +59,41 @@ struct Q16Activations {
   }
 
  private:
+  // The group's 32 values as integers in [-kMax, kMax] (vg), their step returned: max|x| / kMax,
+  // NaN (and zeros) for a group with an Inf or NaN.
+  static float quantize_group(const float* xg, int32_t* vg) {
+#if defined(__AVX512F__)
+    // The scalar loop below, vectorized (a serial step before every FP4 GEMV: 3 us at K = 4096,
+    // 1.5 % of the call): the same max, the same products and round-to-nearest-even.
+    const __m512i mag = _mm512_set1_epi32(0x7FFFFFFF);
+    const __m512 x0 = _mm512_loadu_ps(xg), x1 = _mm512_loadu_ps(xg + 16);
+    const uint32_t abits = _mm512_reduce_max_epu32(_mm512_max_epu32(_mm512_and_si512(_mm512_castps_si512(x0), mag),
+                                                                    _mm512_and_si512(_mm512_castps_si512(x1), mag)));
+#else
+    uint32_t abits = 0;
+    for (int j = 0; j < kGroup; ++j) abits = std::max(abits, std::bit_cast<uint32_t>(xg[j]) & 0x7FFFFFFFu);
+#endif
+    // max |x| on the bit patterns: ordered like the magnitudes, NaN above Inf.
+    const float amax = std::bit_cast<float>(abits);
+    if (!std::isfinite(amax)) {  // an Inf or NaN input: the group's products become NaN
+      std::fill(vg, vg + kGroup, 0);
+      return std::numeric_limits<float>::quiet_NaN();
+    }
+    const float inv = amax > 0.f ? float(kMax) / amax : 0.f;
+#if defined(__AVX512F__)
+    const __m512 vinv = _mm512_set1_ps(inv);
+    const __m512i lo = _mm512_set1_epi32(-kMax), hi = _mm512_set1_epi32(kMax);
+    auto q = [&](__m512 xv) {  // cvtps2dq rounds to nearest even, as nearbyint in the default mode
+      return _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(xv, vinv)), lo), hi);
+    };
+    _mm512_storeu_si512(vg, q(x0));
+    _mm512_storeu_si512(vg + 16, q(x1));
+#else
+    for (int j = 0; j < kGroup; ++j) vg[j] = std::clamp(int32_t(std::nearbyint(xg[j] * inv)), -kMax, kMax);
+#endif
+    return amax / float(kMax);
+  }
+
   void quantize_row(const float* x, int64_t token) {
     int32_t v[kChunk];
     for (int64_t c = 0; c < chunks; ++c) {
@@ -67,19 +106,7 @@ struct Q16Activations {
           continue;
         }
         const float* xg = x + c0 + g * kGroup;
-        // max |x| on the bit patterns: ordered like the magnitudes, NaN above Inf, and an
-        // integer max reduction vectorizes where a float one (a chain of maxss) does not.
-        uint32_t abits = 0;
-        for (int j = 0; j < kGroup; ++j) abits = std::max(abits, std::bit_cast<uint32_t>(xg[j]) & 0x7FFFFFFFu);
-        const float amax = std::bit_cast<float>(abits);
-        if (!std::isfinite(amax)) {  // an Inf or NaN input: the group's products become NaN
-          step[g] = std::numeric_limits<float>::quiet_NaN();
-          std::fill(vg, vg + kGroup, 0);
-          continue;
-        }
-        step[g] = amax / float(kMax);
-        const float inv = amax > 0.f ? float(kMax) / amax : 0.f;
-        for (int j = 0; j < kGroup; ++j) vg[j] = std::clamp(int32_t(std::nearbyint(xg[j] * inv)), -kMax, kMax);
+        step[g] = quantize_group(xg, vg);
       }
       int8_t* high = q.data() + ((token * chunks + c) * 2) * kChunk;
       int8_t* low = high + kChunk;
