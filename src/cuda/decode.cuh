@@ -6,14 +6,12 @@
 #include <mutex>
 #include <string>
 
+#include "cuda_check.hpp"
 #include "dsv4/core/error.hpp"
 #include "dsv4/cuda/gemv.hpp"
 
 namespace dsv4::cuda {
 
-inline void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(std::string("cuda: ") + what + ": " + cudaGetErrorString(e));
-}
 
 // Lets `kernel` take `bytes` of dynamic shared memory. `raised` (one per kernel, static at the call
 // site) is the largest size set so far: the limit is raised only for a larger size, so captured

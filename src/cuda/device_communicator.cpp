@@ -5,13 +5,9 @@
 
 #include <string>
 
-namespace dsv4::cuda {
+#include "cuda_check.hpp"
 
-namespace {
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(std::string("cuda: ") + what + ": " + cudaGetErrorString(e));
-}
-}  // namespace
+namespace dsv4::cuda {
 
 void LocalDeviceCommunicator::allgather(const float* send, int64_t count, float* recv, void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);

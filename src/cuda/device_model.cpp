@@ -17,15 +17,12 @@
 #include <string>
 
 #include "dsv4/model/active_bytes.hpp"
+#include "cuda_check.hpp"
 #include "kernels.hpp"
 
 namespace dsv4::cuda {
 
 namespace {
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(std::string("cuda: ") + what + ": " + cudaGetErrorString(e));
-}
 
 // A device allocation of n T's (uninitialized), movable.
 template <class T>

@@ -514,8 +514,6 @@ __global__ void attend_combine_kernel(AttendArgs a, const float* __restrict__ pa
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x) o[j] = os[j];
 }
 
-cudaStream_t st(void* s) { return static_cast<cudaStream_t>(s); }
-
 }  // namespace
 
 int64_t hc_chunks(int64_t D) { return (D + kHcCols - 1) / kHcCols; }

@@ -648,9 +648,6 @@ __global__ void argmax_final_kernel(const float* __restrict__ pv, const int32_t*
   if (threadIdx.x == 0) ids[r] = i == INT32_MAX ? 0 : i;
 }
 
-cudaStream_t st(void* s) { return static_cast<cudaStream_t>(s); }
-void launched(const char* what) { check(cudaGetLastError(), what); }
-
 }  // namespace
 
 void embed(const MatrixView& e, const int32_t* tokens, int64_t t, int64_t n, float* x, void* s) {

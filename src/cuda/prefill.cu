@@ -20,8 +20,6 @@
 namespace dsv4::cuda::k {
 namespace {
 
-cudaStream_t st(void* s) { return static_cast<cudaStream_t>(s); }
-
 __device__ __forceinline__ uint32_t smem_u32(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
 
 __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {

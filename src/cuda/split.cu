@@ -6,17 +6,11 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda_check.hpp"
 #include "kernels.hpp"
 
 namespace dsv4::cuda::k {
 namespace {
-
-void launched(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) throw Error(std::string("cuda: ") + what + ": " + cudaGetErrorString(e));
-}
-
-cudaStream_t st(void* s) { return static_cast<cudaStream_t>(s); }
 
 __global__ void localize_slots_kernel(int32_t* experts, float* weights, int64_t n, int32_t first, int32_t count) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
