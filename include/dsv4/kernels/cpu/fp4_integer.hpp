@@ -187,7 +187,7 @@ inline void fp4_integer_microkernel(const Fp4GroupMatrix& m, int64_t n, int n_va
 // the whole of K, 8 tokens' activations (96 KiB at K = 4096) came from L2 for every row.
 inline constexpr int64_t kFp4TileBytes = 16384;
 inline constexpr int kFp4GroupRows = 32;
-inline constexpr int64_t kFp4FewPrefetchBytes = 4096;  // weights ahead, as for the VBMI kernels
+inline constexpr int64_t kFp4FewPrefetchBytes = 4096;  // weights ahead: these and the VBMI kernels
 
 // acc [R][TT] += rows' chunks [c0, c1) · tokens t0..t0+TT-1 of a; pf[r]: the segment a later pass
 // reads, prefetched as this one goes.

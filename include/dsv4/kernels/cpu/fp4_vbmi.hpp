@@ -52,9 +52,9 @@ struct Fp4VbmiChunk {
   }
 };
 
-// Software prefetch distance (bench_kernels, 2 cores, two alternating runs: 4 KiB 13.1-17.6 GB/s,
-// the integer kernel's 1 KiB 9.6-14.8): this loop consumes bytes faster and needs more in flight.
-inline constexpr int64_t kFp4VbmiPrefetchBytes = 4096;
+// Software prefetch distance: kFp4FewPrefetchBytes (fp4_integer.hpp), 4 KiB (bench_kernels, 2 cores,
+// two alternating runs: 4 KiB 13.1-17.6 GB/s, the one-token integer kernel's 1 KiB 9.6-14.8): this
+// loop consumes bytes faster and needs more in flight.
 
 // Rows [n0, n1) of m · token 0 of a; y[n - out0]. a.k == m.k, groups of 32 (fp4_integer_applies).
 // One row at a time: two rows sharing each activation load read slower (one core, weights in DRAM,
@@ -82,7 +82,7 @@ DSV4_TARGET_VBMI void fp4_vbmi_gemv_rows(const Fp4GroupMatrix& m, const Q16Activ
     int64_t c = 0;
     for (; c + 4 <= full; c += 4, w += 256, s += 16) {
       for (int u = 0; u < 4; ++u)
-        _mm_prefetch(reinterpret_cast<const char*>(w + 64 * u + kFp4VbmiPrefetchBytes), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(w + 64 * u + kFp4FewPrefetchBytes), _MM_HINT_T0);
       const __m512i scales =
           _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s))), 23);
       for (int u = 0; u < 4; ++u)
