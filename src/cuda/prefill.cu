@@ -523,10 +523,14 @@ __global__ void __launch_bounds__(kMoeThreads, kMoeStages == 2 ? 3 : 2)
 
 bool attend_tc_ok(const AttendArgs& a) {
   if (a.d % 4 != 0 || a.d > 512 || a.rope.r > a.d || (a.d - a.rope.r) % 2 != 0 || a.t == 0) return false;
-  int dev = 0, optin = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-    return false;
+  // Queried once (one device per process, as tc::sm_count): this runs for every attention layer.
+  static const int optin = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+      return 0;
+    return v;
+  }();
   return tc_smem(32 * tc_nt(a.d), a.rope.r) <= size_t(optin);
 }
 
