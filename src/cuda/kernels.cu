@@ -348,7 +348,8 @@ __global__ void indexer_topk_kernel(const float* scores, int64_t ld, const RowIn
     return;
   }
   for (int64_t e = threadIdx.x; e < pow2; e += blockDim.x) {
-    score[e] = e < visible ? scores[row * ld + e] : -INFINITY;
+    const float v = e < visible ? scores[row * ld + e] : -INFINITY;
+    score[e] = isnan(v) ? -INFINITY : v;  // the CPU's order (HigherScore): NaN below every number
     idx[e] = int32_t(e);
   }
   __syncthreads();

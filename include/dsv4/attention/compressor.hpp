@@ -97,10 +97,11 @@ inline void compressor_feed(const CompressorWeights& w, CompressorState& st, con
     if (slot != m - 1) continue;
     // Window complete: softmax per channel over its slots.
     const int64_t b_off = w.overlap ? c : 0;  // where the current window's half starts
+    const bool prev = st.has_prev();            // only an overlapping compressor keeps the previous window
     for (int64_t ch = 0; ch < c; ++ch) {
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t s = 0; s < m; ++s) mx = std::max(mx, st.pend_z[size_t(s * pw + b_off + ch)]);
-      if (w.overlap && st.has_prev())
+      if (prev)
         for (int64_t s = 0; s < m; ++s) mx = std::max(mx, st.prev_z[size_t(s * c + ch)]);
       float den = 0.f, num = 0.f;
       for (int64_t s = 0; s < m; ++s) {
@@ -108,7 +109,7 @@ inline void compressor_feed(const CompressorWeights& w, CompressorState& st, con
         den += e;
         num += e * st.pend_a[size_t(s * pw + b_off + ch)];
       }
-      if (w.overlap && st.has_prev())
+      if (prev)
         for (int64_t s = 0; s < m; ++s) {
           float e = std::exp(st.prev_z[size_t(s * c + ch)] - mx);
           den += e;

@@ -10,6 +10,7 @@
 
 #include "dsv4/attention/compressor.hpp"
 #include "dsv4/core/parallel.hpp"
+#include "dsv4/core/score_order.hpp"
 #include "dsv4/kernels/indexer_reference.hpp"
 
 namespace dsv4 {
@@ -85,9 +86,7 @@ void indexer_select(const ModelConfig& c, const float* q, const float* g, const 
   out.resize(size_t(num_visible));
   std::iota(out.begin(), out.end(), 0);
   const int64_t keep = std::min(num_visible, c.index_topk);
-  auto better = [&](int64_t a, int64_t b) {
-    return scores[size_t(a)] > scores[size_t(b)] || (scores[size_t(a)] == scores[size_t(b)] && a < b);
-  };
+  const HigherScore better{scores.data()};
   // A strict total order: selecting then sorting the kept ones equals a partial sort, in O(n).
   if (keep < num_visible) std::nth_element(out.begin(), out.begin() + keep, out.end(), better);
   std::sort(out.begin(), out.begin() + keep, better);

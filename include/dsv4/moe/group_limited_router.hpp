@@ -11,22 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "dsv4/core/score_order.hpp"
 #include "dsv4/io/weight_source.hpp"
 #include "dsv4/kernels/ops.hpp"
 
 namespace dsv4 {
-
-// The routers' order on indices into scores v: higher score first, ties to the lower index, NaN
-// below every number (a strict weak order even for NaN scores, so a NaN row still chooses k
-// distinct in-range ids; the CUDA router ranks the same way).
-struct HigherScore {
-  const float* v;
-  static float key(float x) { return std::isnan(x) ? -std::numeric_limits<float>::infinity() : x; }
-  bool operator()(int64_t a, int64_t b) const {
-    const float ka = key(v[a]), kb = key(v[b]);
-    return ka > kb || (ka == kb && a < b);
-  }
-};
 
 struct GroupLimitedRouter {
   std::vector<float> bias;  // [E] for the choice only
