@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -117,6 +118,25 @@ std::vector<float> run_in_chunks(const Model& m, std::span<const int32_t> ids, c
     m.forward<Bundle>({&in, 1}, logits, LogitRows::All, trace);
     out.insert(out.end(), logits.begin(), logits.begin() + n * V);
     done += n;
+  }
+  return out;
+}
+
+// The two layouts of a case and the expected outputs of each.
+inline constexpr std::pair<const char*, const char*> kLayouts[] = {{"/hf", "/expected.safetensors"},
+                                                                   {"/orig", "/expected_orig.safetensors"}};
+
+// n greedy tokens after `feed`, one token per forward after the prompt.
+template <class Bundle = Fp32Reference>
+std::vector<int32_t> greedy_tokens(const Model& m, std::vector<int32_t> feed, size_t n) {
+  SequenceCache cache = m.new_cache();
+  std::vector<int32_t> out;
+  std::vector<float> logits;
+  while (out.size() < n) {
+    SequenceInput in{&cache, feed};
+    m.forward<Bundle>({&in, 1}, logits, LogitRows::Last);
+    out.push_back(argmax(logits));
+    feed = {out.back()};
   }
   return out;
 }

@@ -7,7 +7,10 @@
 using namespace dsv4;
 using dsv4::testing::Golden;
 using dsv4::testing::GoldenCase;
+using dsv4::testing::greedy_tokens;
+using dsv4::testing::kLayouts;
 using dsv4::testing::max_abs_diff;
+using dsv4::testing::run_in_chunks;
 
 namespace {
 
@@ -15,30 +18,6 @@ constexpr double kFp32Bound = 1e-3;
 
 // Every DeepSeek-V4 case of the golden folder (tests/data/tiny at least).
 const std::vector<GoldenCase>& cases() { return dsv4::testing::required_golden_cases("DeepseekV4ForCausalLM"); }
-
-// The two layouts of a case and the expected outputs of each.
-constexpr std::pair<const char*, const char*> kLayouts[] = {{"/hf", "/expected.safetensors"},
-                                                            {"/orig", "/expected_orig.safetensors"}};
-
-template <class Bundle = Fp32Reference>
-std::vector<float> run(const Model& m, const std::vector<int32_t>& ids, const std::vector<int64_t>& chunks,
-                       ForwardTrace* trace = nullptr) {
-  return dsv4::testing::run_in_chunks<Bundle>(m, ids, chunks, trace);
-}
-
-template <class Bundle = Fp32Reference>
-std::vector<int32_t> greedy(const Model& m, std::vector<int32_t> feed, size_t n) {
-  SequenceCache cache = m.new_cache();
-  std::vector<int32_t> out;
-  std::vector<float> logits;
-  while (out.size() < n) {
-    SequenceInput in{&cache, feed};
-    m.forward<Bundle>({&in, 1}, logits, LogitRows::Last);
-    out.push_back(argmax(logits));
-    feed = {out.back()};
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -49,7 +28,7 @@ TEST_CASE("hidden states match layer by layer (transformers layout)", "[golden]"
   const Golden g(c.dir + "/expected.safetensors");
   ForwardTrace trace;
   trace.record_hidden = true;
-  const auto logits = run(m, g.ids("input_ids"), {}, &trace);
+  const auto logits = run_in_chunks(m, g.ids("input_ids"), {}, &trace);
   REQUIRE(trace.hidden.size() == size_t(m.config().num_layers + 1));
   for (size_t l = 0; l < trace.hidden.size(); ++l) {
     const double err = max_abs_diff(trace.hidden[l], g.floats("hidden." + std::to_string(l)));
@@ -86,13 +65,13 @@ TEST_CASE("logits of both layouts, one pass and chunked", "[golden]") {
     const Model m = Model::load(c.dir + dir);
     const Golden g(c.dir + expected);
     const auto ids = g.ids("input_ids");
-    const double full = max_abs_diff(run(m, ids, {}), g.floats("logits"));
-    const double incremental = max_abs_diff(run(m, ids, c.chunks()), g.floats("logits_incremental"));
+    const double full = max_abs_diff(run_in_chunks(m, ids, {}), g.floats("logits"));
+    const double incremental = max_abs_diff(run_in_chunks(m, ids, c.chunks()), g.floats("logits_incremental"));
     INFO(dir << ": one pass max abs error " << full << ", chunked as meta.json says " << incremental);
     CHECK(full < kFp32Bound);
     CHECK(incremental < kFp32Bound);
     // Other chunkings give the one-pass logits too (window, compressor and indexer state carried).
-    const double odd = max_abs_diff(run(m, ids, {1, 2, 3, 5, 8, 13, 21, 34, 55, 89}), g.floats("logits"));
+    const double odd = max_abs_diff(run_in_chunks(m, ids, {1, 2, 3, 5, 8, 13, 21, 34, 55, 89}), g.floats("logits"));
     INFO("chunks [1, 2, 3, 5, ...] " << odd);
     CHECK(odd < kFp32Bound);
   }
@@ -105,7 +84,7 @@ TEST_CASE("greedy continuation of both layouts", "[golden]") {
     const Golden g(c.dir + expected);
     const auto want = g.ids("greedy_tokens");
     INFO("case " << c.name << dir);
-    REQUIRE(greedy(m, g.ids("greedy_prompt"), want.size()) == want);
+    REQUIRE(greedy_tokens(m, g.ids("greedy_prompt"), want.size()) == want);
   }
 }
 
@@ -156,7 +135,7 @@ TEST_CASE("fast mode stays within the fast-mode bounds of the reference", "[gold
     const auto ids = g.ids("input_ids");
     const auto want = g.floats("logits");
     for (const auto& chunks : {std::vector<int64_t>{}, c.chunks()}) {
-      const auto got = run<FastCpu>(m, ids, chunks);
+      const auto got = run_in_chunks<FastCpu>(m, ids, chunks);
       const int64_t V = m.config().vocab_size, S = int64_t(ids.size());
       int64_t agree = 0;
       for (int64_t t = 0; t < S; ++t) {
@@ -168,7 +147,7 @@ TEST_CASE("fast mode stays within the fast-mode bounds of the reference", "[gold
       CHECK(err < 5e-2);
       CHECK(double(agree) >= 0.99 * double(S));
     }
-    const auto tokens = greedy<FastCpu>(m, g.ids("greedy_prompt"), 8);
+    const auto tokens = greedy_tokens<FastCpu>(m, g.ids("greedy_prompt"), 8);
     const auto want_tokens = g.ids("greedy_tokens");
     CHECK(tokens == std::vector<int32_t>(want_tokens.begin(), want_tokens.begin() + 8));
   }

@@ -14,7 +14,9 @@
 using namespace dsv4;
 using dsv4::testing::Golden;
 using dsv4::testing::GoldenCase;
+using dsv4::testing::greedy_tokens;
 using dsv4::testing::max_abs_diff;
+using dsv4::testing::run_in_chunks;
 
 namespace {
 
@@ -25,33 +27,6 @@ void check(bool ok, const std::string& what) {
     ++failures;
     std::fprintf(stderr, "FAILED: %s\n", what.c_str());
   }
-}
-
-template <class Bundle>
-std::vector<float> run(const Model& m, const std::vector<int32_t>& ids, const std::vector<int64_t>& chunks) {
-  SequenceCache cache = m.new_cache();
-  const int64_t V = m.config().vocab_size, S = int64_t(ids.size());
-  std::vector<float> out, logits;
-  for (int64_t done = 0, n, next = 0; done < S; done += n) {
-    n = std::min(chunks.empty() ? S : size_t(next) < chunks.size() ? chunks[size_t(next++)] : 1, S - done);
-    SequenceInput in{&cache, std::span<const int32_t>(ids).subspan(size_t(done), size_t(n))};
-    m.forward<Bundle>({&in, 1}, logits, LogitRows::All);
-    out.insert(out.end(), logits.begin(), logits.begin() + n * V);
-  }
-  return out;
-}
-
-std::vector<int32_t> greedy(const Model& m, std::vector<int32_t> feed, size_t n) {
-  SequenceCache cache = m.new_cache();
-  std::vector<int32_t> out;
-  std::vector<float> logits;
-  while (out.size() < n) {
-    SequenceInput in{&cache, feed};
-    m.forward<Fp32Reference>({&in, 1}, logits, LogitRows::Last);
-    out.push_back(argmax(logits));
-    feed = {out.back()};
-  }
-  return out;
 }
 
 // True when every rank holds exactly the same floats.
@@ -152,30 +127,30 @@ void check_case(Communicator& comm, const GoldenCase& c, const char* layout, con
   }
 
   const auto ids = g.ids("input_ids");
-  const auto ref = run<Fp32Reference>(split, ids, {});
+  const auto ref = run_in_chunks<Fp32Reference>(split, ids, {});
   const double err = max_abs_diff(ref, g.floats("logits"));
   std::printf("  %-12s reference: max abs logit error %.2e vs golden, %.2e vs one process\n", where.c_str(), err,
-              max_abs_diff(ref, run<Fp32Reference>(whole, ids, {})));
+              max_abs_diff(ref, run_in_chunks<Fp32Reference>(whole, ids, {})));
   check(err < 1e-3, where + ": reference logits within 1e-3 of golden");
   // Expert parallelism adds the same terms in the same order as one process; tensor parallelism
   // sums the heads' shares of each projection in rank order, a different rounding.
-  check(max_abs_diff(ref, run<Fp32Reference>(whole, ids, {})) < (tensor ? 1e-4 : 1e-5),
+  check(max_abs_diff(ref, run_in_chunks<Fp32Reference>(whole, ids, {})) < (tensor ? 1e-4 : 1e-5),
         where + ": split == one process (reference)");
   check(same_on_all_ranks(comm, ref), where + ": ranks bit-identical");
 
-  const auto fast = run<FastCpu>(split, ids, {});
+  const auto fast = run_in_chunks<FastCpu>(split, ids, {});
   const double ferr = max_abs_diff(fast, g.floats("logits"));
   std::printf("  %-12s fast:      max abs logit error %.2e vs golden\n", where.c_str(), ferr);
   check(ferr < 5e-2, where + ": fast logits within 5e-2 of golden");
-  check(max_abs_diff(fast, run<FastCpu>(whole, ids, {})) < 1e-3, where + ": split == one process (fast)");
+  check(max_abs_diff(fast, run_in_chunks<FastCpu>(whole, ids, {})) < 1e-3, where + ": split == one process (fast)");
 
   if (g.has("logits_incremental") && !c.chunks().empty()) {
-    const auto chunked = run<Fp32Reference>(split, ids, c.chunks());
+    const auto chunked = run_in_chunks<Fp32Reference>(split, ids, c.chunks());
     check(max_abs_diff(chunked, g.floats("logits_incremental")) < 1e-3, where + ": chunked prefill within 1e-3");
   }
   if (g.has("greedy_tokens")) {
     const auto want = g.ids("greedy_tokens");
-    check(greedy(split, g.ids("greedy_prompt"), want.size()) == want, where + ": greedy tokens identical");
+    check(greedy_tokens(split, g.ids("greedy_prompt"), want.size()) == want, where + ": greedy tokens identical");
   }
 }
 
@@ -225,13 +200,13 @@ void check_synthetic_tensor_split(Communicator& comm) {
     check(fp8 > 0 && other == 0, where + ": every split matrix stays FP8");
     std::vector<int32_t> ids(23);
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((37 * i + 5) % 256);
-    const auto ref = run<Fp32Reference>(split, ids, {}), one = run<Fp32Reference>(whole, ids, {});
-    const auto fast = run<FastCpu>(split, ids, {}), fast_one = run<FastCpu>(whole, ids, {});
+    const auto ref = run_in_chunks<Fp32Reference>(split, ids, {}), one = run_in_chunks<Fp32Reference>(whole, ids, {});
+    const auto fast = run_in_chunks<FastCpu>(split, ids, {}), fast_one = run_in_chunks<FastCpu>(whole, ids, {});
     std::printf("  %-18s reference: %.2e vs one process, fast: %.2e (FP8 parts %lld)\n", where.c_str(),
                 max_abs_diff(ref, one), max_abs_diff(fast, fast_one), (long long)fp8);
     check(max_abs_diff(ref, one) < 1e-4, where + ": split == one process (reference)");
     check(max_abs_diff(fast, fast_one) < 1e-3, where + ": split == one process (fast)");
-    check(max_abs_diff(run<Fp32Reference>(split, ids, {5, 1, 9}), one) < 1e-4, where + ": chunked == one process");
+    check(max_abs_diff(run_in_chunks<Fp32Reference>(split, ids, {5, 1, 9}), one) < 1e-4, where + ": chunked == one process");
     check(same_on_all_ranks(comm, ref), where + ": ranks bit-identical");
     std::filesystem::remove_all(dir);
   }

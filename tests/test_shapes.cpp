@@ -9,6 +9,7 @@
 
 using namespace dsv4;
 using dsv4::testing::max_abs_diff;
+using dsv4::testing::run_in_chunks;
 
 namespace {
 
@@ -56,24 +57,6 @@ const Case kShapes[] = {
          "rope_theta": 50000, "quantization_config": {"weight_block_size": [16, 48]}})"},
 };
 
-std::vector<float> run(const Model& m, std::span<const int32_t> ids, const std::vector<int64_t>& chunks, bool fast) {
-  SequenceCache cache = m.new_cache();
-  const int64_t V = m.config().vocab_size, S = int64_t(ids.size());
-  std::vector<float> out, logits;
-  int64_t done = 0;
-  size_t next = 0;
-  while (done < S) {
-    int64_t n = chunks.empty() ? S : next < chunks.size() ? chunks[next++] : 1;
-    n = std::min(n, S - done);
-    SequenceInput in{&cache, ids.subspan(size_t(done), size_t(n))};
-    if (fast) m.forward<FastCpu>({&in, 1}, logits, LogitRows::All);
-    else m.forward<Fp32Reference>({&in, 1}, logits, LogitRows::All);
-    out.insert(out.end(), logits.begin(), logits.begin() + n * V);
-    done += n;
-  }
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("other shapes: chunking, batching and fast mode agree with one reference pass", "[shapes]") {
@@ -88,12 +71,12 @@ TEST_CASE("other shapes: chunking, batching and fast mode agree with one referen
     std::mt19937 rng(5);
     std::vector<int32_t> ids(70);
     for (auto& t : ids) t = int32_t(rng() % uint32_t(m.config().vocab_size));
-    const auto one = run(m, ids, {}, false);
+    const auto one = run_in_chunks(m, ids, {});
     for (float v : one) REQUIRE(std::isfinite(v));
-    CHECK(max_abs_diff(run(m, ids, {5, 9, 2}, false), one) < 1e-3);
-    CHECK(max_abs_diff(run(m, ids, {1, 17, 33}, false), one) < 1e-3);
-    CHECK(max_abs_diff(run(m, ids, {}, true), one) < 5e-2);
-    CHECK(max_abs_diff(run(m, ids, {6, 11}, true), one) < 5e-2);
+    CHECK(max_abs_diff(run_in_chunks(m, ids, {5, 9, 2}), one) < 1e-3);
+    CHECK(max_abs_diff(run_in_chunks(m, ids, {1, 17, 33}), one) < 1e-3);
+    CHECK(max_abs_diff(run_in_chunks<FastCpu>(m, ids, {}), one) < 5e-2);
+    CHECK(max_abs_diff(run_in_chunks<FastCpu>(m, ids, {6, 11}), one) < 5e-2);
     // Two rows of different lengths in one call equal each row alone.
     const int64_t V = m.config().vocab_size;
     SequenceCache a = m.new_cache(), b = m.new_cache();
@@ -104,7 +87,7 @@ TEST_CASE("other shapes: chunking, batching and fast mode agree with one referen
     std::vector<float> first(logits.begin(), logits.begin() + 40 * V);
     CHECK(max_abs_diff(first, std::vector<float>(one.begin(), one.begin() + 40 * V)) < 1e-3);
     std::vector<float> second(logits.begin() + 40 * V, logits.end());
-    CHECK(max_abs_diff(second, run(m, all.subspan(40), {}, false)) < 1e-3);
+    CHECK(max_abs_diff(second, run_in_chunks(m, all.subspan(40), {})) < 1e-3);
     std::filesystem::remove_all(dir);
   }
 }
