@@ -49,4 +49,21 @@ void parallel_row_pieces(int64_t row0, int64_t row1, int64_t align, int threads,
   for (int64_t p = 0; p < pieces; ++p) fn(row0 + p * piece, std::min(row1, row0 + (p + 1) * piece));
 }
 
+// Calls fn(b0, b1) once on each of `threads` threads with its contiguous share [b0, b1) of
+// [0, blocks): a static split, for kernels that pass each thread's rows over several tiles of
+// tokens or columns and want the same rows on the same thread every time.
+template <class Fn>
+void parallel_block_shares(int64_t blocks, int threads, Fn&& fn) {
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int64_t nthreads = omp_get_num_threads(), me = omp_get_thread_num();
+    fn(blocks * me / nthreads, blocks * (me + 1) / nthreads);
+  }
+#else
+  (void)threads;
+  fn(int64_t(0), blocks);
+#endif
+}
+
 }  // namespace dsv4

@@ -18,6 +18,7 @@
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/kernels/cpu/q16_activations.hpp"
 #include "dsv4/kernels/cpu/simd_decode.hpp"
+#include "dsv4/kernels/cpu/tile_walk.hpp"
 #include "dsv4/quant/schemes.hpp"
 
 namespace dsv4::cpu {
@@ -236,17 +237,9 @@ void fp4_integer_few(const Fp4GroupMatrix& m, const Q16Activations<VB>& a, int64
   const int64_t seg = std::min(tile, chunks) * VB;  // weight bytes of a row per pass
   const int64_t ahead_rows = R * std::max<int64_t>(1, kFp4FewPrefetchBytes / (R * seg));
   alignas(64) typename O::F buf[kFp4GroupRows + R][TT];
-  for (int64_t g = n0; g < n1; g += kFp4GroupRows) {
-    const int64_t g1 = std::min(n1, g + kFp4GroupRows);
-    for (int64_t c0 = 0; c0 < chunks; c0 += tile) {
-      const int64_t c1 = std::min(chunks, c0 + tile);
-      for (int64_t n = g; n < g1; n += R) {
-        const int nr = int(std::min<int64_t>(R, g1 - n));
-        // The segment read ahead_rows later: further rows of this tile, else the next tile's
-        // (or the next group's) first rows.
-        const int64_t ahead = n + ahead_rows;
-        const int64_t pn = ahead < g1 ? ahead : c1 < chunks ? g + (ahead - g1) : ahead;
-        const int64_t pc = ahead < g1 ? c0 : c1 < chunks ? c1 : 0;
+  walk_row_tiles<R>(
+      n0, n1, kFp4GroupRows, chunks, tile, ahead_rows,
+      [&](int64_t g, int64_t n, int nr, int64_t c0, int64_t c1, int64_t pn, int64_t pc) {
         const uint8_t* wrow[R];
         const uint8_t* srow[R];
         const uint8_t* pf[R];
@@ -256,11 +249,11 @@ void fp4_integer_few(const Fp4GroupMatrix& m, const Q16Activations<VB>& a, int64
           pf[r] = m.q + (pn + r) * row_bytes + pc * VB;
         }
         fp4_integer_pass<VB, kVnni, R, TT>(m, wrow, srow, pf, a, t0, c0, c1, &buf[n - g][0], c0 == 0);
-      }
-    }
-    for (int64_t n = g; n < g1; ++n)
-      for (int t = 0; t < TT; ++t) y[t * ldy + (n - out0)] = O::reduce(buf[n - g][t]);
-  }
+      },
+      [&](int64_t g, int64_t g1) {
+        for (int64_t n = g; n < g1; ++n)
+          for (int t = 0; t < TT; ++t) y[t * ldy + (n - out0)] = O::reduce(buf[n - g][t]);
+      });
 }
 
 // Tokens t0.. (at most 4) of rows [n0, n1), the token count made a compile-time constant.
@@ -298,13 +291,7 @@ void fp4_integer_matmul(const Fp4GroupMatrix& m, const Q16Activations<VB>& a, fl
   const bool decode = T < 2;
   const int64_t R = decode ? kDecodeRows : kRows;
   const int64_t row_blocks = (rows + R - 1) / R;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    int64_t nthreads = 1, me = 0;
-#if defined(_OPENMP)
-    nthreads = omp_get_num_threads(), me = omp_get_thread_num();
-#endif
-    const int64_t rb0 = row_blocks * me / nthreads, rb1 = row_blocks * (me + 1) / nthreads;
+  parallel_block_shares(row_blocks, threads, [&](int64_t rb0, int64_t rb1) {
     for (int64_t t0 = 0; t0 < T; t0 += kTokensPerTile) {
       const int64_t t1 = std::min(T, t0 + kTokensPerTile);
       for (int64_t rb = rb0; rb < rb1; ++rb) {
@@ -320,7 +307,7 @@ void fp4_integer_matmul(const Fp4GroupMatrix& m, const Q16Activations<VB>& a, fl
                                                           yb + ts * ldy, ldy);
       }
     }
-  }
+  });
 }
 
 }  // namespace dsv4::cpu

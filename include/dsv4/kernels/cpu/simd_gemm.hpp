@@ -124,15 +124,9 @@ void simd_gemm(const Scheme& m, const float* x, int64_t ldx, int64_t t, float* y
   const int threads = num_threads();
   // Token tiles outside: a tile's activations (K·NT floats) stay in L2 while each thread decodes
   // its panels of MR rows (MR·K floats) and multiplies them with the tile.
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    int64_t nthreads = 1, me = 0;
-#if defined(_OPENMP)
-    nthreads = omp_get_num_threads(), me = omp_get_thread_num();
-#endif
+  parallel_block_shares(row_blocks, threads, [&](int64_t rb0, int64_t rb1) {
     thread_local AlignedFloats pbuf;
     float* panel = pbuf.get(size_t(MR * kp));
-    const int64_t rb0 = row_blocks * me / nthreads, rb1 = row_blocks * (me + 1) / nthreads;
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int nt = int(std::min<int64_t>(NT, t - tile * NT));
       for (int64_t rb = rb0; rb < rb1; ++rb) {
@@ -144,7 +138,7 @@ void simd_gemm(const Scheme& m, const float* x, int64_t ldx, int64_t t, float* y
                                        y + tile * NT * ldy + (n - row0), ldy);
       }
     }
-  }
+  });
 }
 
 }  // namespace dsv4::cpu

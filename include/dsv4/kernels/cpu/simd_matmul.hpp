@@ -208,13 +208,7 @@ void simd_matmul(const Scheme& m, const float* x, int64_t ldx, int64_t t, float*
   const int threads = work > (1 << 15) ? num_threads() : 1;
   // Each thread owns a range of row blocks; for every tile of tokens × columns it passes all its
   // rows over the tile, so activations are reused from L2 and weights streamed once per token tile.
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    int64_t nthreads = 1, me = 0;
-#if defined(_OPENMP)
-    nthreads = omp_get_num_threads(), me = omp_get_thread_num();
-#endif
-    const int64_t rb0 = row_blocks * me / nthreads, rb1 = row_blocks * (me + 1) / nthreads;
+  parallel_block_shares(row_blocks, threads, [&](int64_t rb0, int64_t rb1) {
     for (int64_t t0 = 0; t0 < t; t0 += Tl::kTokensPerTile) {
       const int64_t t1 = std::min(t, t0 + Tl::kTokensPerTile);
       for (int64_t k0 = 0; k0 < K; k0 += kc) {
@@ -228,7 +222,7 @@ void simd_matmul(const Scheme& m, const float* x, int64_t ldx, int64_t t, float*
         }
       }
     }
-  }
+  });
 }
 
 template <class Arch, bool kVnni = false, bool kVbmi = false>
