@@ -138,6 +138,31 @@ struct I8Ops<32, false> {
 // Whether the integer kernel takes this matrix: groups of 32 and whole groups per row.
 inline bool fp4_integer_applies(const Fp4GroupMatrix& m) { return m.group == 32 && m.k % 32 == 0; }
 
+// acc[r][t] += chunk c of rows r (packed weights wrow[r], scales srow[r]; `bytes` and `groups`
+// valid, fewer only in a last, partial chunk) · tokens t0..t0+nt-1 of a (nt <= TT); prefetches
+// ahead[r] as it goes.
+template <int VB, bool kVnni, int R, int TT>
+inline void fp4_integer_chunk(const uint8_t* const (&wrow)[R], const uint8_t* const (&srow)[R],
+                              const uint8_t* const (&ahead)[R], const Q16Activations<VB>& a, int64_t t0, int nt,
+                              int64_t c, int bytes, int groups, typename I8Ops<VB, kVnni>::F (&acc)[R][TT]) {
+  using O = I8Ops<VB, kVnni>;
+  constexpr int kGroupsPerChunk = 2 * VB / 32;
+  typename O::I lo[R], hi[R];
+  typename O::F ws[R];
+  for (int r = 0; r < R; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(ahead[r]), _MM_HINT_T0);
+    O::weights(O::load_packed(wrow[r] + c * VB, bytes), lo[r], hi[r]);
+    ws[r] = O::weight_scales(srow[r] + c * kGroupsPerChunk, groups);
+  }
+  for (int t = 0; t < TT; ++t) {
+    if (t >= nt) break;
+    const typename O::I bias = O::load_bias(a.bias_at(t0 + t, c));
+    const typename O::F xs = O::load_scale(a.scale_at(t0 + t, c));
+    const int8_t *xh = a.high_at(t0 + t, c), *xl = a.low_at(t0 + t, c);
+    for (int r = 0; r < R; ++r) acc[r][t] = O::fma_lanes(O::dot(bias, lo[r], hi[r], xh, xl), O::mul(ws[r], xs), acc[r][t]);
+  }
+}
+
 // R rows × up to TT tokens (nt real) over the whole of K. y[t * ldy + r] = dot(row n + r, token t).
 template <int VB, bool kVnni, int R, int TT>
 inline void fp4_integer_microkernel(const Fp4GroupMatrix& m, int64_t n, int n_valid, const Q16Activations<VB>& a,
@@ -157,21 +182,9 @@ inline void fp4_integer_microkernel(const Fp4GroupMatrix& m, int64_t n, int n_va
   }
   // Adds chunk c's products; bytes < VB (groups < per chunk) only in the last, partial chunk.
   auto chunk = [&](int64_t c, int bytes, int groups) {
-    const int64_t c0 = c * 2 * VB;
-    typename O::I lo[R], hi[R];
-    typename O::F ws[R];
-    for (int r = 0; r < R; ++r) {
-      _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + c0 / 2 + kFp4PrefetchBytes), _MM_HINT_T0);
-      O::weights(O::load_packed(wrow[r] + c0 / 2, bytes), lo[r], hi[r]);
-      ws[r] = O::weight_scales(srow[r] + c0 / 32, groups);
-    }
-    for (int t = 0; t < TT; ++t) {
-      if (t >= nt) break;
-      const typename O::I bias = O::load_bias(a.bias_at(t0 + t, c));
-      const typename O::F xs = O::load_scale(a.scale_at(t0 + t, c));
-      const int8_t *xh = a.high_at(t0 + t, c), *xl = a.low_at(t0 + t, c);
-      for (int r = 0; r < R; ++r) acc[r][t] = O::fma_lanes(O::dot(bias, lo[r], hi[r], xh, xl), O::mul(ws[r], xs), acc[r][t]);
-    }
+    const uint8_t* ahead[R];
+    for (int r = 0; r < R; ++r) ahead[r] = wrow[r] + c * VB + kFp4PrefetchBytes;
+    fp4_integer_chunk<VB, kVnni, R, TT>(wrow, srow, ahead, a, t0, nt, c, bytes, groups, acc);
   };
   const int64_t full = K / (2 * VB);
   for (int64_t c = 0; c < full; ++c) chunk(c, VB, kGroupsPerChunk);
@@ -206,19 +219,9 @@ inline void fp4_integer_pass(const Fp4GroupMatrix& m, const uint8_t* const (&wro
     // Bytes < VB (groups < per chunk) only in the last, partial chunk.
     const int bytes = c < full ? VB : int((m.k - full * 2 * VB) / 2);
     const int groups = c < full ? kGroupsPerChunk : int((m.k - full * 2 * VB) / 32);
-    typename O::I lo[R], hi[R];
-    typename O::F ws[R];
-    for (int r = 0; r < R; ++r) {
-      _mm_prefetch(reinterpret_cast<const char*>(pf[r] + (c - c0) * VB), _MM_HINT_T0);
-      O::weights(O::load_packed(wrow[r] + c * VB, bytes), lo[r], hi[r]);
-      ws[r] = O::weight_scales(srow[r] + c * kGroupsPerChunk, groups);
-    }
-    for (int t = 0; t < TT; ++t) {
-      const typename O::I bias = O::load_bias(a.bias_at(t0 + t, c));
-      const typename O::F xs = O::load_scale(a.scale_at(t0 + t, c));
-      const int8_t *xh = a.high_at(t0 + t, c), *xl = a.low_at(t0 + t, c);
-      for (int r = 0; r < R; ++r) s[r][t] = O::fma_lanes(O::dot(bias, lo[r], hi[r], xh, xl), O::mul(ws[r], xs), s[r][t]);
-    }
+    const uint8_t* ahead[R];
+    for (int r = 0; r < R; ++r) ahead[r] = pf[r] + (c - c0) * VB;
+    fp4_integer_chunk<VB, kVnni, R, TT>(wrow, srow, ahead, a, t0, TT, c, bytes, groups, s);
   }
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < TT; ++t) acc[r * TT + t] = s[r][t];
