@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "decode.cuh"
+#include "pdl.cuh"
 #include "kernels.hpp"
 
 namespace dsv4::cuda::k {
@@ -35,6 +36,7 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
                                                                   const float* __restrict__ y, float* x, int n,
                                                                   int64_t D, MatrixView fn, int nm,
                                                                   float* __restrict__ part) {
+  pdl::begin();
   __shared__ float xs[16 * kHcCols];  // [n, kHcCols] the block's new values
   __shared__ float red[kHcMaxMix + 1];
   const int64_t t = blockIdx.y, k0 = int64_t(blockIdx.x) * kHcCols;
@@ -113,6 +115,7 @@ __global__ void __launch_bounds__(256) hc_update_rows_kernel(const float* __rest
                                                              const float* __restrict__ comb,
                                                              const float* __restrict__ y, float* x, int n, int64_t D,
                                                              float* __restrict__ part, int64_t ld) {
+  pdl::begin();
   __shared__ float P[16], C[256], red[8];
   const int64_t t = blockIdx.x;
   const int tid = threadIdx.x;
@@ -163,6 +166,7 @@ __global__ void __launch_bounds__(256) hc_update_rows4_kernel(const float* __res
                                                               const float* __restrict__ comb,
                                                               const float* __restrict__ y, float* x, int n, int64_t D,
                                                               float* __restrict__ part, int64_t ld) {
+  pdl::begin();
   __shared__ float P[4], C[16], red[8];
   const int64_t t = blockIdx.x;
   const int tid = threadIdx.x;
@@ -276,6 +280,7 @@ __global__ void __launch_bounds__(kHcFinish) hc_finish_kernel(
     const float* __restrict__ x, int n, int64_t D, int iters, float hc_eps, float norm_eps, bool head,
     float* __restrict__ pre_out, float* __restrict__ post_out, float* __restrict__ comb_out,
     const float* __restrict__ w, float* __restrict__ out) {
+  pdl::begin();
   __shared__ float mix[kHcMaxMix + 1], sp[16], C[256], stat[16], stat2[16], red[32];
   const int64_t t = blockIdx.x;
   const int nm = head ? n : (2 + n) * n, nn = n * n;
@@ -372,6 +377,7 @@ __device__ __forceinline__ const float* att_key(const AttendArgs& a, const RowIn
 // Needs d % 4 == 0.
 __global__ void __launch_bounds__(kAttThreads) attend_split_kernel(AttendArgs a, float* __restrict__ part_o,
                                                                    float* __restrict__ part_ml) {
+  pdl::begin();
   extern __shared__ float sh[];
   const int64_t row = blockIdx.z, c = blockIdx.x, d = a.d, H = a.heads, nchunks = gridDim.x;
   const int h0 = blockIdx.y * kAttHeads, hn = min(kAttHeads, int(H) - h0);
@@ -467,6 +473,7 @@ __global__ void __launch_bounds__(kAttThreads) attend_split_kernel(AttendArgs a,
 // in chunk order), normalized and de-rotated. o [T, H, d].
 __global__ void attend_combine_kernel(AttendArgs a, const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                       int64_t nchunks) {
+  pdl::begin();
   extern __shared__ float os[];  // [d]
   __shared__ float wc[1024];     // per chunk exp(m_c - M)
   const int64_t h = blockIdx.x, row = blockIdx.y, d = a.d, H = a.heads;
@@ -526,8 +533,8 @@ void hc_post_mix(const float* post, const float* comb, const float* y, float* x,
   if (nm > kHcMaxMix) throw Error("cuda: more than 288 mHC mixes");
   const dim3 grid(unsigned(hc_chunks(D)), unsigned(t));
   const MatrixView f = fn ? *fn : MatrixView{};
-  if (f.kind == MatrixView::F32) hc_post_mix_kernel<true><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part);
-  else hc_post_mix_kernel<false><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part);
+  if (f.kind == MatrixView::F32) pdl::launch(hc_post_mix_kernel<true>, grid, kHcThreads, 0, st(s), post, comb, y, x, int(n), D, f, nm, part);
+  else pdl::launch(hc_post_mix_kernel<false>, grid, kHcThreads, 0, st(s), post, comb, y, x, int(n), D, f, nm, part);
   check(cudaGetLastError(), "hc_post_mix");
 }
 
@@ -536,9 +543,9 @@ void hc_update_rows(const float* post, const float* comb, const float* y, float*
   if (t == 0) return;
   if (n > 16) throw Error("cuda: hc_mult > 16 is not supported");
   if (n <= 4 && D % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && (!y || reinterpret_cast<uintptr_t>(y) % 16 == 0))
-    hc_update_rows4_kernel<<<unsigned(t), 256, 0, st(s)>>>(post, comb, y, x, int(n), D, part, ld);
+    pdl::launch(hc_update_rows4_kernel, unsigned(t), 256, 0, st(s), post, comb, y, x, int(n), D, part, ld);
   else
-    hc_update_rows_kernel<<<unsigned(t), 256, 0, st(s)>>>(post, comb, y, x, int(n), D, part, ld);
+    pdl::launch(hc_update_rows_kernel, unsigned(t), 256, 0, st(s), post, comb, y, x, int(n), D, part, ld);
   check(cudaGetLastError(), "hc_update_rows");
 }
 
@@ -547,7 +554,7 @@ void hc_finish(const float* part, const float* base, const float* scale, const f
                const float* w, float* out, void* s, int64_t chunks) {
   if (t == 0) return;
   const bool head = post == nullptr;
-  hc_finish_kernel<<<unsigned(t), kHcFinish, 0, st(s)>>>(part, int(chunks > 0 ? chunks : hc_chunks(D)), base, scale, x, int(n), D,
+  pdl::launch(hc_finish_kernel, unsigned(t), kHcFinish, 0, st(s), part, int(chunks > 0 ? chunks : hc_chunks(D)), base, scale, x, int(n), D,
                                                           int(iters), hc_eps, norm_eps, head, pre, post, comb, w, out);
   check(cudaGetLastError(), "hc_finish");
 }
@@ -566,9 +573,9 @@ void attend_split(const AttendArgs& a, float* part_o, float* part_ml, void* s) {
   static size_t set = 0;  // always raised: the kernel's static shared memory counts against 48 KiB too
   raise_dynamic_smem(attend_split_kernel, bytes, set, "attention shared memory");
   const dim3 grid(unsigned(nc), unsigned((a.heads + kAttHeads - 1) / kAttHeads), unsigned(a.t));
-  attend_split_kernel<<<grid, kAttThreads, bytes, st(s)>>>(a, part_o, part_ml);
+  pdl::launch(attend_split_kernel, grid, kAttThreads, bytes, st(s), a, part_o, part_ml);
   check(cudaGetLastError(), "attend_split");
-  attend_combine_kernel<<<dim3(unsigned(a.heads), unsigned(a.t)), 256, size_t(a.d) * sizeof(float), st(s)>>>(
+  pdl::launch(attend_combine_kernel, dim3(unsigned(a.heads), unsigned(a.t)), 256, size_t(a.d) * sizeof(float), st(s), 
       a, part_o, part_ml, nc);
   check(cudaGetLastError(), "attend_combine");
 }
