@@ -329,7 +329,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
   static_assert(GPW * kBpg == 128 && GPW % 4 == 0, "a step is 128 bytes of a row, groups in fours");
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   // A plain matrix is known before the kernels this one waits for finish: its rows go to L2 first.
-  if (a.jobs == nullptr && a.mats == nullptr && blockIdx.y == 0 && tid == 0) prefetch_plain<kFp4>(a);
+  if (a.prefetch > 0 && a.jobs == nullptr && a.mats == nullptr && blockIdx.y == 0 && tid == 0) prefetch_plain<kFp4>(a);
   pdl::begin();
 
   MatrixView w;
@@ -683,12 +683,12 @@ int variant() {
   return v;
 }
 
-// The L2 prefetch of plain matrices (pdl.cuh): DSV4_CUDA_GEMV_PREFETCH=<MiB> (0: off; default 16,
-// a third of the H200's L2, so that a matrix's head is not evicted before its own reads).
+// The L2 prefetch of plain matrices before pdl::wait(): DSV4_CUDA_GEMV_PREFETCH=<MiB> of a matrix's
+// first rows. Off by default: 16 MiB measured no gain on the H200 (README, decode).
 int64_t prefetch_bytes() {
   static const int64_t b = [] {
     const char* e = std::getenv("DSV4_CUDA_GEMV_PREFETCH");
-    return int64_t(e ? std::max(0, std::atoi(e)) : 16) << 20;
+    return int64_t(e ? std::max(0, std::atoi(e)) : 0) << 20;
   }();
   return b;
 }
