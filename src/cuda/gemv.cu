@@ -195,17 +195,6 @@ template <int Kind>
 constexpr int kGpw = Kind == MatrixView::Fp4Group ? 8 : 4;
 constexpr int kRedBytes = 2 * kWarps * 32 * 16;  // the warps' partial sums, two items deep
 
-__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#else
-  __trap();  // the host dispatch takes this path only on compute capability >= 8.0
-#endif
-}
-
 // Two E4M3 bytes (low 16 bits of v) to an f16 pair, exactly.
 __device__ __forceinline__ uint32_t e4m3x2_h2(uint32_t v) {
   const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(v & 0xFFFFu), __NV_E4M3);
@@ -282,14 +271,6 @@ constexpr int kStride = Kind == MatrixView::Fp4Group ? 144 : 160;  // bytes a ro
 template <int Kind>
 constexpr int kStageBytes = 16 * kStride<Kind>;
 
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 // Block blockIdx.x's share of the first a.prefetch bytes of its plain matrix's rows (grid.z = the
 // group, or the pair's second matrix), requested into L2: weights are written by no kernel, so this
@@ -658,12 +639,6 @@ bool supported() {  // mma.sync m16n8k16 f16 needs compute capability 8.0
   return ok;
 }
 
-// The dynamic shared memory a kernel may ask for (past the default 48 KB); set once per kernel.
-template <class Kernel>
-void allow_smem(Kernel k, int bytes) {
-  check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "gemv smem");
-}
-
 // Pipeline depth variants (stages a warp; two blocks a multiprocessor, 112 KB each, of which the
 // stages and partial sums leave the rest for B). DSV4_CUDA_GEMV_VARIANT=0|1 picks one (tuning; on
 // the H200 two stages gave FP4/FP8 0.39/0.72 of the copy rate at batch 1, three 0.37/0.70, four
@@ -697,8 +672,8 @@ template <int Kind, int NM, int V>
 void launch_v(const Args& a, dim3 grid, int smem, cudaStream_t st) {
   constexpr Variant var = kVariants[V];
   auto* k = pgemv_kernel<Kind, NM, var.min_blocks, var.depth>;
-  static const bool once = (allow_smem(k, kBlockSmem), true);
-  (void)once;
+  static std::atomic<size_t> raised{0};
+  raise_dynamic_smem(k, kBlockSmem, raised, "gemv smem");
   pdl::launch(k, grid, kThreads, smem, st, a);
 }
 

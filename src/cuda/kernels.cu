@@ -710,7 +710,7 @@ void scale(float* v, int64_t n, float f, void* s) {
 void attend(const AttendArgs& a, void* s) {
   if (a.t == 0) return;
   const size_t bytes = size_t(a.d + a.max_keys + 8 * a.d) * sizeof(float);  // q/o, logits, 8 warps' partial sums
-  static size_t set = 0;
+  static std::atomic<size_t> set{0};
   raise_dynamic_smem(attend_kernel, bytes, set, "attention shared memory (too many keys for one block)");
   pdl::launch(attend_kernel, unsigned(a.t * a.heads), 256, bytes, st(s), a);
   launched("attend");
@@ -744,7 +744,7 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
   if (t == 0) return;
   if (max_visible > 0) {
     const size_t qbytes = size_t(nh * (ci + 1) + nh) * sizeof(float);
-    static size_t set = 0;
+    static std::atomic<size_t> set{0};
     raise_dynamic_smem(indexer_scores_kernel, qbytes, set, "indexer shared memory");
     const dim3 grid(unsigned(t), unsigned((max_visible + kIdxEntries - 1) / kIdxEntries));
     pdl::launch(indexer_scores_kernel, grid, 256, qbytes, st(s), q, g, rows, seqs, nh, ci, m, max_visible, scores);
@@ -753,7 +753,7 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
   int64_t pow2 = 1;
   while (pow2 < max_visible) pow2 *= 2;
   const size_t bytes = size_t(pow2) * (sizeof(float) + sizeof(int32_t));
-  static size_t set = 0;
+  static std::atomic<size_t> set{0};
   raise_dynamic_smem(indexer_topk_kernel, bytes, set, "indexer shared memory (too many compressed entries for one block)");
   pdl::launch(indexer_topk_kernel, unsigned(t), 512, bytes, st(s), scores, max_visible, rows, m, topk, pow2, chosen, nchosen);
   launched("indexer top-k");
