@@ -2,7 +2,8 @@
 // decode step (one token per sequence; from the third step on, a replayed CUDA graph), with every
 // sequence prefilled with the same prompt first. With DSV4_DECODE_NCU=B, one replayed step at batch
 // B is bracketed by cudaProfilerStart/Stop, so that `ncu --profile-from-start off` times exactly
-// that step's kernels (scripts/cuda_device.sh profile).
+// that step's kernels (scripts/cuda_device.sh profile). Each batch's line ends with a hash of the last
+// step's logits.
 //   cuda_decode_bench MODEL [prompt tokens = 256] [steps = 32] [batches = 1,8,32]
 #include <cuda_profiler_api.h>
 
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -87,7 +89,14 @@ int main(int argc, char** argv) {
     std::printf("decode batch %-3lld median %.3f ms/step (mean %.3f, min %.3f): %.1f tokens/s", (long long)B, med, mean,
                 sorted.front(), 1e3 * double(B) / med);
     if (B == 1) std::printf("; weights %.1f GB/s = %.1f%% of copy", active / med / 1e6, 100.0 * active / (med * 1e-3) / copy);
-    std::printf("\n");
+    // FNV-1a of the last step's logits: equal across trees and settings that must agree bit for bit.
+    uint64_t h = 1469598103934665603ull;
+    for (const float v : logits) {
+      uint32_t u;
+      std::memcpy(&u, &v, sizeof u);
+      h = (h ^ u) * 1099511628211ull;
+    }
+    std::printf("; logits %016llx\n", (unsigned long long)h);
   }
   return 0;
 }

@@ -299,6 +299,12 @@ if [[ $what == profile || $what == decode || $what == final ]]; then
       timeout 300 "$t/cuda_decode_bench" "$m" ${PROMPT:-2048} 32 1,8,32 2>&1 | tee -a "$OUT/decode_bench.txt"
     done
   done
+  # EXTRA_ENVS="A=0 B=1,C=2": this tree's decode bench again under each set of variables (commas
+  # join the variables of one set), for an A/B of a knob in the same run.
+  for e in ${EXTRA_ENVS:-}; do
+    echo "== decode bench: new, ${e//,/ }" | tee -a "$OUT/decode_bench.txt"
+    env ${e//,/ } timeout 300 "$b/cuda_decode_bench" "$m" ${PROMPT:-2048} 32 1,8,32 2>&1 | tee -a "$OUT/decode_bench.txt"
+  done
   for i in "${!trees[@]}"; do
     t=${trees[$i]} n=${names[$i]}
     echo "== dsv4 bench: $n" | tee -a "$OUT/dsv4_bench_decode.txt"

@@ -185,6 +185,42 @@ TEST_CASE("decode steps replayed as CUDA graphs equal steps launched one kernel 
   }
 }
 
+TEST_CASE("decode with programmatic dependent launch equals decode without it", "[cuda][pdl]") {
+  // set_pdl is global: each model's step runs with its own setting. a: graphs with PDL, b: graphs
+  // without, c: PDL without graphs (stream launches). All three must agree bit for bit.
+  for (const GoldenCase& c : dsv4::testing::golden_cases("DeepseekV4ForCausalLM")) {
+    const Model m = Model::load(c.dir + "/orig");
+    const Golden g(c.dir + "/expected_orig.safetensors");
+    const auto ids = g.ids("input_ids");
+    for (KernelMode mode : {KernelMode::Reference, KernelMode::Fast}) {
+      INFO("case " << c.name << ", mode " << kernel_mode_name(mode));
+      cuda::DeviceOptions plain = with_mode(mode);
+      plain.cuda_graphs = false;
+      cuda::DeviceModel a(m, with_mode(mode)), b(m, with_mode(mode)), cm(m, plain);
+      std::vector<std::vector<int32_t>> feed{{ids.begin(), ids.begin() + 29}, {ids.begin() + 40, ids.begin() + 42}};
+      std::vector<cuda::DeviceCache> ca, cb, cc;
+      for (int i = 0; i < 2; ++i) ca.push_back(a.new_cache()), cb.push_back(b.new_cache()), cc.push_back(cm.new_cache());
+      std::vector<float> la, lb, lc;
+      for (int step = 0; step < 24; ++step) {
+        std::vector<cuda::DeviceSequenceInput> ba{{&ca[0], feed[0]}, {&ca[1], feed[1]}};
+        std::vector<cuda::DeviceSequenceInput> bb{{&cb[0], feed[0]}, {&cb[1], feed[1]}};
+        std::vector<cuda::DeviceSequenceInput> bc{{&cc[0], feed[0]}, {&cc[1], feed[1]}};
+        cuda::set_pdl(true);
+        a.forward(ba, la, LogitRows::Last);
+        cm.forward(bc, lc, LogitRows::Last);
+        cuda::set_pdl(false);
+        b.forward(bb, lb, LogitRows::Last);
+        cuda::set_pdl(true);
+        REQUIRE(la == lb);
+        REQUIRE(la == lc);
+        const int64_t V = m.config().vocab_size;
+        for (int i = 0; i < 2; ++i)
+          feed[size_t(i)] = {argmax(std::span<const float>(la).subspan(size_t(i * V), size_t(V)))};
+      }
+    }
+  }
+}
+
 TEST_CASE("greedy steps with the argmax on the device pick the logits' argmax", "[cuda][greedy]") {
   for (const GoldenCase& c : dsv4::testing::golden_cases("DeepseekV4ForCausalLM")) {
     const Model m = Model::load(c.dir + "/orig");

@@ -3,6 +3,7 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <mutex>
 #include <string>
 
@@ -16,14 +17,52 @@ namespace dsv4::cuda {
 // Lets `kernel` take `bytes` of dynamic shared memory. `raised` (one per kernel, static at the call
 // site) is the largest size set so far: the limit is raised only for a larger size, so captured
 // steps make no such call, and under one lock, so threads launching the same kernel (ranks as
-// threads, LocalDeviceCommunicator) never lower it under each other.
+// threads, LocalDeviceCommunicator) never lower it under each other. A size already allowed takes
+// one atomic load and no lock.
 template <class Kernel>
-void raise_dynamic_smem(Kernel* kernel, size_t bytes, size_t& raised, const char* what) {
+void raise_dynamic_smem(Kernel* kernel, size_t bytes, std::atomic<size_t>& raised, const char* what) {
+  if (bytes <= raised.load(std::memory_order_acquire)) return;
   static std::mutex m;
   std::lock_guard<std::mutex> lock(m);
-  if (bytes <= raised) return;
+  if (bytes <= raised.load(std::memory_order_relaxed)) return;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), what);
-  raised = bytes;
+  raised.store(bytes, std::memory_order_release);
+}
+
+// Tensor-core and asynchronous-copy primitives of the GEMV (gemv.cu) and the prefill kernels
+// (prefill.cu). d [16 x 8] += a [16 x 16] b [16 x 8], fp32 accumulation; F16: f16 inputs, else bf16.
+template <bool F16 = true>
+__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (F16)
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  else
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  __trap();  // the host dispatch takes these paths only on compute capability >= 8.0
+#endif
+}
+template <bool F16 = true>
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  mma16816<F16>(d, a[0], a[1], a[2], a[3], b0, b1);
+}
+
+// 16 bytes global -> shared (the shared address `dst`); zeros when !valid (src is then not read but
+// must be a valid address). The "memory" clobbers keep the compiler from moving shared-memory
+// accesses across the copies' issue and completion.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Until at most N of this thread's committed copy groups are pending.
+template <int N>
+__device__ __forceinline__ void cp_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // 2^(b-127); b = 0 is the subnormal 2^-127, b = 255 NaN.

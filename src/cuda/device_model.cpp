@@ -967,9 +967,9 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
   if (!graph) {
     enqueue();
   } else {
-    // Keyed by what changes the launches: the batch, greedy or logits, and the GEMV choice
-    // (set_legacy_gemv can flip between steps).
-    Impl::Graph& g = I.graphs[4 * B + (legacy_gemv() ? 2 : 0) + (ids ? 1 : 0)];
+    // Keyed by what changes the launches: the batch, greedy or logits, the GEMV choice and PDL
+    // (set_legacy_gemv and set_pdl can flip between steps).
+    Impl::Graph& g = I.graphs[8 * B + (pdl_enabled() ? 4 : 0) + (legacy_gemv() ? 2 : 0) + (ids ? 1 : 0)];
     if (g.exec && g.generation != I.generation) cudaGraphExecDestroy(g.exec), g.exec = nullptr, g.warm = false;
     if (!g.warm) {  // first step at this size: run it directly (allocates the workspace)
       enqueue();

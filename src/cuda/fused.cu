@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "decode.cuh"
+#include "pdl.cuh"
 #include "kernels.hpp"
 
 namespace dsv4::cuda::k {
@@ -35,6 +36,7 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
                                                                   const float* __restrict__ y, float* x, int n,
                                                                   int64_t D, MatrixView fn, int nm,
                                                                   float* __restrict__ part) {
+  pdl::begin();
   __shared__ float xs[16 * kHcCols];  // [n, kHcCols] the block's new values
   __shared__ float red[kHcMaxMix + 1];
   const int64_t t = blockIdx.y, k0 = int64_t(blockIdx.x) * kHcCols;
@@ -108,12 +110,17 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
 
 // grid (T), many rows (fast-mode prefill, beside a GEMM for the mixes): x [T, n, D] <- post_j y +
 // sum_i comb[i][j] X_i (as hc_post_mix, the same operation order) when post != null, else x as is;
-// with part, part[t * ld + ld - 1] = the sum of the new X^2 (the mixes' RMS input).
+// with part, part[t * ld + ld - 1] = the sum of the new X^2 (the mixes' RMS input). W columns a
+// thread: W = 4 (16-byte loads and stores) needs n <= NMAX = 4 and D a multiple of 4; W = 1 takes
+// any n <= NMAX = 16.
+template <int W, int NMAX>
 __global__ void __launch_bounds__(256) hc_update_rows_kernel(const float* __restrict__ post,
                                                              const float* __restrict__ comb,
                                                              const float* __restrict__ y, float* x, int n, int64_t D,
                                                              float* __restrict__ part, int64_t ld) {
-  __shared__ float P[16], C[256], red[8];
+  static_assert(W == 1 || W == 4, "one column or a float4 a thread");
+  pdl::begin();
+  __shared__ float P[NMAX], C[NMAX * NMAX], red[8];
   const int64_t t = blockIdx.x;
   const int tid = threadIdx.x;
   if (post) {
@@ -122,79 +129,53 @@ __global__ void __launch_bounds__(256) hc_update_rows_kernel(const float* __rest
   }
   __syncthreads();
   float* xt = x + t * n * D;
-  float ss = 0.f;
-  for (int64_t k = tid; k < D; k += blockDim.x) {
-    float v[16];
-#pragma unroll
-    for (int s = 0; s < 16; ++s) v[s] = s < n ? xt[s * D + k] : 0.f;
-    if (post) {
-      const float yk = y[t * D + k];
-      float nv[16];
-#pragma unroll
-      for (int j = 0; j < 16; ++j) {
-        if (j >= n) break;
-        float a = P[j] * yk;
-#pragma unroll
-        for (int s = 0; s < 16; ++s)
-          if (s < n) a += C[s * n + j] * v[s];
-        nv[j] = a;
-      }
-#pragma unroll
-      for (int j = 0; j < 16; ++j)
-        if (j < n) xt[j * D + k] = nv[j], ss += nv[j] * nv[j];
+  // W values at p (one float or one float4).
+  auto load = [](const float* p, float (&v)[W]) {
+    if constexpr (W == 4) {
+      const float4 q = *reinterpret_cast<const float4*>(p);
+      v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
     } else {
-#pragma unroll
-      for (int s = 0; s < 16; ++s) ss += v[s] * v[s];
+      v[0] = *p;
     }
-  }
-  if (!part) return;
-  for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  if (tid % 32 == 0) red[tid / 32] = ss;
-  __syncthreads();
-  if (tid == 0) {
-    float a = 0.f;
-    for (int w = 0; w < int(blockDim.x / 32); ++w) a += red[w];
-    part[t * ld + ld - 1] = a;
-  }
-}
-
-// The same for n <= 4 and D a multiple of 4: four columns a thread, 16-byte loads and stores.
-__global__ void __launch_bounds__(256) hc_update_rows4_kernel(const float* __restrict__ post,
-                                                              const float* __restrict__ comb,
-                                                              const float* __restrict__ y, float* x, int n, int64_t D,
-                                                              float* __restrict__ part, int64_t ld) {
-  __shared__ float P[4], C[16], red[8];
-  const int64_t t = blockIdx.x;
-  const int tid = threadIdx.x;
-  if (post) {
-    if (tid < n) P[tid] = post[t * n + tid];
-    if (tid < n * n) C[tid] = comb[t * n * n + tid];
-  }
-  __syncthreads();
-  float* xt = x + t * n * D;
+  };
+  // The sum of squares of W values, in the order the two kernels this template replaced used.
+  auto sq = [](const float (&v)[W]) {
+    if constexpr (W == 4) return v[0] * v[0] + v[1] * v[1] + v[2] * v[2] + v[3] * v[3];
+    else return v[0] * v[0];
+  };
   float ss = 0.f;
-  for (int64_t k = 4 * int64_t(tid); k < D; k += 4 * int64_t(blockDim.x)) {
-    float4 v[4];
+  for (int64_t k = W * int64_t(tid); k < D; k += W * int64_t(blockDim.x)) {
+    float v[NMAX][W];
 #pragma unroll
-    for (int s = 0; s < 4; ++s) v[s] = s < n ? *reinterpret_cast<const float4*>(xt + s * D + k) : make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int s = 0; s < NMAX; ++s) {
+      if (s < n) load(xt + s * D + k, v[s]);
+      else
+#pragma unroll
+        for (int c = 0; c < W; ++c) v[s][c] = 0.f;
+    }
     if (post) {
-      const float4 yk = *reinterpret_cast<const float4*>(y + t * D + k);
+      float yk[W];
+      load(y + t * D + k, yk);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
+      for (int j = 0; j < NMAX; ++j) {
         if (j >= n) break;
-        float4 a = make_float4(P[j] * yk.x, P[j] * yk.y, P[j] * yk.z, P[j] * yk.w);
+        float a[W];
 #pragma unroll
-        for (int s = 0; s < 4; ++s)
+        for (int c = 0; c < W; ++c) a[c] = P[j] * yk[c];
+#pragma unroll
+        for (int s = 0; s < NMAX; ++s)
           if (s < n) {
-            const float c = C[s * n + j];
-            a.x += c * v[s].x, a.y += c * v[s].y, a.z += c * v[s].z, a.w += c * v[s].w;
+            const float cs = C[s * n + j];
+#pragma unroll
+            for (int c = 0; c < W; ++c) a[c] += cs * v[s][c];
           }
-        *reinterpret_cast<float4*>(xt + j * D + k) = a;
-        ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+        if constexpr (W == 4) *reinterpret_cast<float4*>(xt + j * D + k) = make_float4(a[0], a[1], a[2], a[3]);
+        else xt[j * D + k] = a[0];
+        ss += sq(a);
       }
     } else {
 #pragma unroll
-      for (int s = 0; s < 4; ++s) ss += v[s].x * v[s].x + v[s].y * v[s].y + v[s].z * v[s].z + v[s].w * v[s].w;
+      for (int s = 0; s < NMAX; ++s) ss += sq(v[s]);
     }
   }
   if (!part) return;
@@ -208,28 +189,52 @@ __global__ void __launch_bounds__(256) hc_update_rows4_kernel(const float* __res
   }
 }
 
-// Sinkhorn of the n x n matrix held one element a lane (lane = i n + j < n^2 <= 32), the sums in the
+// Sinkhorn of the N x N matrix held one element a lane (lane = i N + j < N^2 <= 32), the sums in the
 // oracle's order (include/dsv4/model/mhc.hpp): softmax over rows + eps, columns, then iters - 1
-// times rows and columns.
-__device__ float sinkhorn_lanes(float c, int n, int iters, float eps) {
-  const int lane = threadIdx.x % 32, i = lane / n, j = lane % n;
+// times rows and columns. N is a template argument so that each sum's N shuffles issue together
+// (with a run-time n the loop ran one shuffle latency per term, ~4.5 us of hc_finish's ~12 at n 4).
+template <int N>
+__device__ float sinkhorn_lanes(float c, int iters, float eps) {
+  const int lane = threadIdx.x % 32, i = lane / N, j = lane % N;
+  float v[N];
+#pragma unroll
+  for (int q = 0; q < N; ++q) v[q] = __shfl_sync(0xffffffffu, c, (i * N + q) & 31);
   float mx = -FLT_MAX;
-  for (int q = 0; q < n; ++q) mx = fmaxf(mx, __shfl_sync(0xffffffffu, c, (i * n + q) & 31));
+#pragma unroll
+  for (int q = 0; q < N; ++q) mx = fmaxf(mx, v[q]);
   const float e = expf(c - mx);
+#pragma unroll
+  for (int q = 0; q < N; ++q) v[q] = __shfl_sync(0xffffffffu, e, (i * N + q) & 31);
   float sum = 0.f;
-  for (int q = 0; q < n; ++q) sum += __shfl_sync(0xffffffffu, e, (i * n + q) & 31);
+#pragma unroll
+  for (int q = 0; q < N; ++q) sum += v[q];
   c = e / sum + eps;
   for (int it = 0; it < iters; ++it) {
     if (it > 0) {
+#pragma unroll
+      for (int q = 0; q < N; ++q) v[q] = __shfl_sync(0xffffffffu, c, (i * N + q) & 31);
       float rs = 0.f;
-      for (int q = 0; q < n; ++q) rs += __shfl_sync(0xffffffffu, c, (i * n + q) & 31);
+#pragma unroll
+      for (int q = 0; q < N; ++q) rs += v[q];
       c /= (rs + eps);
     }
+#pragma unroll
+    for (int q = 0; q < N; ++q) v[q] = __shfl_sync(0xffffffffu, c, (q * N + j) & 31);
     float cs = 0.f;
-    for (int q = 0; q < n; ++q) cs += __shfl_sync(0xffffffffu, c, (q * n + j) & 31);
+#pragma unroll
+    for (int q = 0; q < N; ++q) cs += v[q];
     c /= (cs + eps);
   }
   return c;
+}
+__device__ float sinkhorn_lanes(float c, int n, int iters, float eps) {  // n^2 <= 32
+  switch (n) {
+    case 1: return sinkhorn_lanes<1>(c, iters, eps);
+    case 2: return sinkhorn_lanes<2>(c, iters, eps);
+    case 3: return sinkhorn_lanes<3>(c, iters, eps);
+    case 4: return sinkhorn_lanes<4>(c, iters, eps);
+    default: return sinkhorn_lanes<5>(c, iters, eps);
+  }
 }
 
 // The same in shared memory for n^2 > 32 (warp 0, lane i < n owns row/column i's sums).
@@ -276,6 +281,7 @@ __global__ void __launch_bounds__(kHcFinish) hc_finish_kernel(
     const float* __restrict__ x, int n, int64_t D, int iters, float hc_eps, float norm_eps, bool head,
     float* __restrict__ pre_out, float* __restrict__ post_out, float* __restrict__ comb_out,
     const float* __restrict__ w, float* __restrict__ out) {
+  pdl::begin();
   __shared__ float mix[kHcMaxMix + 1], sp[16], C[256], stat[16], stat2[16], red[32];
   const int64_t t = blockIdx.x;
   const int nm = head ? n : (2 + n) * n, nn = n * n;
@@ -372,6 +378,7 @@ __device__ __forceinline__ const float* att_key(const AttendArgs& a, const RowIn
 // Needs d % 4 == 0.
 __global__ void __launch_bounds__(kAttThreads) attend_split_kernel(AttendArgs a, float* __restrict__ part_o,
                                                                    float* __restrict__ part_ml) {
+  pdl::begin();
   extern __shared__ float sh[];
   const int64_t row = blockIdx.z, c = blockIdx.x, d = a.d, H = a.heads, nchunks = gridDim.x;
   const int h0 = blockIdx.y * kAttHeads, hn = min(kAttHeads, int(H) - h0);
@@ -467,6 +474,7 @@ __global__ void __launch_bounds__(kAttThreads) attend_split_kernel(AttendArgs a,
 // in chunk order), normalized and de-rotated. o [T, H, d].
 __global__ void attend_combine_kernel(AttendArgs a, const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                       int64_t nchunks) {
+  pdl::begin();
   extern __shared__ float os[];  // [d]
   __shared__ float wc[1024];     // per chunk exp(m_c - M)
   const int64_t h = blockIdx.x, row = blockIdx.y, d = a.d, H = a.heads;
@@ -526,8 +534,8 @@ void hc_post_mix(const float* post, const float* comb, const float* y, float* x,
   if (nm > kHcMaxMix) throw Error("cuda: more than 288 mHC mixes");
   const dim3 grid(unsigned(hc_chunks(D)), unsigned(t));
   const MatrixView f = fn ? *fn : MatrixView{};
-  if (f.kind == MatrixView::F32) hc_post_mix_kernel<true><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part);
-  else hc_post_mix_kernel<false><<<grid, kHcThreads, 0, st(s)>>>(post, comb, y, x, int(n), D, f, nm, part);
+  if (f.kind == MatrixView::F32) pdl::launch(hc_post_mix_kernel<true>, grid, kHcThreads, 0, st(s), post, comb, y, x, int(n), D, f, nm, part);
+  else pdl::launch(hc_post_mix_kernel<false>, grid, kHcThreads, 0, st(s), post, comb, y, x, int(n), D, f, nm, part);
   check(cudaGetLastError(), "hc_post_mix");
 }
 
@@ -536,9 +544,9 @@ void hc_update_rows(const float* post, const float* comb, const float* y, float*
   if (t == 0) return;
   if (n > 16) throw Error("cuda: hc_mult > 16 is not supported");
   if (n <= 4 && D % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && (!y || reinterpret_cast<uintptr_t>(y) % 16 == 0))
-    hc_update_rows4_kernel<<<unsigned(t), 256, 0, st(s)>>>(post, comb, y, x, int(n), D, part, ld);
+    pdl::launch(hc_update_rows_kernel<4, 4>, unsigned(t), 256, 0, st(s), post, comb, y, x, int(n), D, part, ld);
   else
-    hc_update_rows_kernel<<<unsigned(t), 256, 0, st(s)>>>(post, comb, y, x, int(n), D, part, ld);
+    pdl::launch(hc_update_rows_kernel<1, 16>, unsigned(t), 256, 0, st(s), post, comb, y, x, int(n), D, part, ld);
   check(cudaGetLastError(), "hc_update_rows");
 }
 
@@ -547,7 +555,7 @@ void hc_finish(const float* part, const float* base, const float* scale, const f
                const float* w, float* out, void* s, int64_t chunks) {
   if (t == 0) return;
   const bool head = post == nullptr;
-  hc_finish_kernel<<<unsigned(t), kHcFinish, 0, st(s)>>>(part, int(chunks > 0 ? chunks : hc_chunks(D)), base, scale, x, int(n), D,
+  pdl::launch(hc_finish_kernel, unsigned(t), kHcFinish, 0, st(s), part, int(chunks > 0 ? chunks : hc_chunks(D)), base, scale, x, int(n), D,
                                                           int(iters), hc_eps, norm_eps, head, pre, post, comb, w, out);
   check(cudaGetLastError(), "hc_finish");
 }
@@ -563,12 +571,12 @@ void attend_split(const AttendArgs& a, float* part_o, float* part_ml, void* s) {
   if (a.t == 0) return;
   const int64_t nc = attend_split_chunks(a);
   const size_t bytes = size_t(kAttHeads * a.d + kAttKeys * (a.d + 4) + kAttHeads * kAttKeys) * sizeof(float);
-  static size_t set = 0;  // always raised: the kernel's static shared memory counts against 48 KiB too
+  static std::atomic<size_t> set{0};  // always raised: the kernel's static shared memory counts against 48 KiB too
   raise_dynamic_smem(attend_split_kernel, bytes, set, "attention shared memory");
   const dim3 grid(unsigned(nc), unsigned((a.heads + kAttHeads - 1) / kAttHeads), unsigned(a.t));
-  attend_split_kernel<<<grid, kAttThreads, bytes, st(s)>>>(a, part_o, part_ml);
+  pdl::launch(attend_split_kernel, grid, kAttThreads, bytes, st(s), a, part_o, part_ml);
   check(cudaGetLastError(), "attend_split");
-  attend_combine_kernel<<<dim3(unsigned(a.heads), unsigned(a.t)), 256, size_t(a.d) * sizeof(float), st(s)>>>(
+  pdl::launch(attend_combine_kernel, dim3(unsigned(a.heads), unsigned(a.t)), 256, size_t(a.d) * sizeof(float), st(s), 
       a, part_o, part_ml, nc);
   check(cudaGetLastError(), "attend_combine");
 }

@@ -1,6 +1,7 @@
 // CUDA GEMV over stored-format weights: one warp per output row, weights decoded in registers
 // (FP8 E4M3 x block scale, packed E2M1 x per-group E8M0, BF16, F32), fp32 accumulation.
 #include "decode.cuh"
+#include "pdl.cuh"
 #include "kernels.hpp"
 
 #include <algorithm>
@@ -17,6 +18,7 @@ namespace {
 // grid (ceil(rows/8), batch), block 256 = 8 warps, one row each: any layout, any alignment.
 __global__ void gemv_kernel(MatrixView w, const float* __restrict__ x, int64_t ldx, float* __restrict__ y, int64_t ldy,
                             int64_t row0, int64_t nrows) {
+  pdl::begin();
   const int64_t r = int64_t(blockIdx.x) * 8 + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= nrows) return;
@@ -31,6 +33,7 @@ __global__ void gemv_kernel(MatrixView w, const float* __restrict__ x, int64_t l
 // splitting K, so that a 24-row matrix still spreads over the GPU. grid (nrows, batch).
 __global__ void gemv_splitk_kernel(MatrixView w, const float* __restrict__ x, int64_t ldx, float* __restrict__ y,
                                    int64_t ldy, int64_t row0) {
+  pdl::begin();
   __shared__ float part[8];
   const int64_t r = blockIdx.x, b = blockIdx.y;
   const float* xb = x + b * ldx;
@@ -143,6 +146,7 @@ namespace {
 template <int Kind>
 __global__ void gemv_vec_kernel(MatrixView w, const float* __restrict__ x, int64_t ldx, float* __restrict__ y,
                                 int64_t ldy, int64_t row0, int64_t nrows, int batch) {
+  pdl::begin();
   const int64_t r = int64_t(blockIdx.x) * 8 + threadIdx.x / 32;
   if (r >= nrows) return;
   const int b0 = blockIdx.y * 8, nb = min(8, batch - b0);
@@ -190,17 +194,6 @@ constexpr int kWarps = 8, kThreads = 32 * kWarps;
 template <int Kind>
 constexpr int kGpw = Kind == MatrixView::Fp4Group ? 8 : 4;
 constexpr int kRedBytes = 2 * kWarps * 32 * 16;  // the warps' partial sums, two items deep
-
-__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#else
-  __trap();  // the host dispatch takes this path only on compute capability >= 8.0
-#endif
-}
 
 // Two E4M3 bytes (low 16 bits of v) to an f16 pair, exactly.
 __device__ __forceinline__ uint32_t e4m3x2_h2(uint32_t v) {
@@ -267,6 +260,7 @@ struct Args {
   int batch = 0;
   int split = 1;   // warps per 16-row item (each a slice of K); divides kWarps
   int kp = 0;      // 32-column groups per K pass (a multiple of kGpw): one pass's B fits shared memory
+  int64_t prefetch = 0;  // plain matrices: bytes of their first rows requested into L2 at the start
 };
 
 // A warp's weight pipeline: each step is 16 rows x 128 bytes (FP4: 8 groups, FP8: 4), copied with
@@ -277,13 +271,25 @@ constexpr int kStride = Kind == MatrixView::Fp4Group ? 144 : 160;  // bytes a ro
 template <int Kind>
 constexpr int kStageBytes = 16 * kStride<Kind>;
 
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+
+// Block blockIdx.x's share of the first a.prefetch bytes of its plain matrix's rows (grid.z = the
+// group, or the pair's second matrix), requested into L2: weights are written by no kernel, so this
+// runs before pdl::wait() and overlaps the kernel before this one.
+template <bool Fp4>
+__device__ void prefetch_plain(const Args& a) {
+  const bool second = a.w2.data != nullptr && blockIdx.z == 1;
+  const MatrixView& w = second ? a.w2 : a.w;
+  const int64_t rowbytes = Fp4 ? w.k / 2 : w.k;
+  const int64_t r0 = second ? 0 : a.row0 + int64_t(blockIdx.z) * a.nrows, rows = second ? a.nrows2 : a.nrows;
+  const uintptr_t first = reinterpret_cast<uintptr_t>(w.data + r0 * rowbytes);
+  const uintptr_t begin = (first + 15) & ~uintptr_t(15);
+  const uintptr_t end = (first + uintptr_t(min(rows * rowbytes, a.prefetch / gridDim.z))) & ~uintptr_t(15);
+  if (end <= begin) return;
+  const uintptr_t share = ((end - begin + gridDim.x - 1) / gridDim.x + 15) & ~uintptr_t(15);
+  const uintptr_t lo = begin + blockIdx.x * share, hi = min(lo + share, end);
+  constexpr uintptr_t kPiece = 65536;
+  for (uintptr_t p = lo; p < hi; p += kPiece)
+    pdl::prefetch_l2(reinterpret_cast<const void*>(p), uint32_t(hi - p < kPiece ? hi - p : kPiece));
 }
 
 // Persistent GEMV: grid (blocks per job, jobs). A block builds the f16 parts of its job's x for a K
@@ -303,6 +309,9 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
   constexpr int ST = kStride<Kind>;
   static_assert(GPW * kBpg == 128 && GPW % 4 == 0, "a step is 128 bytes of a row, groups in fours");
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  // A plain matrix is known before the kernels this one waits for finish: its rows go to L2 first.
+  if (a.prefetch > 0 && a.jobs == nullptr && a.mats == nullptr && blockIdx.y == 0 && tid == 0) prefetch_plain<kFp4>(a);
+  pdl::begin();
 
   MatrixView w;
   const float* x;
@@ -630,12 +639,6 @@ bool supported() {  // mma.sync m16n8k16 f16 needs compute capability 8.0
   return ok;
 }
 
-// The dynamic shared memory a kernel may ask for (past the default 48 KB); set once per kernel.
-template <class Kernel>
-void allow_smem(Kernel k, int bytes) {
-  check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "gemv smem");
-}
-
 // Pipeline depth variants (stages a warp; two blocks a multiprocessor, 112 KB each, of which the
 // stages and partial sums leave the rest for B). DSV4_CUDA_GEMV_VARIANT=0|1 picks one (tuning; on
 // the H200 two stages gave FP4/FP8 0.39/0.72 of the copy rate at batch 1, three 0.37/0.70, four
@@ -655,13 +658,23 @@ int variant() {
   return v;
 }
 
+// The L2 prefetch of plain matrices before pdl::wait(): DSV4_CUDA_GEMV_PREFETCH=<MiB> of a matrix's
+// first rows. Off by default: 16 MiB measured no gain on the H200 (README, decode).
+int64_t prefetch_bytes() {
+  static const int64_t b = [] {
+    const char* e = std::getenv("DSV4_CUDA_GEMV_PREFETCH");
+    return int64_t(e ? std::max(0, std::atoi(e)) : 0) << 20;
+  }();
+  return b;
+}
+
 template <int Kind, int NM, int V>
 void launch_v(const Args& a, dim3 grid, int smem, cudaStream_t st) {
   constexpr Variant var = kVariants[V];
   auto* k = pgemv_kernel<Kind, NM, var.min_blocks, var.depth>;
-  static const bool once = (allow_smem(k, kBlockSmem), true);
-  (void)once;
-  k<<<grid, kThreads, smem, st>>>(a);
+  static std::atomic<size_t> raised{0};
+  raise_dynamic_smem(k, kBlockSmem, raised, "gemv smem");
+  pdl::launch(k, grid, kThreads, smem, st, a);
 }
 
 // Launches pgemv_kernel for `jobs` x `groups` jobs of `nrows` rows each, K columns, up to nb_max
@@ -680,6 +693,7 @@ void launch(Args a, int64_t jobs, int64_t nrows, int64_t K, int nb_max, cudaStre
   int64_t kp = (ngroups + passes - 1) / passes;  // even passes
   kp = (kp + GPW - 1) / GPW * GPW;               // <= kp_max
   a.kp = int(kp);
+  a.prefetch = prefetch_bytes();
   const int smem = int(kp * group_bytes + kRedBytes + stages);
   // Blocks: min_blocks a multiprocessor over all jobs; warps per item so that every group gets items.
   const int64_t nitems = (nrows + 15) / 16;
@@ -744,6 +758,26 @@ std::atomic<bool> g_legacy{[] {
 void set_legacy_gemv(bool on) { g_legacy.store(on); }
 bool legacy_gemv() { return g_legacy.load(); }
 
+namespace {
+std::atomic<bool> g_pdl{[] {
+  const char* e = std::getenv("DSV4_CUDA_PDL");
+  return e == nullptr || std::string(e) != "0";
+}()};
+bool pdl_supported() {  // griddepcontrol needs compute capability 9.0
+  static const bool ok = [] {
+    int d = 0, major = 0;
+    const bool r = cudaGetDevice(&d) == cudaSuccess &&
+                   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d) == cudaSuccess && major >= 9;
+    (void)cudaGetLastError();
+    return r;
+  }();
+  return ok;
+}
+}  // namespace
+
+void set_pdl(bool on) { g_pdl.store(on); }
+bool pdl_enabled() { return g_pdl.load() && pdl_supported(); }
+
 bool device_available() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -785,7 +819,7 @@ void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float
   }
   const auto st = static_cast<cudaStream_t>(stream);
   if (nrows <= 256 && batch <= 64 && w.k >= 1024) {
-    gemv_splitk_kernel<<<dim3(unsigned(nrows), unsigned(batch)), 256, 0, st>>>(w, x, ldx, y, ldy, row0);
+    pdl::launch(gemv_splitk_kernel, dim3(unsigned(nrows), unsigned(batch)), 256, 0, st, w, x, ldx, y, ldy, row0);
     check(cudaGetLastError(), "gemv launch");
     return;
   }
@@ -805,14 +839,14 @@ void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float
   }
   const dim3 vgrid(unsigned((nrows + 7) / 8), unsigned((batch + 7) / 8));
   if (x_ok && w.kind == MatrixView::Fp4Group && w.group == 32) {
-    gemv_vec_kernel<MatrixView::Fp4Group><<<vgrid, 256, 0, st>>>(w, x, ldx, y, ldy, row0, nrows, int(batch));
+    pdl::launch(gemv_vec_kernel<MatrixView::Fp4Group>, vgrid, 256, 0, st, w, x, ldx, y, ldy, row0, nrows, int(batch));
   } else if (x_ok && w.kind == MatrixView::Fp8Block && w.bn % 8 == 0) {
-    gemv_vec_kernel<MatrixView::Fp8Block><<<vgrid, 256, 0, st>>>(w, x, ldx, y, ldy, row0, nrows, int(batch));
+    pdl::launch(gemv_vec_kernel<MatrixView::Fp8Block>, vgrid, 256, 0, st, w, x, ldx, y, ldy, row0, nrows, int(batch));
   } else if (x_ok && w.kind == MatrixView::Bf16) {
-    gemv_vec_kernel<MatrixView::Bf16><<<vgrid, 256, 0, st>>>(w, x, ldx, y, ldy, row0, nrows, int(batch));
+    pdl::launch(gemv_vec_kernel<MatrixView::Bf16>, vgrid, 256, 0, st, w, x, ldx, y, ldy, row0, nrows, int(batch));
   } else {
     const dim3 grid(unsigned((nrows + 7) / 8), unsigned(batch));
-    gemv_kernel<<<grid, 256, 0, st>>>(w, x, ldx, y, ldy, row0, nrows);
+    pdl::launch(gemv_kernel, grid, 256, 0, st, w, x, ldx, y, ldy, row0, nrows);
   }
   check(cudaGetLastError(), "gemv launch");
 }
@@ -869,6 +903,7 @@ namespace {
 template <int Kind>
 __global__ void expert_gemv_kernel(const MatrixView* __restrict__ mats, const int32_t* __restrict__ experts,
                                    const float* __restrict__ x, int64_t x_div, float* __restrict__ y) {
+  pdl::begin();
   const int64_t slot = blockIdx.x;
   const MatrixView& w = mats[experts[slot]];
   const int64_t r = int64_t(blockIdx.y) * 8 + threadIdx.x / 32;
@@ -908,10 +943,10 @@ void expert_gemv(const MatrixView* mats, int kind, int64_t bn, int64_t n, int64_
       return;
     }
   }
-  if (vec && kind == MatrixView::Fp4Group) expert_gemv_kernel<MatrixView::Fp4Group><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
-  else if (vec && kind == MatrixView::Fp8Block && bn % 8 == 0) expert_gemv_kernel<MatrixView::Fp8Block><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
-  else if (vec && kind == MatrixView::Bf16) expert_gemv_kernel<MatrixView::Bf16><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
-  else expert_gemv_kernel<-1><<<grid, 256, 0, st>>>(mats, experts, x, x_div, y);
+  if (vec && kind == MatrixView::Fp4Group) pdl::launch(expert_gemv_kernel<MatrixView::Fp4Group>, grid, 256, 0, st, mats, experts, x, x_div, y);
+  else if (vec && kind == MatrixView::Fp8Block && bn % 8 == 0) pdl::launch(expert_gemv_kernel<MatrixView::Fp8Block>, grid, 256, 0, st, mats, experts, x, x_div, y);
+  else if (vec && kind == MatrixView::Bf16) pdl::launch(expert_gemv_kernel<MatrixView::Bf16>, grid, 256, 0, st, mats, experts, x, x_div, y);
+  else pdl::launch(expert_gemv_kernel<-1>, grid, 256, 0, st, mats, experts, x, x_div, y);
   check(cudaGetLastError(), "expert gemv launch");
 }
 bool expert_jobs_ok(int kind, int64_t bn, int64_t k) {

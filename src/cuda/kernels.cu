@@ -8,6 +8,7 @@
 #include <cuda_bf16.h>
 
 #include "decode.cuh"
+#include "pdl.cuh"
 #include "kernels.hpp"
 
 namespace dsv4::cuda::k {
@@ -63,6 +64,7 @@ __device__ void rope_block(float* v, int64_t n, int64_t pos, Rope rope, int sign
 
 // grid (ceil(D / kBlock), T).
 __global__ void embed_kernel(MatrixView e, const int32_t* tokens, int64_t n, float* x) {
+  pdl::begin();
   const int64_t t = blockIdx.y, D = e.k;
   for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < D; j += int64_t(gridDim.x) * blockDim.x) {
     const float v = weight_at(e, tokens[t], j);
@@ -71,6 +73,7 @@ __global__ void embed_kernel(MatrixView e, const int32_t* tokens, int64_t n, flo
 }
 
 __global__ void rms_norm_kernel(const float* x, const float* w, int64_t width, int64_t ld, float eps, float* y) {
+  pdl::begin();
   const float* xr = x + blockIdx.x * ld;
   float* yr = y + blockIdx.x * ld;
   float ss = 0.f;
@@ -82,6 +85,7 @@ __global__ void rms_norm_kernel(const float* x, const float* w, int64_t width, i
 // One block per (row, head).
 __global__ void norm_rope_kernel(float* v, const RowInfo* rows, int64_t heads, int64_t width, bool norm, float eps,
                                  Rope rope) {
+  pdl::begin();
   const int64_t row = blockIdx.x / heads;
   float* vh = v + int64_t(blockIdx.x) * width;
   if (norm) {
@@ -95,12 +99,14 @@ __global__ void norm_rope_kernel(float* v, const RowInfo* rows, int64_t heads, i
 }
 
 __global__ void add_ape_kernel(float* z, const float* ape, const RowInfo* rows, int64_t w, int64_t m) {
+  pdl::begin();
   const int64_t row = blockIdx.x;
   const float* a = ape + (rows[row].pos % m) * w;
   for (int64_t j = threadIdx.x; j < w; j += blockDim.x) z[row * w + j] += a[j];
 }
 
 __global__ void scale_kernel(float* v, int64_t n, float f) {
+  pdl::begin();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) v[i] *= f;
 }
@@ -114,6 +120,7 @@ __device__ __forceinline__ const float* window_key(const AttendArgs& a, const Ro
 // One block per (row, head): logits over window + extra keys in shared memory, softmax with the
 // sink, weighted sum, de-rotation.
 __global__ void attend_kernel(AttendArgs a) {
+  pdl::begin();
   extern __shared__ float sh[];
   const int64_t row = blockIdx.x / a.heads, h = blockIdx.x % a.heads, d = a.d;
   const RowInfo ri = a.rows[row];
@@ -183,6 +190,7 @@ __global__ void attend_kernel(AttendArgs a) {
 
 __global__ void window_store_kernel(const float* kv, const RowInfo* rows, const SeqLayerState* seqs, int64_t d,
                                     int64_t ring) {
+  pdl::begin();
   const int64_t row = blockIdx.x;
   const RowInfo ri = rows[row];
   if (ri.pos - ri.pos0 < ri.count - ring) return;  // not among the segment's last W-1 rows
@@ -201,6 +209,7 @@ __device__ __forceinline__ CompressorView compressor_of(const SeqLayerState& s, 
 // One block per completed window; threads over channels. Slot sources: rows of this forward for
 // positions at or after the segment start, else the state as it was before this forward.
 __global__ void compress_kernel(CompressArgs a, const CompressJob* jobs) {
+  pdl::begin();
   extern __shared__ float entry[];  // [c]
   const CompressJob jb = jobs[blockIdx.x];
   if (jb.window < 0) return;  // a placeholder (a decode step in which this sequence completes no window)
@@ -263,6 +272,7 @@ __global__ void compress_kernel(CompressArgs a, const CompressJob* jobs) {
 
 // grid (segments, m): prev halves of the segment's last completed window (reads the old pend).
 __global__ void compress_prev_kernel(CompressArgs a, const RowInfo* segs) {
+  pdl::begin();
   const RowInfo sg = segs[blockIdx.x];
   const CompressorView st = compressor_of(a.seqs[sg.seq], a.indexer);
   const int64_t m = a.m, c = a.c, pw = 2 * c, s = blockIdx.y;
@@ -284,6 +294,7 @@ __global__ void compress_prev_kernel(CompressArgs a, const RowInfo* segs) {
 
 // grid (segments, m): pend slot s = the segment's latest row with position mod m == s.
 __global__ void compress_pend_kernel(CompressArgs a, const RowInfo* segs) {
+  pdl::begin();
   const RowInfo sg = segs[blockIdx.x];
   const CompressorView st = compressor_of(a.seqs[sg.seq], a.indexer);
   const int64_t m = a.m, pw = a.overlap ? 2 * a.c : a.c, s = blockIdx.y;
@@ -302,6 +313,7 @@ __global__ void compress_pend_kernel(CompressArgs a, const RowInfo* segs) {
 // shared memory (rows padded against bank conflicts), a warp per entry, lanes over heads.
 __global__ void indexer_scores_kernel(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs,
                                       int64_t nh, int64_t ci, int64_t m, int64_t ld, float* scores) {
+  pdl::begin();
   extern __shared__ float sh[];
   const int64_t row = blockIdx.x;
   const RowInfo ri = rows[row];
@@ -335,6 +347,7 @@ __global__ void indexer_scores_kernel(const float* q, const float* g, const RowI
 // (descending score, ascending index) and the first top-k kept.
 __global__ void indexer_topk_kernel(const float* scores, int64_t ld, const RowInfo* rows, int64_t m, int64_t topk,
                                     int64_t pow2, int32_t* chosen, int32_t* nchosen) {
+  pdl::begin();
   extern __shared__ float sh[];
   const int64_t row = blockIdx.x;
   const RowInfo ri = rows[row];
@@ -378,6 +391,7 @@ __global__ void indexer_topk_kernel(const float* scores, int64_t ld, const RowIn
 // (ties to the lower index), each taking its expert out of the running.
 __global__ void route_kernel(const float* logits, const int32_t* tokens, const int32_t* hash_table, const float* bias,
                              int64_t E, int64_t k, float scaling, int32_t* experts, float* weights) {
+  pdl::begin();
   extern __shared__ float rs[];  // [E] scores, [E] biased scores
   __shared__ float best_v[32];
   __shared__ int32_t best_i[32], picked[64];
@@ -433,6 +447,7 @@ __global__ void route_kernel(const float* logits, const int32_t* tokens, const i
 }
 
 __global__ void swiglu_kernel(const float* g, const float* u, int64_t n, float limit, float* act) {
+  pdl::begin();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   float gi = g[i], ui = u[i];
@@ -442,6 +457,7 @@ __global__ void swiglu_kernel(const float* g, const float* u, int64_t n, float l
 
 // grid (ceil(D / kBlock), T): a column per thread (a decode row spreads over D / 256 blocks).
 __global__ void combine_kernel(const float* y, const float* weights, int64_t k, int64_t D, float* out) {
+  pdl::begin();
   const int64_t t = blockIdx.y;
   for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < D; j += int64_t(gridDim.x) * blockDim.x) {
     float acc = out[t * D + j];
@@ -458,6 +474,7 @@ __device__ __forceinline__ void split_bf16(float v, __nv_bfloat16* hi, __nv_bflo
 }
 
 __global__ void to_bf16_kernel(const float* x, int64_t cols, int64_t ldx, __nv_bfloat16* out, __nv_bfloat16* lo) {
+  pdl::begin();
   const int64_t r = blockIdx.x;
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) split_bf16(x[r * ldx + j], out, lo, r * cols + j);
 }
@@ -465,6 +482,7 @@ __global__ void to_bf16_kernel(const float* x, int64_t cols, int64_t ldx, __nv_b
 // The same, 4 columns a thread (x rows 16-byte aligned, cols a multiple of 4, lo given).
 __global__ void to_bf16_vec_kernel(const float* __restrict__ x, int64_t cols, int64_t ldx, __nv_bfloat16* __restrict__ out,
                                    __nv_bfloat16* __restrict__ lo) {
+  pdl::begin();
   const int64_t r = blockIdx.x;
   for (int64_t j = 4 * int64_t(threadIdx.x); j < cols; j += 4 * int64_t(blockDim.x)) {
     const float4 v = *reinterpret_cast<const float4*>(x + r * ldx + j);
@@ -480,6 +498,7 @@ __global__ void to_bf16_vec_kernel(const float* __restrict__ x, int64_t cols, in
 // grid (rows of all matrices): one row per block.
 __global__ void dequant_kernel(const MatrixView* mats, const int32_t* which, MatrixView one, int64_t row0, int64_t n,
                                int64_t k, __nv_bfloat16* out) {
+  pdl::begin();
   const int64_t i = blockIdx.x / n, r = blockIdx.x % n;
   const MatrixView& w = mats ? mats[which[i]] : one;
   __nv_bfloat16* o = out + (i * n + r) * k;
@@ -491,6 +510,7 @@ __global__ void dequant_kernel(const MatrixView* mats, const int32_t* which, Mat
 template <int Kind>
 __global__ void dequant_vec_kernel(const MatrixView* mats, const int32_t* which, MatrixView one, int64_t row0, int64_t n,
                                    int64_t k, __nv_bfloat16* out) {
+  pdl::begin();
   const int64_t i = blockIdx.x / n, r = blockIdx.x % n, j0 = (int64_t(blockIdx.y) * blockDim.x + threadIdx.x) * 8;
   if (j0 >= k) return;
   const MatrixView& w = mats ? mats[which[i]] : one;
@@ -523,6 +543,7 @@ __global__ void dequant_vec_kernel(const MatrixView* mats, const int32_t* which,
 // atomic (a placement per expert over all slots took 0.4 ms at 12288 slots).
 __global__ void group_slots_kernel(const int32_t* experts, int64_t slots, int64_t E, int32_t* counts, int32_t* offsets,
                                    int32_t* pos_of) {
+  pdl::begin();
   for (int64_t e = threadIdx.x; e < E; e += blockDim.x) counts[e] = 0;
   __syncthreads();
   for (int64_t i = threadIdx.x; i < slots; i += blockDim.x) atomicAdd(&counts[experts[i]], 1);
@@ -541,6 +562,7 @@ __global__ void group_slots_kernel(const int32_t* experts, int64_t slots, int64_
 
 __global__ void combine_grouped_kernel(const float* yg, const int32_t* pos_of, const float* weights, int64_t k,
                                        int64_t D, float* out) {
+  pdl::begin();
   const int64_t t = blockIdx.y;
   for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < D; j += int64_t(gridDim.x) * blockDim.x) {
     float acc = out[t * D + j];
@@ -553,6 +575,7 @@ __global__ void combine_grouped_kernel(const float* yg, const int32_t* pos_of, c
 // (then its first grouped row) and its first job.
 __global__ void group_experts_kernel(const int32_t* __restrict__ experts, int slots, int E, int x_div,
                                      int32_t* __restrict__ pos_of, int4* __restrict__ jobs) {
+  pdl::begin();
   extern __shared__ int32_t gsh[];
   int32_t* es = gsh;           // [slots]
   int32_t* first = es + slots;  // [E] count, then first grouped row
@@ -600,6 +623,7 @@ __global__ void group_experts_kernel(const int32_t* __restrict__ experts, int sl
 // parts [3, rows, cols]: hi = bf16(v), mid = bf16(v - hi), lo = bf16(v - hi - mid) (each difference
 // exact in fp32; BF16 has fp32's exponent range, so hi + mid + lo is v to 24 bits).
 __global__ void split_bf16x3_kernel(const float* __restrict__ x, int64_t n, __nv_bfloat16* __restrict__ parts) {
+  pdl::begin();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float v = x[i];
     const __nv_bfloat16 h = __float2bfloat16_rn(v);
@@ -610,6 +634,7 @@ __global__ void split_bf16x3_kernel(const float* __restrict__ x, int64_t n, __nv
 }
 
 __global__ void sum_parts3_kernel(const float* __restrict__ c, int64_t n, float* __restrict__ y) {
+  pdl::begin();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = (c[2 * n + i] + c[n + i]) + c[i];  // smallest parts first
 }
@@ -624,6 +649,7 @@ constexpr int kArgmaxChunk = 4096;  // columns a block of the first pass takes
 // of the chunks. Indices start at INT32_MAX with value -inf, so an all-NaN row gives 0.
 __global__ void argmax_part_kernel(const float* __restrict__ x, int64_t cols, float* __restrict__ pv,
                                    int32_t* __restrict__ pi) {
+  pdl::begin();
   __shared__ float sv[32];
   __shared__ int32_t si[32];
   const int64_t r = blockIdx.y, c0 = int64_t(blockIdx.x) * kArgmaxChunk, c1 = min(cols, c0 + kArgmaxChunk);
@@ -641,6 +667,7 @@ __global__ void argmax_part_kernel(const float* __restrict__ x, int64_t cols, fl
 
 __global__ void argmax_final_kernel(const float* __restrict__ pv, const int32_t* __restrict__ pi, int chunks,
                                     int32_t* __restrict__ ids) {
+  pdl::begin();
   const int64_t r = blockIdx.x;
   float v = __int_as_float(int(0xff800000u));  // -inf
   int32_t i = INT32_MAX;
@@ -653,62 +680,62 @@ __global__ void argmax_final_kernel(const float* __restrict__ pv, const int32_t*
 
 void embed(const MatrixView& e, const int32_t* tokens, int64_t t, int64_t n, float* x, void* s) {
   if (t == 0) return;
-  embed_kernel<<<dim3(blocks_for(e.k), unsigned(t)), kBlock, 0, st(s)>>>(e, tokens, n, x);
+  pdl::launch(embed_kernel, dim3(blocks_for(e.k), unsigned(t)), kBlock, 0, st(s), e, tokens, n, x);
   launched("embed");
 }
 
 void rms_norm_rows(const float* x, const float* w, int64_t t, int64_t width, int64_t ld, float eps, float* y, void* s) {
   if (t == 0) return;
-  rms_norm_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(x, w, width, ld, eps, y);
+  pdl::launch(rms_norm_kernel, unsigned(t), kBlock, 0, st(s), x, w, width, ld, eps, y);
   launched("rms_norm");
 }
 
 void norm_rope_heads(float* v, const RowInfo* rows, int64_t t, int64_t heads, int64_t width, bool norm, float eps,
                      Rope rope, void* s) {
   if (t * heads == 0) return;
-  norm_rope_kernel<<<unsigned(t * heads), 128, 0, st(s)>>>(v, rows, heads, width, norm, eps, rope);
+  pdl::launch(norm_rope_kernel, unsigned(t * heads), 128, 0, st(s), v, rows, heads, width, norm, eps, rope);
   launched("norm_rope");
 }
 
 void add_ape(float* z, const float* ape, const RowInfo* rows, int64_t t, int64_t w, int64_t m, void* s) {
-  add_ape_kernel<<<unsigned(t), kBlock, 0, st(s)>>>(z, ape, rows, w, m);
+  pdl::launch(add_ape_kernel, unsigned(t), kBlock, 0, st(s), z, ape, rows, w, m);
   launched("add_ape");
 }
 
 void scale(float* v, int64_t n, float f, void* s) {
   if (n == 0) return;
-  scale_kernel<<<blocks_for(n), kBlock, 0, st(s)>>>(v, n, f);
+  pdl::launch(scale_kernel, blocks_for(n), kBlock, 0, st(s), v, n, f);
   launched("scale");
 }
 
 void attend(const AttendArgs& a, void* s) {
   if (a.t == 0) return;
   const size_t bytes = size_t(a.d + a.max_keys + 8 * a.d) * sizeof(float);  // q/o, logits, 8 warps' partial sums
-  static size_t set = 0;
+  static std::atomic<size_t> set{0};
   raise_dynamic_smem(attend_kernel, bytes, set, "attention shared memory (too many keys for one block)");
-  attend_kernel<<<unsigned(a.t * a.heads), 256, bytes, st(s)>>>(a);
+  pdl::launch(attend_kernel, unsigned(a.t * a.heads), 256, bytes, st(s), a);
   launched("attend");
 }
 
 void window_store(const float* kv, const RowInfo* rows, const SeqLayerState* seqs, int64_t t, int64_t d,
                   int64_t window, void* s) {
   if (window - 1 <= 0 || t == 0) return;
-  window_store_kernel<<<unsigned(t), 128, 0, st(s)>>>(kv, rows, seqs, d, window - 1);
+  pdl::launch(window_store_kernel, unsigned(t), 128, 0, st(s), kv, rows, seqs, d, window - 1);
   launched("window_store");
 }
 
 void compress_entries(const CompressArgs& a, const CompressJob* jobs, int64_t njobs, void* s) {
   if (njobs == 0) return;
-  compress_kernel<<<unsigned(njobs), kBlock, size_t(a.c) * sizeof(float), st(s)>>>(a, jobs);
+  pdl::launch(compress_kernel, unsigned(njobs), kBlock, size_t(a.c) * sizeof(float), st(s), a, jobs);
   launched("compress");
 }
 
 void compress_update_state(const CompressArgs& a, const RowInfo* segs, int64_t nsegs, void* s) {
   if (nsegs == 0) return;
   const dim3 grid(unsigned(nsegs), unsigned(a.m));
-  if (a.overlap) compress_prev_kernel<<<grid, 128, 0, st(s)>>>(a, segs);
+  if (a.overlap) pdl::launch(compress_prev_kernel, grid, 128, 0, st(s), a, segs);
   launched("compress_prev");
-  compress_pend_kernel<<<grid, 128, 0, st(s)>>>(a, segs);
+  pdl::launch(compress_pend_kernel, grid, 128, 0, st(s), a, segs);
   launched("compress_pend");
 }
 
@@ -718,38 +745,38 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
   if (t == 0) return;
   if (max_visible > 0) {
     const size_t qbytes = size_t(nh * (ci + 1) + nh) * sizeof(float);
-    static size_t set = 0;
+    static std::atomic<size_t> set{0};
     raise_dynamic_smem(indexer_scores_kernel, qbytes, set, "indexer shared memory");
     const dim3 grid(unsigned(t), unsigned((max_visible + kIdxEntries - 1) / kIdxEntries));
-    indexer_scores_kernel<<<grid, 256, qbytes, st(s)>>>(q, g, rows, seqs, nh, ci, m, max_visible, scores);
+    pdl::launch(indexer_scores_kernel, grid, 256, qbytes, st(s), q, g, rows, seqs, nh, ci, m, max_visible, scores);
     launched("indexer scores");
   }
   int64_t pow2 = 1;
   while (pow2 < max_visible) pow2 *= 2;
   const size_t bytes = size_t(pow2) * (sizeof(float) + sizeof(int32_t));
-  static size_t set = 0;
+  static std::atomic<size_t> set{0};
   raise_dynamic_smem(indexer_topk_kernel, bytes, set, "indexer shared memory (too many compressed entries for one block)");
-  indexer_topk_kernel<<<unsigned(t), 512, bytes, st(s)>>>(scores, max_visible, rows, m, topk, pow2, chosen, nchosen);
+  pdl::launch(indexer_topk_kernel, unsigned(t), 512, bytes, st(s), scores, max_visible, rows, m, topk, pow2, chosen, nchosen);
   launched("indexer top-k");
 }
 
 void route(const float* logits, const int32_t* tokens, const int32_t* hash_table, const float* bias, int64_t t,
            int64_t E, int64_t k, float scaling, int32_t* experts, float* weights, void* s) {
   if (k > 64) throw Error("cuda: more than 64 experts per token");
-  route_kernel<<<unsigned(t), 256, size_t(2 * E) * sizeof(float), st(s)>>>(logits, tokens, hash_table, bias, E, k,
+  pdl::launch(route_kernel, unsigned(t), 256, size_t(2 * E) * sizeof(float), st(s), logits, tokens, hash_table, bias, E, k,
                                                                               scaling, experts, weights);
   launched("route");
 }
 
 void swiglu(const float* g, const float* u, int64_t n, float limit, float* act, void* s) {
   if (n == 0) return;
-  swiglu_kernel<<<blocks_for(n), kBlock, 0, st(s)>>>(g, u, n, limit, act);
+  pdl::launch(swiglu_kernel, blocks_for(n), kBlock, 0, st(s), g, u, n, limit, act);
   launched("swiglu");
 }
 
 void combine(const float* y, const float* weights, int64_t t, int64_t k, int64_t D, float* out, void* s) {
   if (t == 0) return;
-  combine_kernel<<<dim3(blocks_for(D), unsigned(t)), kBlock, 0, st(s)>>>(y, weights, k, D, out);
+  pdl::launch(combine_kernel, dim3(blocks_for(D), unsigned(t)), kBlock, 0, st(s), y, weights, k, D, out);
   launched("combine");
 }
 
@@ -759,9 +786,9 @@ void to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ldx, uint16_t* 
   auto* l = reinterpret_cast<__nv_bfloat16*>(lo);
   if (lo && cols % 4 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
       reinterpret_cast<uintptr_t>(out) % 8 == 0 && reinterpret_cast<uintptr_t>(lo) % 8 == 0)
-    to_bf16_vec_kernel<<<unsigned(rows), kBlock, 0, st(s)>>>(x, cols, ldx, o, l);
+    pdl::launch(to_bf16_vec_kernel, unsigned(rows), kBlock, 0, st(s), x, cols, ldx, o, l);
   else
-    to_bf16_kernel<<<unsigned(rows), kBlock, 0, st(s)>>>(x, cols, ldx, o, l);
+    pdl::launch(to_bf16_kernel, unsigned(rows), kBlock, 0, st(s), x, cols, ldx, o, l);
   launched("to_bf16");
 }
 
@@ -771,27 +798,27 @@ void dequant_bf16(const MatrixView* mats, const int32_t* which, int64_t count, c
   auto* o = reinterpret_cast<__nv_bfloat16*>(out);
   if (k % 32 == 0 && kind >= MatrixView::Bf16 && (kind != MatrixView::Fp8Block || bn % 8 == 0)) {
     const dim3 grid(unsigned(count * n), unsigned((k / 8 + 255) / 256));
-    if (kind == MatrixView::Fp4Group) dequant_vec_kernel<MatrixView::Fp4Group><<<grid, 256, 0, st(s)>>>(mats, which, one, row0, n, k, o);
-    else if (kind == MatrixView::Fp8Block) dequant_vec_kernel<MatrixView::Fp8Block><<<grid, 256, 0, st(s)>>>(mats, which, one, row0, n, k, o);
-    else dequant_vec_kernel<MatrixView::Bf16><<<grid, 256, 0, st(s)>>>(mats, which, one, row0, n, k, o);
+    if (kind == MatrixView::Fp4Group) pdl::launch(dequant_vec_kernel<MatrixView::Fp4Group>, grid, 256, 0, st(s), mats, which, one, row0, n, k, o);
+    else if (kind == MatrixView::Fp8Block) pdl::launch(dequant_vec_kernel<MatrixView::Fp8Block>, grid, 256, 0, st(s), mats, which, one, row0, n, k, o);
+    else pdl::launch(dequant_vec_kernel<MatrixView::Bf16>, grid, 256, 0, st(s), mats, which, one, row0, n, k, o);
     launched("dequant_bf16");
     return;
   }
-  dequant_kernel<<<unsigned(count * n), kBlock, 0, st(s)>>>(mats, which, one, row0, n, k,
+  pdl::launch(dequant_kernel, unsigned(count * n), kBlock, 0, st(s), mats, which, one, row0, n, k,
                                                              reinterpret_cast<__nv_bfloat16*>(out));
   launched("dequant_bf16");
 }
 
 void group_slots(const int32_t* experts, int64_t slots, int64_t E, int32_t* counts, int32_t* offsets,
                  int32_t* pos_of, void* s) {
-  group_slots_kernel<<<1, 1024, 0, st(s)>>>(experts, slots, E, counts, offsets, pos_of);
+  pdl::launch(group_slots_kernel, 1, 1024, 0, st(s), experts, slots, E, counts, offsets, pos_of);
   launched("group_slots");
 }
 
 void combine_grouped(const float* yg, const int32_t* pos_of, const float* weights, int64_t t, int64_t k, int64_t D,
                      float* out, void* s) {
   if (t == 0) return;
-  combine_grouped_kernel<<<dim3(blocks_for(D), unsigned(t)), kBlock, 0, st(s)>>>(yg, pos_of, weights, k, D, out);
+  pdl::launch(combine_grouped_kernel, dim3(blocks_for(D), unsigned(t)), kBlock, 0, st(s), yg, pos_of, weights, k, D, out);
   launched("combine_grouped");
 }
 
@@ -802,7 +829,7 @@ bool group_experts_ok(int64_t slots, int64_t E) {
 void group_experts(const int32_t* experts, int64_t slots, int64_t E, int64_t x_div, int32_t* pos_of, int32_t* jobs,
                    void* s) {
   if (!group_experts_ok(slots, E)) throw Error("cuda group_experts: too many slots or experts for one block");
-  group_experts_kernel<<<1, 256, size_t(slots + 2 * E) * 4, st(s)>>>(experts, int(slots), int(E), int(x_div), pos_of,
+  pdl::launch(group_experts_kernel, 1, 256, size_t(slots + 2 * E) * 4, st(s), experts, int(slots), int(E), int(x_div), pos_of,
                                                                      reinterpret_cast<int4*>(jobs));
   launched("group_experts");
 }
@@ -810,7 +837,7 @@ void group_experts(const int32_t* experts, int64_t slots, int64_t E, int64_t x_d
 void split_bf16x3(const float* x, int64_t rows, int64_t cols, uint16_t* parts, void* s) {
   const int64_t n = rows * cols;
   if (n == 0) return;
-  split_bf16x3_kernel<<<unsigned(std::min<int64_t>((n + kBlock - 1) / kBlock, 4096)), kBlock, 0, st(s)>>>(
+  pdl::launch(split_bf16x3_kernel, unsigned(std::min<int64_t>((n + kBlock - 1) / kBlock, 4096)), kBlock, 0, st(s), 
       x, n, reinterpret_cast<__nv_bfloat16*>(parts));
   launched("split_bf16x3");
 }
@@ -818,7 +845,7 @@ void split_bf16x3(const float* x, int64_t rows, int64_t cols, uint16_t* parts, v
 void sum_parts3(const float* c, int64_t rows, int64_t cols, float* y, void* s) {
   const int64_t n = rows * cols;
   if (n == 0) return;
-  sum_parts3_kernel<<<unsigned(std::min<int64_t>((n + kBlock - 1) / kBlock, 8192)), kBlock, 0, st(s)>>>(c, n, y);
+  pdl::launch(sum_parts3_kernel, unsigned(std::min<int64_t>((n + kBlock - 1) / kBlock, 8192)), kBlock, 0, st(s), c, n, y);
   launched("sum_parts3");
 }
 
@@ -828,8 +855,8 @@ void argmax_rows(const float* x, int64_t rows, int64_t cols, float* part_v, int3
   if (rows == 0) return;
   if (cols >= INT32_MAX) throw Error("cuda argmax: too many columns");
   const int64_t chunks = std::max<int64_t>(1, argmax_chunks(cols));
-  argmax_part_kernel<<<dim3(unsigned(chunks), unsigned(rows)), 512, 0, st(s)>>>(x, cols, part_v, part_i);
-  argmax_final_kernel<<<unsigned(rows), 32, 0, st(s)>>>(part_v, part_i, int(chunks), ids);
+  pdl::launch(argmax_part_kernel, dim3(unsigned(chunks), unsigned(rows)), 512, 0, st(s), x, cols, part_v, part_i);
+  pdl::launch(argmax_final_kernel, unsigned(rows), 32, 0, st(s), part_v, part_i, int(chunks), ids);
   launched("argmax");
 }
 

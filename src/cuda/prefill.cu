@@ -33,31 +33,6 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t addr, uint32_t (&r)[4]) {
                : "r"(addr));
 }
 
-// c [16 x 8] += a [16 x 16] b [16 x 8]; F16: f16 inputs, else bf16.
-template <bool F16>
-__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  if constexpr (F16)
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// 16 bytes global -> shared, the source's first `bytes` (0 or 16) and zeros after.
-__device__ __forceinline__ void cp16(uint32_t dst, const void* src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Attention.
 
@@ -130,7 +105,7 @@ __global__ void __launch_bounds__(kTcThreads, 1) attend_tc_kernel(AttendArgs a) 
       const int c = tid + kTcThreads * u, kr = c / (DP / 4), c4 = c % (DP / 4);
       const int64_t i = t0 + kr;
       const bool ok = i < nk && c4 * 4 < d;
-      cp16(smem_u32(stage + kr * DP + c4 * 4), ok ? key(i) + c4 * 4 : a.kv, ok ? 16 : 0);
+      cp_async16(smem_u32(stage + kr * DP + c4 * 4), ok ? key(i) + c4 * 4 : a.kv, ok);
     }
     cp_commit();
   };
@@ -189,12 +164,12 @@ __global__ void __launch_bounds__(kTcThreads, 1) attend_tc_kernel(AttendArgs a) 
         uint32_t bh[4], bl[4];
         ldsm_x4(smem_u32(kh + at), bh);
         ldsm_x4(smem_u32(kl + at), bl);
-        mma<true>(s[2 * nb], al, bh[0], bh[1]);  // small terms first
-        mma<true>(s[2 * nb], ah, bl[0], bl[1]);
-        mma<true>(s[2 * nb], ah, bh[0], bh[1]);
-        mma<true>(s[2 * nb + 1], al, bh[2], bh[3]);
-        mma<true>(s[2 * nb + 1], ah, bl[2], bl[3]);
-        mma<true>(s[2 * nb + 1], ah, bh[2], bh[3]);
+        mma16816<true>(s[2 * nb], al, bh[0], bh[1]);  // small terms first
+        mma16816<true>(s[2 * nb], ah, bl[0], bl[1]);
+        mma16816<true>(s[2 * nb], ah, bh[0], bh[1]);
+        mma16816<true>(s[2 * nb + 1], al, bh[2], bh[3]);
+        mma16816<true>(s[2 * nb + 1], ah, bl[2], bl[3]);
+        mma16816<true>(s[2 * nb + 1], ah, bh[2], bh[3]);
       }
     }
     float* spd = sp + dq * kTcHeads * SS;
@@ -250,12 +225,12 @@ __global__ void __launch_bounds__(kTcThreads, 1) attend_tc_kernel(AttendArgs a) 
         uint32_t bh[4], bl[4];
         ldsm_x4_t(smem_u32(kh + at), bh);
         ldsm_x4_t(smem_u32(kl + at), bl);
-        mma<true>(acc[np], al, bh[0], bh[1]);
-        mma<true>(acc[np], ah, bl[0], bl[1]);
-        mma<true>(acc[np], ah, bh[0], bh[1]);
-        mma<true>(acc[np + 1], al, bh[2], bh[3]);
-        mma<true>(acc[np + 1], ah, bl[2], bl[3]);
-        mma<true>(acc[np + 1], ah, bh[2], bh[3]);
+        mma16816<true>(acc[np], al, bh[0], bh[1]);
+        mma16816<true>(acc[np], ah, bl[0], bl[1]);
+        mma16816<true>(acc[np], ah, bh[0], bh[1]);
+        mma16816<true>(acc[np + 1], al, bh[2], bh[3]);
+        mma16816<true>(acc[np + 1], ah, bl[2], bl[3]);
+        mma16816<true>(acc[np + 1], ah, bh[2], bh[3]);
       }
     }
   }
@@ -293,7 +268,7 @@ int tc_nt(int64_t d) {  // the padded head dim's 32-column count: 2, 4, 8 or 16
 template <int NT>
 void launch_tc(const AttendArgs& a, void* s) {
   const size_t bytes = tc_smem(32 * NT, a.rope.r);
-  static size_t set = 0;
+  static std::atomic<size_t> set{0};
   raise_dynamic_smem(attend_tc_kernel<NT>, bytes, set, "tensor-core attention shared memory");
   const dim3 grid(unsigned(a.t), unsigned((a.heads + kTcHeads - 1) / kTcHeads));
   attend_tc_kernel<NT><<<grid, kTcThreads, bytes, st(s)>>>(a);
@@ -430,12 +405,12 @@ __global__ void __launch_bounds__(kMoeThreads, kMoeStages == 2 ? 3 : 2)
       for (int u = 0; u < 4; ++u) {  // 2 x 64 rows x 8 chunks of 16 bytes
         const int q = tid + kMoeThreads * u, part = q >> 9, r = (q >> 3) & 63, c8 = q & 7;
         const __nv_bfloat16* src = (part ? xl : xh) + (row0 + r) * kp + k0 + c8 * 8;
-        cp16(smem_u32((part ? xl_s(sg) : xh_s(sg)) + r * kMoeXS + c8 * 8), r < rows ? src : xh, r < rows ? 16 : 0);
+        cp_async16(smem_u32((part ? xl_s(sg) : xh_s(sg)) + r * kMoeXS + c8 * 8), r < rows ? src : xh, r < rows);
       }
       if constexpr (Fp4) {
         const bool ok = wrow_ok && k0 + whalf * 32 < k;
         const uint8_t* src = w.data + (n0 + wrow) * (k / 2) + k0 / 2 + whalf * 16;
-        cp16(smem_u32(wr_s(sg) + wrow * 32 + whalf * 16), ok ? src : w.data, ok ? 16 : 0);
+        cp_async16(smem_u32(wr_s(sg) + wrow * 32 + whalf * 16), ok ? src : w.data, ok);
       }
     }
     cp_commit();
@@ -497,7 +472,7 @@ __global__ void __launch_bounds__(kMoeThreads, kMoeStages == 2 ? 3 : 2)
           uint32_t af[4];
           ldsm_x4(smem_u32(xs[part] + (wm * 32 + mi * 16 + (lane & 15)) * kMoeXS + kk + (lane >> 4) * 8), af);
 #pragma unroll
-          for (int ni = 0; ni < 4; ++ni) mma<false>(acc[mi][ni], af, bf[ni][0], bf[ni][1]);
+          for (int ni = 0; ni < 4; ++ni) mma16816<false>(acc[mi][ni], af, bf[ni][0], bf[ni][1]);
         }
     }
     sc_s(int((c + kMoeAhead) % kMoeStages))[tid] = next_scale;  // read by this thread at chunk c + kMoeAhead
@@ -565,7 +540,7 @@ bool moe_fp4_ok(int kind, int64_t group, int64_t k) { return kind == MatrixView:
 template <int Stages>
 void launch_moe(const MatrixView* mats0, float* y0, const MatrixView* mats1, float* y1, bool fp4, int64_t n, int64_t k,
                 const int32_t* tiles, int64_t max_tiles, const uint16_t* xh, const uint16_t* xl, void* s) {
-  static size_t set_fp4 = 0, set_other = 0;
+  static std::atomic<size_t> set_fp4{0}, set_other{0};
   raise_dynamic_smem(moe_gemm_kernel<true, Stages>, moe_smem(Stages), set_fp4, "expert GEMM shared memory");
   raise_dynamic_smem(moe_gemm_kernel<false, Stages>, moe_smem(Stages), set_other, "expert GEMM shared memory");
   const dim3 grid(unsigned((n + kMoeBN - 1) / kMoeBN), unsigned(max_tiles), mats1 ? 2u : 1u);

@@ -56,6 +56,13 @@ class DeviceMatrix {
 void set_legacy_gemv(bool on);
 bool legacy_gemv();
 
+// The decode-path kernels are launched with programmatic dependent launch where the GPU has it
+// (compute capability 9.0): each may start while the one before it finishes, and waits on the device
+// before it touches that one's results (src/cuda/pdl.cuh). set_pdl(false), or DSV4_CUDA_PDL=0 in
+// the environment at start, launches them plainly (for comparisons; results are bit for bit the same).
+void set_pdl(bool on);
+bool pdl_enabled();
+
 // y [batch, rows row0..row1) = W x on device pointers: x [batch, K] with row stride ldx, y with row
 // stride ldy; enqueued on `stream` (a cudaStream_t). w describes device memory.
 void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float* y, int64_t ldy, int64_t row0,
