@@ -27,7 +27,6 @@
 #include <vector>
 
 #include "dsv4/core/parallel.hpp"
-#include "dsv4/kernels/cpu/tile_walk.hpp"
 #include "dsv4/kernels/cpu/vbmi.hpp"
 #include "dsv4/numeric/e4m3.hpp"
 #include "dsv4/quant/schemes.hpp"
@@ -160,27 +159,6 @@ DSV4_TARGET_VBMI inline void fp8_vbmi_pass(const uint8_t* const (&row)[R], const
       for (int i = 0; i < kAcc; ++i) _mm512_store_ps(reinterpret_cast<float*>(acc + (r * TT + t) * kAcc + i), a[r][t][i]);
 }
 
-// Rows [g, g1) of a group from their accumulators acc [g1 - g][TT][kAcc], plus the tail columns
-// [kc, K) from x: y[t * ldy + (n - out0)]. (The tile walk's lambdas do not carry the VBMI target, so the
-// vector code lives here.)
-template <int TT, int kAcc>
-DSV4_TARGET_VBMI inline void fp8_vbmi_store_rows(const Fp8BlockMatrix& m, int64_t kc, const __m512* acc,
-                                                 const float* x, int64_t ldx, int64_t t0, int64_t g, int64_t g1,
-                                                 float* y, int64_t ldy, int64_t out0) {
-  const int64_t K = m.k;
-  for (int64_t n = g; n < g1; ++n)
-    for (int t = 0; t < TT; ++t) {
-      const __m512* v = acc + ((n - g) * TT + t) * kAcc;
-      __m512 s = v[0];
-      for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, v[i]);
-      float sum = _mm512_reduce_add_ps(s);
-      const uint8_t* row = m.q + n * K;
-      for (int64_t j = kc; j < K; ++j)  // tail: fewer than 64 columns
-        sum += e4m3_to_f32(row[j]) * m.block_scale(n / m.bm, j / m.bn) * x[(t0 + t) * ldx + j];
-      y[t * ldy + (n - out0)] = sum;
-    }
-}
-
 // Rows [n0, n1) (one tile row, prepared in a.scaled) · TT tokens t0.. of a.scaled, plus the tail
 // columns from x: y[t * ldy + (n - out0)].
 template <int TT>
@@ -194,18 +172,37 @@ DSV4_TARGET_VBMI inline void fp8_vbmi_rows(const Fp8BlockMatrix& m, const Fp8Dec
   const int64_t ahead_rows = R * std::max<int64_t>(1, kFp8VbmiPrefetchBytes / (R * std::min(tile, kc)));
   const float* xs = a.scaled.data() + t0 * kc;
   alignas(64) __m512 buf[kFp8GroupRows + R][TT][kAcc];  // a group's accumulators between tiles
-  walk_row_tiles<R>(
-      n0, n1, kFp8GroupRows, kc, tile, ahead_rows,
-      [&](int64_t g, int64_t n, int nr, int64_t k0, int64_t k1, int64_t pn, int64_t pk) {
+  for (int64_t g = n0; g < n1; g += kFp8GroupRows) {
+    const int64_t g1 = std::min(n1, g + kFp8GroupRows);
+    for (int64_t k0 = 0; k0 < kc; k0 += tile) {
+      const int64_t k1 = std::min(kc, k0 + tile);
+      for (int64_t n = g; n < g1; n += R) {
+        const int nr = int(std::min<int64_t>(R, g1 - n));
+        // The segment read ahead_rows later: further rows of this tile, else the next tile's
+        // (or the next group's) first rows.
+        const int64_t ahead = n + ahead_rows;
+        const int64_t pn = ahead < g1 ? ahead : k1 < kc ? g + (ahead - g1) : ahead;
+        const int64_t pc = ahead < g1 ? k0 : k1 < kc ? k1 : 0;
         const uint8_t* row[R];
         const uint8_t* pf[R];
         for (int r = 0; r < R; ++r) {
           row[r] = m.q + (n + std::min(r, nr - 1)) * K;  // missing rows repeat the last
-          pf[r] = m.q + (pn + r) * K + pk;
+          pf[r] = m.q + (pn + r) * K + pc;
         }
         fp8_vbmi_pass<TT, R, kAcc>(row, pf, dec, xs, kc, k0, k1, &buf[n - g][0][0], k0 == 0);
-      },
-      [&](int64_t g, int64_t g1) { fp8_vbmi_store_rows<TT, kAcc>(m, kc, &buf[0][0][0], x, ldx, t0, g, g1, y, ldy, out0); });
+      }
+    }
+    for (int64_t n = g; n < g1; ++n)
+      for (int t = 0; t < TT; ++t) {
+        __m512 s = buf[n - g][t][0];
+        for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, buf[n - g][t][i]);
+        float sum = _mm512_reduce_add_ps(s);
+        const uint8_t* row = m.q + n * K;
+        for (int64_t j = kc; j < K; ++j)  // tail: fewer than 64 columns
+          sum += e4m3_to_f32(row[j]) * m.block_scale(n / m.bm, j / m.bn) * x[(t0 + t) * ldx + j];
+        y[t * ldy + (n - out0)] = sum;
+      }
+  }
 }
 
 // a.scaled for tile row tr: a.perm times 2^8 · the scale of each column's tile (any tile width:
