@@ -102,7 +102,6 @@ struct DevLayer {
   Mat gate;
   DeviceBuffer<int32_t> hash;         // [vocab, k] for hash-routed layers
   Floats bias;                        // [E] top-k and group-limited layers
-  bool group_limited = false;         // DeepSeek-V3's router
   DevExpertSet experts;               // empty in a dense MLP layer
   // The shared expert (null if none); a dense MLP layer (DeepSeek-V3's first layers, no gate) holds
   // its MLP here: the same function of another width.
@@ -367,8 +366,11 @@ std::string unsupported(const Model& m, const DeviceOptions& o) {
            "LocalDeviceCommunicator for ranks as threads of one process)";
   if (c.residual == ResidualKind::Plain) {  // DeepSeek-V3: every layer MLA
     if (dist.split()) return "a DeepSeek-V3 model split over ranks";
-    for (size_t l = 0; l < c.layers.size(); ++l)
+    for (size_t l = 0; l < c.layers.size(); ++l) {
       if (c.layers[l].attention != AttentionKind::MLA) return "the plain residual without MLA (layer " + std::to_string(l) + ")";
+      if (c.layers[l].ffn == FfnKind::Moe && c.layers[l].router != RouterKind::GroupLimited)
+        return "an MLA model without the group-limited router (layer " + std::to_string(l) + ")";
+    }
     return "";
   }
   for (size_t l = 0; l < c.layers.size(); ++l) {
@@ -649,7 +651,7 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
       const auto& moe = std::get<MoeWeights>(L.ffn);
       d.gate = upload(moe.gate);
       if (auto* h = std::get_if<HashRouter>(&moe.router)) d.hash = DeviceBuffer<int32_t>(h->table);
-      else if (auto* g = std::get_if<GroupLimitedRouter>(&moe.router)) d.bias = Floats(g->bias), d.group_limited = true;
+      else if (auto* g = std::get_if<GroupLimitedRouter>(&moe.router)) d.bias = Floats(g->bias);
       else d.bias = Floats(std::get<TopKRouter>(moe.router).bias);
       for (auto& e : moe.experts)
         d.experts.w1.push_back(upload(e.w1)), d.experts.w2.push_back(upload(e.w2)), d.experts.w3.push_back(upload(e.w3));
@@ -939,7 +941,7 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
   } else {
   // Activations.
   const int64_t hd = H * d, nm = (2 + n) * n, R = c.q_lora_rank, G = c.o_groups, OR = c.o_lora_rank;
-  const int64_t E = c.n_routed_experts, K = c.n_experts_per_tok, Iw = c.moe_intermediate_size;
+  const int64_t E = c.n_routed_experts, K = c.n_experts_per_tok;
   const int64_t nh = c.index_n_heads, ci = c.index_head_dim;
   float* x = I.buf("x", T * n * D);
   float* u = I.buf("u", T * D);

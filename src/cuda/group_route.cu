@@ -56,7 +56,7 @@ __global__ void group_route_kernel(const float* logits, const float* bias, int64
     float bv = -INFINITY;
     int32_t bi = int32_t(E);
     for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
-      if (kept[e / per] == 0.f) continue;
+      if (e >= groups * per || kept[e / per] == 0.f) continue;  // the CPU's candidates: whole groups
       bool taken = false;
       for (int64_t q = 0; q < j; ++q) taken |= picked[q] == e;
       const float v = rank_key(biased[e]);

@@ -58,7 +58,9 @@ __global__ void mla_absorb_kernel(const float* q, MatrixView w, int64_t t, MlaDi
 #pragma unroll
       for (int r = 0; r < kRows; ++r) acc[r] += qn[r * d.dn + i] * wv;
     }
-    for (int64_t r = 0; r < nr; ++r) ql[((r0 + r) * H + h) * lw + j] = acc[r];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)  // fixed trip count: acc stays in registers
+      if (r < nr) ql[((r0 + r) * H + h) * lw + j] = acc[r];
   }
   for (int64_t idx = threadIdx.x; idx < nr * d.dr; idx += blockDim.x) {
     const int64_t r = idx / d.dr, x = idx % d.dr;
@@ -124,8 +126,11 @@ __global__ void mla_values_kernel(const float* ol, MatrixView w, int64_t t, MlaD
 #pragma unroll
     for (int r = 0; r < kRows; ++r)
       for (int off = 16; off > 0; off /= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-    if (lane == 0)
-      for (int64_t r = 0; r < nr; ++r) o[((r0 + r) * H + h) * d.dv + x] = acc[r];
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r)
+        if (r < nr) o[((r0 + r) * H + h) * d.dv + x] = acc[r];
+    }
   }
 }
 
