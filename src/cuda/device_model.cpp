@@ -366,6 +366,7 @@ std::string unsupported(const Model& m, const DeviceOptions& o) {
            "LocalDeviceCommunicator for ranks as threads of one process)";
   if (c.residual == ResidualKind::Plain) {  // DeepSeek-V3: every layer MLA
     if (dist.split()) return "a DeepSeek-V3 model split over ranks";
+    if (c.n_experts_per_tok > 64) return "more than 64 routed experts a token";
     for (size_t l = 0; l < c.layers.size(); ++l) {
       if (c.layers[l].attention != AttentionKind::MLA) return "the plain residual without MLA (layer " + std::to_string(l) + ")";
       if (c.layers[l].ffn == FfnKind::Moe && c.layers[l].router != RouterKind::GroupLimited)
@@ -693,7 +694,7 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
     int dev = 0, optin = 0;
     check(cudaGetDevice(&dev), "device");
     check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "device attribute");
-    const int64_t need = k::mla_attend_smem(I.mla_dims(), options.max_context);
+    const int64_t need = k::mla_attend_smem(I.mla_dims(), options.max_context) + 1024;  // + its reductions' own
     if (need > optin)
       fail("cuda backend: max_context ", options.max_context, " needs ", need,
            " bytes of shared memory per block for MLA attention; this device has ", optin, " (lower max_context)");
