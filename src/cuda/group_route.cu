@@ -48,7 +48,7 @@ __global__ void group_route_kernel(const float* logits, const float* bias, int64
       int32_t bi = -1;
       for (int32_t g = 0; g < int32_t(groups); ++g)
         if (kept[g] == 0.f && (bi < 0 || higher(rank_key(gs[g]), g, bv, bi))) bv = rank_key(gs[g]), bi = g;
-      kept[bi] = 1.f;
+      if (bi >= 0) kept[bi] = 1.f;  // (keep_groups <= groups: the config reader checks)
     }
   __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
