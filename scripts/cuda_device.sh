@@ -274,6 +274,9 @@ if [[ $what == v3 ]]; then
   [[ -n $synth_pid ]] && { wait "$synth_pid"; tail -3 "$b/synth.log"; synth_pid=; }
   timeout ${BENCH_TIMEOUT:-300} "$b/dsv4" bench --backend cuda --model "$m" --prompt-tokens ${PROMPT:-2048} --decode-tokens 32 \
     --batch 1,8 2>&1 | tee "$OUT/dsv4_bench_v3_$layers.txt"
+  # transformers' DeepseekV3ForCausalLM at the same shapes (random BF16 weights).
+  [[ -n ${SKIP_TRANSFORMERS:-} ]] || PYTHONUNBUFFERED=1 timeout 300 python3 bench/transformers_v3.py --config "$m/config.json" \
+    --prompt-tokens ${PROMPT:-2048} --decode-tokens 8 --batch 1,8 2>&1 | tail -5 | tee "$OUT/transformers_v3_$layers.txt"
 fi
 # prefill: after the tests, the prefill bench (2048 tokens unless PROMPT) of each tree, alternating,
 # ROUNDS rounds (default 2), with the device-time split of each; then the decode bench at batch 1, 8.
