@@ -218,8 +218,10 @@ if [[ $what == test || $what == all || $what == final || $what == prefill || $wh
   grep -E "FAIL|expert jobs" "$OUT/test_cuda_gemv.log" | head -12; tail -1 "$OUT/test_cuda_gemv.log"
   timeout ${MODEL_TEST_TIMEOUT:-400} "$b/test_cuda_model" >"$OUT/test_cuda_model.log" 2>&1 || status=1
   tail -5 "$OUT/test_cuda_model.log"
-  timeout 400 "$b/test_cuda_split" >"$OUT/test_cuda_split.log" 2>&1 || status=1
-  tail -3 "$OUT/test_cuda_split.log"
+  if [[ -z ${SKIP_SPLIT:-} ]]; then  # SKIP_SPLIT=1: not the split tests (scripts/cuda_device.sh split runs them)
+    timeout 400 "$b/test_cuda_split" >"$OUT/test_cuda_split.log" 2>&1 || status=1
+    tail -3 "$OUT/test_cuda_split.log"
+  fi
   # ERRORS=1: the checks' error figures too (a second run, with -s).
   [[ -n ${ERRORS:-} ]] && timeout 400 "$b/test_cuda_model" -s 2>&1 | grep -A1 "with expansion" | grep -E "error|agreement" \
     | sort -u | tee "$OUT/test_cuda_model_errors.log"
