@@ -343,7 +343,35 @@ struct DeviceModel::Impl {
     if (st != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS BF16 head GEMM failed (status ", int(st), ")");
     k::sum_parts3(c, rows, n, y, stream);
   }
+  // DeepSeek-V3 in fast mode, many rows: y [t, n] = W x with the weights decoded to BF16 exactly and
+  // x [t, K] split exactly into three BF16 parts (k::split_bf16x3), three GEMMs into one fp32 result:
+  // fp32's precision at the tensor cores' rate. V3's sigmoid group routing has near-ties that the
+  // two-part activations (~16 bits) flip: they moved the golden v3tiny logits by 1.7 on the H200.
+  static constexpr int64_t kExactRows = 4096;  // rows a pass (bounds the parts' buffer)
+  void gemm_exact(const DeviceMatrix& w, const float* x, int64_t t, float* y) {
+    const int64_t n = w.rows(), K = w.cols();
+    const uint16_t* wb = reinterpret_cast<const uint16_t*>(w.view().data);
+    if (w.view().kind != MatrixView::Bf16) {
+      uint16_t* d = grow(wbf, n * K);
+      k::dequant_bf16(nullptr, nullptr, 1, w.view(), 0, n, K, d, stream, w.view().kind, w.view().bn);
+      wb = d;
+    }
+    uint16_t* parts = grow(xbf, 3 * std::min(t, kExactRows) * K);
+    const float one = 1.f, zero = 0.f;
+    for (int64_t r0 = 0; r0 < t; r0 += kExactRows) {
+      const int64_t rows = std::min(kExactRows, t - r0);
+      k::split_bf16x3(x + r0 * K, rows, K, parts, stream);  // [3, rows, K]: hi, mid, lo
+      for (int part = 0; part < 3; ++part) {
+        const cublasStatus_t st = cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(rows), int(K), &one, wb,
+                                               CUDA_R_16BF, int(K), parts + part * rows * K, CUDA_R_16BF, int(K),
+                                               part ? &one : &zero, y + r0 * n, CUDA_R_32F, int(n), CUBLAS_COMPUTE_32F,
+                                               CUBLAS_GEMM_DEFAULT);
+        if (st != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS BF16 GEMM ", n, "x", rows, "x", K, " failed (status ", int(st), ")");
+      }
+    }
+  }
   void lin(const DeviceMatrix& w, const float* x, int64_t t, float* y) {
+    if (plain && use_gemm(w, t)) return gemm_exact(w, x, t, y);
     if (bf16_gemm(w, t)) return bf16x3(w, x, t, y);
     lin_rows(w, x, w.cols(), t, y, w.rows(), 0, w.rows());
   }
@@ -451,7 +479,7 @@ void DeviceModel::Impl::ffn_experts(const DevLayer& Ly, int64_t T, const float* 
   const int64_t bn1 = expert_bn(ex.w1), bn2 = expert_bn(ex.w2), bn3 = expert_bn(ex.w3);
   if (ex.w1.empty()) {
     // a dense MLP layer: no routed experts
-  } else if (I.use_gemm(*ex.w1[0], T)) {
+  } else if (I.use_gemm(*ex.w1[0], T) && !I.plain) {  // (V3: the exact paths below, see gemm_exact)
     I.grouped_experts(Ly, T, u, wts, y);
   } else if (T <= 64 && k::group_experts_ok(T * K, Eb) && ex.kind1 == ex.kind3 && bn1 == bn3 &&
              jobs_ok(ex.w1, D) && jobs_ok(ex.w2, Iw)) {
