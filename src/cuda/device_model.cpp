@@ -268,8 +268,13 @@ struct DeviceModel::Impl {
   cublasHandle_t blas = nullptr;
   DeviceBuffer<uint16_t> wbf, xbf, xlo;
   DeviceBuffer<int32_t> counts, offsets, pos_of, which;  // which: the expert GEMM tiles
+  // FP8 with f32 block scales (DeepSeek-V3's weight_scale_inv) stays on the fp32 GEMVs: E4M3 times
+  // an arbitrary f32 scale is no BF16 value, and the rounded weights moved V3's fast-mode logits by
+  // up to 1.7 on the H200 (router choices flip); E8M0 scales (V4) decode to BF16 exactly.
   bool use_gemm(const DeviceMatrix& w, int64_t t) const {
-    return options.mode == KernelMode::Fast && t >= kGemmRows && w.view().kind != MatrixView::F32;
+    const MatrixView& v = w.view();
+    return options.mode == KernelMode::Fast && t >= kGemmRows && v.kind != MatrixView::F32 &&
+           !(v.kind == MatrixView::Fp8Block && v.scale_is_f32);
   }
   // y [t, n] (row stride ldy) = W [n, K] (x + xlo) [t, K]^T: BF16 operands, fp32 accumulation; the
   // activations as the sum of two BF16 parts (two GEMMs into one result) keep ~16 significant bits.
@@ -345,8 +350,9 @@ struct DeviceModel::Impl {
   }
   // DeepSeek-V3 in fast mode, many rows: y [t, n] = W x with the weights decoded to BF16 exactly and
   // x [t, K] split exactly into three BF16 parts (k::split_bf16x3), three GEMMs into one fp32 result:
-  // fp32's precision at the tensor cores' rate. V3's sigmoid group routing has near-ties that the
-  // two-part activations (~16 bits) flip: they moved the golden v3tiny logits by 1.7 on the H200.
+  // fp32's precision at the tensor cores' rate, where V4's path keeps ~16 bits (two parts). A
+  // precaution for V3's sigmoid group routing, whose scores lie close together; no measurement
+  // separates the two yet.
   static constexpr int64_t kExactRows = 4096;  // rows a pass (bounds the parts' buffer)
   void gemm_exact(const DeviceMatrix& w, const float* x, int64_t t, float* y) {
     const int64_t n = w.rows(), K = w.cols();
@@ -479,7 +485,7 @@ void DeviceModel::Impl::ffn_experts(const DevLayer& Ly, int64_t T, const float* 
   const int64_t bn1 = expert_bn(ex.w1), bn2 = expert_bn(ex.w2), bn3 = expert_bn(ex.w3);
   if (ex.w1.empty()) {
     // a dense MLP layer: no routed experts
-  } else if (I.use_gemm(*ex.w1[0], T) && !I.plain) {  // (V3: the exact paths below, see gemm_exact)
+  } else if (I.use_gemm(*ex.w1[0], T) && !I.plain) {  // (V3: the fp32 paths below, as gemm_exact)
     I.grouped_experts(Ly, T, u, wts, y);
   } else if (T <= 64 && k::group_experts_ok(T * K, Eb) && ex.kind1 == ex.kind3 && bn1 == bn3 &&
              jobs_ok(ex.w1, D) && jobs_ok(ex.w2, Iw)) {
