@@ -42,6 +42,38 @@ def v4_flash_config(layers):
     return AutoConfig.for_model(**cfg)
 
 
+def measure(model, vocab_size, prompt_tokens, decode_tokens, batches):
+    """Prefill tokens/s of one prompt and greedy decode tokens/s at each batch size (with the KV
+    cache, the argmax on the GPU), on random prompt ids: a dict for the JSON line."""
+    out = {"device": torch.cuda.get_device_name(), "transformers_dtype": "bfloat16"}
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    prompt = torch.randint(2, vocab_size, (1, prompt_tokens), generator=gen).cuda()
+    with torch.no_grad():
+        model(prompt[:, :8])  # warm-up
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model(prompt, use_cache=True)
+        torch.cuda.synchronize()
+        out["prefill_tokens_per_s"] = prompt_tokens / (time.perf_counter() - t0)
+        out["decode"] = []
+        for b in batches:
+            ids = prompt.repeat(b, 1)
+            r = model(ids, use_cache=True)
+            past = r.past_key_values
+            nxt = r.logits[:, -1].argmax(-1, keepdim=True)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(decode_tokens):
+                r = model(nxt, past_key_values=past, use_cache=True)
+                past = r.past_key_values
+                nxt = r.logits[:, -1].argmax(-1, keepdim=True)
+            torch.cuda.synchronize()
+            s = time.perf_counter() - t0
+            out["decode"].append({"batch": b, "tokens_per_s": b * decode_tokens / s,
+                                  "ms_per_step": 1e3 * s / decode_tokens})
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=4)
@@ -58,32 +90,8 @@ def main():
     for name, buf in model.named_buffers():
         if "tid2eid" in name:
             buf.copy_(torch.randint(0, config.n_routed_experts, buf.shape, device=buf.device, dtype=buf.dtype))
-    out = {"layers": a.layers, "device": torch.cuda.get_device_name(), "transformers_dtype": "bfloat16"}
-    gen = torch.Generator(device="cpu").manual_seed(1)
-    prompt = torch.randint(2, config.vocab_size, (1, a.prompt_tokens), generator=gen).cuda()
-    with torch.no_grad():
-        model(prompt[:, :8])  # warm-up
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        model(prompt, use_cache=True)
-        torch.cuda.synchronize()
-        out["prefill_tokens_per_s"] = a.prompt_tokens / (time.perf_counter() - t0)
-        out["decode"] = []
-        for b in [int(x) for x in a.batch.split(",")]:
-            ids = prompt.repeat(b, 1)
-            r = model(ids, use_cache=True)
-            past = r.past_key_values
-            nxt = r.logits[:, -1].argmax(-1, keepdim=True)
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(a.decode_tokens):
-                r = model(nxt, past_key_values=past, use_cache=True)
-                past = r.past_key_values
-                nxt = r.logits[:, -1].argmax(-1, keepdim=True)
-            torch.cuda.synchronize()
-            s = time.perf_counter() - t0
-            out["decode"].append({"batch": b, "tokens_per_s": b * a.decode_tokens / s,
-                                  "ms_per_step": 1e3 * s / a.decode_tokens})
+    out = {"layers": a.layers}
+    out.update(measure(model, config.vocab_size, a.prompt_tokens, a.decode_tokens, [int(x) for x in a.batch.split(",")]))
     print(json.dumps(out), flush=True)
 
 

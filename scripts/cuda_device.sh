@@ -8,7 +8,8 @@
 # profile: bench/cuda_decode_bench (median ms per decode step at batch 1, 8, 32), the
 # DSV4_CUDA_PROFILE split of batch-1 decode, and every kernel of one replayed decode step at batch 1
 # and 8 timed by Nsight Compute (bench/cuda_kernel_table.py: launches per step, per-kernel times).
-# decode: the decode bench and dsv4 bench only. final: test, then profile. BASE=DIR builds the tree
+# decode: the decode bench and dsv4 bench only. final: test, then profile. v3: test, then dsv4 bench of
+# `dsv4 synth --preset v3 --layers N` (DeepSeek-V3 shapes). BASE=DIR builds the tree
 # DIR too (e.g. `git archive main include src tools bench`) and runs the same benches on it,
 # alternating, for before/after numbers from one run. PACK=1: everything in $OUT/results.tgz (the
 # device tool brings back at most 8 files). For a short call: ROUNDS=N (N rounds of the decode bench
@@ -156,6 +157,7 @@ build_tree() {
   done
   if [[ $src == "$PWD" ]]; then
     g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_model.cpp -o "$dir/test_cuda_model.o" >>"$OUT/build.log" 2>&1 &
+    g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_v3.cpp -o "$dir/test_cuda_v3.o" >>"$OUT/build.log" 2>&1 &
     g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_split.cpp -o "$dir/test_cuda_split.o" >>"$OUT/build.log" 2>&1 &
     g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_gemv.cpp -o "$dir/test_cuda_gemv.o" >>"$OUT/build.log" 2>&1 &
     g++ "${fl[@]}" -Wall -Wextra -c tests/test_cuda_prefill.cpp -o "$dir/test_cuda_prefill.o" >>"$OUT/build.log" 2>&1 &
@@ -166,6 +168,7 @@ build_tree() {
   wait
   if [[ $src == "$PWD" ]]; then
     g++ -o "$dir/test_cuda_model" "$dir/test_cuda_model.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
+    g++ -o "$dir/test_cuda_v3" "$dir/test_cuda_v3.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
     g++ -o "$dir/test_cuda_split" "$dir/test_cuda_split.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
     g++ -o "$dir/test_cuda_gemv" "$dir/test_cuda_gemv.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
     g++ -o "$dir/test_cuda_prefill" "$dir/test_cuda_prefill.o" "${objs[@]}" "${libs[@]}" >>"$OUT/build.log" 2>&1
@@ -183,7 +186,7 @@ base_b=/tmp/dsv4-cuda-base
 [[ -n ${BASE:-} ]] && build_tree "$(cd "$BASE" && pwd)" "$base_b" &
 build_tree "$PWD" "$b"
 wait
-ls "$b/dsv4" "$b/test_cuda_model" "$b/test_cuda_gemv" "$b/test_cuda_prefill" "$b/cuda_decode_bench" "$b/cuda_prefill_bench" >/dev/null || { grep -E "error|Error" "$OUT/build.log" | head -40; tail -30 "$OUT/build.log"; exit 1; }
+ls "$b/dsv4" "$b/test_cuda_model" "$b/test_cuda_v3" "$b/test_cuda_gemv" "$b/test_cuda_prefill" "$b/cuda_decode_bench" "$b/cuda_prefill_bench" >/dev/null || { grep -E "error|Error" "$OUT/build.log" | head -40; tail -30 "$OUT/build.log"; exit 1; }
 [[ -z ${BASE:-} ]] || ls "$base_b/dsv4" "$base_b/cuda_decode_bench" >/dev/null || { tail -50 "$OUT/build.log"; exit 1; }
 grep -E "warning" "$OUT/build.log" | grep -v "^nvcc warning" | head -20
 echo "built"
@@ -191,14 +194,21 @@ echo "built"
 # The synthetic model for the bench is written in the background while the tests run.
 m=/tmp/v4f_$layers
 synth_pid=
-if [[ $what != test && ! -f $m/config.json ]]; then
+if [[ $what == v3 ]]; then  # DeepSeek-V3 shapes: the first 3 layers dense, MoE from the 4th
+  m=/tmp/v3_$layers
+  (time "$b/dsv4" synth --preset v3 --layers "$layers" --out "$m") > "$b/synth.log" 2>&1 &
+  synth_pid=$!
+elif [[ $what != test && ! -f $m/config.json ]]; then
   (time "$b/dsv4" synth --preset v4-flash --layers "$layers" --out "$m") > "$b/synth.log" 2>&1 &
   synth_pid=$!
 fi
 
 status=0
-if [[ $what == test || $what == all || $what == final || $what == prefill ]]; then
+if [[ $what == test || $what == all || $what == final || $what == prefill || $what == v3 ]]; then
   echo "== tests"
+  # DeepSeek-V3 (MLA, group-limited router, dense layers): golden v3tiny and CPU-vs-GPU synthetic shapes.
+  timeout ${V3_TEST_TIMEOUT:-300} "$b/test_cuda_v3" >"$OUT/test_cuda_v3.log" 2>&1 || status=1
+  grep -E "^v3 |passed|failed|FAILED" "$OUT/test_cuda_v3.log" | tail -30
   "$b/test_cuda_prefill" > "$OUT/test_cuda_prefill.log" 2>&1 || status=1
   cat "$OUT/test_cuda_prefill.log"
   # The expert GEMM's 3-stage build too (DSV4_CUDA_MOE_STAGES=3).
@@ -208,8 +218,10 @@ if [[ $what == test || $what == all || $what == final || $what == prefill ]]; th
   grep -E "FAIL|expert jobs" "$OUT/test_cuda_gemv.log" | head -12; tail -1 "$OUT/test_cuda_gemv.log"
   timeout ${MODEL_TEST_TIMEOUT:-400} "$b/test_cuda_model" >"$OUT/test_cuda_model.log" 2>&1 || status=1
   tail -5 "$OUT/test_cuda_model.log"
-  timeout 400 "$b/test_cuda_split" >"$OUT/test_cuda_split.log" 2>&1 || status=1
-  tail -3 "$OUT/test_cuda_split.log"
+  if [[ -z ${SKIP_SPLIT:-} ]]; then  # SKIP_SPLIT=1: not the split tests (scripts/cuda_device.sh split runs them)
+    timeout 400 "$b/test_cuda_split" >"$OUT/test_cuda_split.log" 2>&1 || status=1
+    tail -3 "$OUT/test_cuda_split.log"
+  fi
   # ERRORS=1: the checks' error figures too (a second run, with -s).
   [[ -n ${ERRORS:-} ]] && timeout 400 "$b/test_cuda_model" -s 2>&1 | grep -A1 "with expansion" | grep -E "error|agreement" \
     | sort -u | tee "$OUT/test_cuda_model_errors.log"
@@ -226,6 +238,21 @@ d = abs(a - b).max(); print('dsv4 logits --backend cuda vs cpu: max abs diff', d
   g2=$("$b/dsv4" generate --backend cuda --model $t --prompt-ids 5,17,42 --max-new-tokens 12 --greedy --mode reference)
   echo "generate cpu: $g1 / cuda: $g2" | tee -a "$OUT/cli.log"
   [[ "$g1" == "$g2" ]] || status=1
+  # The same on the V3 golden model (both layouts).
+  for lay in hf orig; do
+    t=tests/data/v3tiny/$lay
+    "$b/dsv4" logits --model $t --input tests/data/v3tiny/expected.safetensors --out /tmp/cpu3.safetensors --mode reference
+    "$b/dsv4" logits --backend cuda --model $t --input tests/data/v3tiny/expected.safetensors --out /tmp/gpu3.safetensors \
+      --mode reference --chunks 7,50
+    python3 -c "
+from safetensors.numpy import load_file
+a, b = load_file('/tmp/cpu3.safetensors')['logits'], load_file('/tmp/gpu3.safetensors')['logits']
+d = abs(a - b).max(); print('v3tiny/$lay: dsv4 logits --backend cuda vs cpu: max abs diff', d); assert d < 1e-3" 2>&1 | tee -a "$OUT/cli.log" || status=1
+    g1=$("$b/dsv4" generate --model $t --prompt-ids 5,17,42 --max-new-tokens 12 --greedy --mode reference)
+    g2=$("$b/dsv4" generate --backend cuda --model $t --prompt-ids 5,17,42 --max-new-tokens 12 --greedy --mode reference)
+    echo "v3tiny/$lay generate cpu: $g1 / cuda: $g2" | tee -a "$OUT/cli.log"
+    [[ "$g1" == "$g2" ]] || status=1
+  done
   echo "tests status $status"
 fi
 
@@ -243,6 +270,15 @@ if [[ $what == bench || $what == all ]]; then
   # transformers holds BF16 weights: 4 layers of V4-Flash fit an 80 GB GPU, 8 do not.
   [[ -n ${SKIP_TRANSFORMERS:-} ]] || PYTHONUNBUFFERED=1 timeout 300 python3 bench/transformers_v4.py --layers "$layers" --prompt-tokens 2048 \
     --decode-tokens 8 --batch 1,8 2>&1 | tail -5 | tee "$OUT/transformers_$layers.txt"
+fi
+# v3: after the tests, dsv4 bench of the synthetic V3 (layers as given; 4 = 3 dense + 1 MoE layer).
+if [[ $what == v3 ]]; then
+  [[ -n $synth_pid ]] && { wait "$synth_pid"; tail -3 "$b/synth.log"; synth_pid=; }
+  timeout ${BENCH_TIMEOUT:-300} "$b/dsv4" bench --backend cuda --model "$m" --prompt-tokens ${PROMPT:-2048} --decode-tokens 32 \
+    --batch 1,8 2>&1 | tee "$OUT/dsv4_bench_v3_$layers.txt"
+  # transformers' DeepseekV3ForCausalLM at the same shapes (random BF16 weights).
+  [[ -n ${SKIP_TRANSFORMERS:-} ]] || PYTHONUNBUFFERED=1 timeout 300 python3 bench/transformers_v3.py --config "$m/config.json" \
+    --prompt-tokens ${PROMPT:-2048} --decode-tokens 8 --batch 1,8 2>&1 | tail -5 | tee "$OUT/transformers_v3_$layers.txt"
 fi
 # prefill: after the tests, the prefill bench (2048 tokens unless PROMPT) of each tree, alternating,
 # ROUNDS rounds (default 2), with the device-time split of each; then the decode bench at batch 1, 8.

@@ -18,7 +18,9 @@
 
 #include "dsv4/model/active_bytes.hpp"
 #include "cuda_check.hpp"
+#include "group_route.hpp"
 #include "kernels.hpp"
+#include "mla.hpp"
 
 namespace dsv4::cuda {
 
@@ -62,6 +64,12 @@ struct DevLatent {
   Floats q_norm, kv_norm, sink;
 };
 
+// DeepSeek-V3's multi-head latent attention (spec MLA.md).
+struct DevMla {
+  Mat wq, wq_a, wq_b, wkv_a, wkv_b, wo;  // wq when q_lora_rank is 0, else wq_a and wq_b
+  Floats q_norm, kv_norm;
+};
+
 struct DevCompressor {
   int64_t ratio = 0, width = 0;
   bool overlap = false;
@@ -86,15 +94,18 @@ struct DevLayer {
   DevHc hc_attn, hc_ffn;
   Floats attn_norm, ffn_norm;
   DevLatent lat;
+  DevMla mla;                         // MLA (DeepSeek-V3)
   DevCompressor comp;                 // CSA, HCA
   Mat iwq_b, iweights_proj;           // CSA indexer
   DevCompressor icomp;
   // MoE
   Mat gate;
   DeviceBuffer<int32_t> hash;         // [vocab, k] for hash-routed layers
-  Floats bias;                        // [E] top-k layers
-  DevExpertSet experts;
-  Mat sw1, sw2, sw3;                  // shared expert (null if none)
+  Floats bias;                        // [E] top-k and group-limited layers
+  DevExpertSet experts;               // empty in a dense MLP layer
+  // The shared expert (null if none); a dense MLP layer (DeepSeek-V3's first layers, no gate) holds
+  // its MLP here: the same function of another width.
+  Mat sw1, sw2, sw3;
   // Split: this rank holds routed experts [first_expert, first_expert + local_experts); its views
   // end with one more entry (a copy of its first expert's) for the bucket of the other ranks' slots.
   int64_t first_expert = 0, local_experts = 0;
@@ -140,8 +151,8 @@ DeviceBuffer<MatrixView> views(const std::vector<Mat>& ms) {
 
 // What a layer's compressor state needs, per sequence (floats).
 struct StateSizes {
-  int64_t ring = 0, entries = 0, pend = 0, prev = 0, ientries = 0, ipend = 0, iprev = 0;
-  int64_t total() const { return ring + entries + 2 * pend + 2 * prev + ientries + 2 * ipend + 2 * iprev; }
+  int64_t ring = 0, entries = 0, pend = 0, prev = 0, ientries = 0, ipend = 0, iprev = 0, latent = 0;
+  int64_t total() const { return ring + entries + 2 * pend + 2 * prev + ientries + 2 * ipend + 2 * iprev + latent; }
 };
 
 }  // namespace
@@ -168,6 +179,13 @@ struct DeviceModel::Impl {
   Floats norm;
   DevHc hc_head;
   Floats rope_main, rope_compress;  // inv_freq [r/2]
+  // DeepSeek-V3 (plain residual, MLA layers): its rope table and final norm; no mHC.
+  bool plain = false;
+  Floats rope_mla;  // inv_freq [dr/2]
+  k::MlaRope mla_rope{};
+  k::MlaDimsDev mla_dims() const {
+    return {config.num_heads, config.kv_lora_rank, config.qk_nope_head_dim, config.rope_dim, config.v_head_dim};
+  }
   std::vector<DevLayer> layers;
   std::vector<StateSizes> state_sizes;
   int64_t weight_bytes = 0, active_bytes = 0;
@@ -250,8 +268,13 @@ struct DeviceModel::Impl {
   cublasHandle_t blas = nullptr;
   DeviceBuffer<uint16_t> wbf, xbf, xlo;
   DeviceBuffer<int32_t> counts, offsets, pos_of, which;  // which: the expert GEMM tiles
+  // FP8 with f32 block scales (DeepSeek-V3's weight_scale_inv) stays on the fp32 GEMVs: E4M3 times
+  // an arbitrary f32 scale is no BF16 value, and the rounded weights moved V3's fast-mode logits by
+  // up to 1.7 on the H200 (router choices flip); E8M0 scales (V4) decode to BF16 exactly.
   bool use_gemm(const DeviceMatrix& w, int64_t t) const {
-    return options.mode == KernelMode::Fast && t >= kGemmRows && w.view().kind != MatrixView::F32;
+    const MatrixView& v = w.view();
+    return options.mode == KernelMode::Fast && t >= kGemmRows && v.kind != MatrixView::F32 &&
+           !(v.kind == MatrixView::Fp8Block && v.scale_is_f32);
   }
   // y [t, n] (row stride ldy) = W [n, K] (x + xlo) [t, K]^T: BF16 operands, fp32 accumulation; the
   // activations as the sum of two BF16 parts (two GEMMs into one result) keep ~16 significant bits.
@@ -279,6 +302,9 @@ struct DeviceModel::Impl {
     gemm_bf16(wb, n, K, xb, xl, t, y, ldy);
   }
   void grouped_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float* y);
+  void ffn_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float limit, float* y);
+  float* forward_plain(int64_t T, const int32_t* tokens, const k::RowInfo* rows, const k::SeqLayerState* states,
+                       int64_t B, const std::vector<int64_t>& want, bool all_rows, int64_t max_keys);
   // Split: x [n] <- the sum over ranks of x [n] (rank order, the same on every rank).
   void allreduce(float* x, int64_t n) {
     float* all = buf("split_gather", comm->size() * n);
@@ -322,7 +348,36 @@ struct DeviceModel::Impl {
     if (st != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS BF16 head GEMM failed (status ", int(st), ")");
     k::sum_parts3(c, rows, n, y, stream);
   }
+  // DeepSeek-V3 in fast mode, many rows: y [t, n] = W x with the weights decoded to BF16 exactly and
+  // x [t, K] split exactly into three BF16 parts (k::split_bf16x3), three GEMMs into one fp32 result:
+  // fp32's precision at the tensor cores' rate, where V4's path keeps ~16 bits (two parts). A
+  // precaution for V3's sigmoid group routing, whose scores lie close together; no measurement
+  // separates the two yet.
+  static constexpr int64_t kExactRows = 4096;  // rows a pass (bounds the parts' buffer)
+  void gemm_exact(const DeviceMatrix& w, const float* x, int64_t t, float* y) {
+    const int64_t n = w.rows(), K = w.cols();
+    const uint16_t* wb = reinterpret_cast<const uint16_t*>(w.view().data);
+    if (w.view().kind != MatrixView::Bf16) {
+      uint16_t* d = grow(wbf, n * K);
+      k::dequant_bf16(nullptr, nullptr, 1, w.view(), 0, n, K, d, stream, w.view().kind, w.view().bn);
+      wb = d;
+    }
+    uint16_t* parts = grow(xbf, 3 * std::min(t, kExactRows) * K);
+    const float one = 1.f, zero = 0.f;
+    for (int64_t r0 = 0; r0 < t; r0 += kExactRows) {
+      const int64_t rows = std::min(kExactRows, t - r0);
+      k::split_bf16x3(x + r0 * K, rows, K, parts, stream);  // [3, rows, K]: hi, mid, lo
+      for (int part = 0; part < 3; ++part) {
+        const cublasStatus_t st = cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(rows), int(K), &one, wb,
+                                               CUDA_R_16BF, int(K), parts + part * rows * K, CUDA_R_16BF, int(K),
+                                               part ? &one : &zero, y + r0 * n, CUDA_R_32F, int(n), CUBLAS_COMPUTE_32F,
+                                               CUBLAS_GEMM_DEFAULT);
+        if (st != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS BF16 GEMM ", n, "x", rows, "x", K, " failed (status ", int(st), ")");
+      }
+    }
+  }
   void lin(const DeviceMatrix& w, const float* x, int64_t t, float* y) {
+    if (plain && use_gemm(w, t)) return gemm_exact(w, x, t, y);
     if (bf16_gemm(w, t)) return bf16x3(w, x, t, y);
     lin_rows(w, x, w.cols(), t, y, w.rows(), 0, w.rows());
   }
@@ -343,7 +398,16 @@ std::string unsupported(const Model& m, const DeviceOptions& o) {
   if (dist.split() && !o.comm)
     return "a model split over ranks without a device collective (set DeviceOptions::comm: NcclCommunicator, or "
            "LocalDeviceCommunicator for ranks as threads of one process)";
-  if (c.residual != ResidualKind::HyperConnections) return "the plain residual (DeepSeek-V3)";
+  if (c.residual == ResidualKind::Plain) {  // DeepSeek-V3: every layer MLA
+    if (dist.split()) return "a DeepSeek-V3 model split over ranks";
+    if (c.n_experts_per_tok > 64) return "more than 64 routed experts a token";
+    for (size_t l = 0; l < c.layers.size(); ++l) {
+      if (c.layers[l].attention != AttentionKind::MLA) return "the plain residual without MLA (layer " + std::to_string(l) + ")";
+      if (c.layers[l].ffn == FfnKind::Moe && c.layers[l].router != RouterKind::GroupLimited)
+        return "an MLA model without the group-limited router (layer " + std::to_string(l) + ")";
+    }
+    return "";
+  }
   for (size_t l = 0; l < c.layers.size(); ++l) {
     if (c.layers[l].attention == AttentionKind::MLA) return "MLA attention (layer " + std::to_string(l) + ")";
     if (c.layers[l].ffn != FfnKind::Moe) return "a dense MLP (layer " + std::to_string(l) + ")";
@@ -394,6 +458,145 @@ void DeviceModel::Impl::grouped_experts(const DevLayer& Ly, int64_t T, const flo
   k::combine_grouped(yg, pos_of, wts, T, K, D, y, s);
 }
 
+// Feed-forward after the routing: y [T, D] = the shared expert (or, in a dense MLP layer, the MLP)
+// of u [T, D] + the routed experts I.experts [T, k] weighted by wts [T, k]; act = silu(min(g, limit))
+// * clamp(u) (limit <= 0: no clamp). Split: summed over the ranks in MoE layers.
+void DeviceModel::Impl::ffn_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float limit,
+                                    float* y) {
+  Impl& I = *this;
+  const ModelConfig& c = I.config;
+  cudaStream_t s = I.stream;
+  const int64_t D = c.hidden_size, K = c.n_experts_per_tok, Iw = c.moe_intermediate_size;
+  const int64_t Eb = I.split ? Ly.local_experts + 1 : c.n_routed_experts;
+  const int64_t sI = Ly.sw1 ? Ly.sw1->rows() : 0;
+  float* h1 = I.buf("h1", T * std::max(K * Iw, sI));
+  float* h3 = I.buf("h3", T * std::max(K * Iw, sI));
+  float* ye = I.buf("ye", T * K * D);
+  I.mark("moe.shared");
+  if (Ly.sw1) {
+    I.lin2(*Ly.sw1, h1, *Ly.sw3, h3, u, T);
+    k::swiglu(h1, h3, T * sI, limit, h1, s);
+    I.lin(*Ly.sw2, h1, T, y);
+  } else {
+    check(cudaMemsetAsync(y, 0, size_t(T * D) * sizeof(float), s), "clear");
+  }
+  I.mark("moe.experts");
+  const DevExpertSet& ex = Ly.experts;
+  const int64_t bn1 = expert_bn(ex.w1), bn2 = expert_bn(ex.w2), bn3 = expert_bn(ex.w3);
+  if (ex.w1.empty()) {
+    // a dense MLP layer: no routed experts
+  } else if (I.use_gemm(*ex.w1[0], T) && !I.plain) {  // (V3: the fp32 paths below, as gemm_exact)
+    I.grouped_experts(Ly, T, u, wts, y);
+  } else if (T <= 64 && k::group_experts_ok(T * K, Eb) && ex.kind1 == ex.kind3 && bn1 == bn3 &&
+             jobs_ok(ex.w1, D) && jobs_ok(ex.w2, Iw)) {
+    // Few rows: the slots grouped by expert, one weight pass per two slots of an expert; w1 and
+    // w3 in one launch. The activations stay in grouped order until the combine.
+    int32_t* pos_of = I.grow(I.pos_of, T * K);
+    int32_t* jobs = I.grow(I.expert_jobs, T * K * 4);
+    k::group_experts(I.experts.get(), T * K, Eb, K, pos_of, jobs, s);
+    if (I.split) {  // the bucket's jobs do nothing; its rows of ye weigh 0
+      k::drop_bucket(jobs, T * K, Eb - 1, s);
+      check(cudaMemsetAsync(ye, 0, size_t(T * K * D) * sizeof(float), s), "clear");
+    }
+    k::expert_gemv_jobs(ex.v1.get(), h1, ex.v3.get(), h3, ex.kind1, Iw, D, jobs, T * K, u, true, s);
+    k::swiglu(h1, h3, T * K * Iw, limit, h1, s);
+    k::expert_gemv_jobs(ex.v2.get(), ye, nullptr, nullptr, ex.kind2, D, Iw, jobs, T * K, h1, false, s);
+    k::combine_grouped(ye, pos_of, wts, T, K, D, y, s);
+  } else {
+    k::expert_gemv(ex.v1.get(), ex.kind1, bn1, Iw, D, I.experts.get(), T * K, u, K, h1, s);
+    k::expert_gemv(ex.v3.get(), ex.kind3, bn3, Iw, D, I.experts.get(), T * K, u, K, h3, s);
+    k::swiglu(h1, h3, T * K * Iw, limit, h1, s);
+    k::expert_gemv(ex.v2.get(), ex.kind2, bn2, D, Iw, I.experts.get(), T * K, h1, 1, ye, s);
+    k::combine(ye, wts, T, K, D, y, s);
+  }
+  if (I.split && !ex.w1.empty()) {  // the shares of all ranks (the shared expert's on rank 0)
+    I.mark("comm");
+    I.allreduce(y, T * D);
+  }
+}
+
+// DeepSeek-V3's layers (spec MLA.md) over the batch's T rows: the plain pre-norm residual
+// x += f(rms(x)), MLA attention over each sequence's latent cache (states [L, B]), dense or MoE
+// feed-forward with the group-limited router. Returns h [rows of `want`, D], those rows of x after
+// the final norm. max_keys: the most positions a row sees (max_context when captured).
+float* DeviceModel::Impl::forward_plain(int64_t T, const int32_t* tokens, const k::RowInfo* rows,
+                                       const k::SeqLayerState* states, int64_t B, const std::vector<int64_t>& want,
+                                       bool all_rows, int64_t max_keys) {
+  Impl& I = *this;
+  const ModelConfig& c = I.config;
+  cudaStream_t s = I.stream;
+  const int64_t D = c.hidden_size, E = c.n_routed_experts, K = c.n_experts_per_tok, R = c.q_lora_rank;
+  const float eps = float(c.rms_norm_eps);
+  const k::MlaDimsDev md = I.mla_dims();
+  const int64_t H = md.heads, dq = md.dq(), lw = md.lw();
+  // Scores: (dn + dr)^-0.5, times YaRN's ms(factor, mscale_all_dim)^2 when the config sets it.
+  const float scale = float(1.0 / std::sqrt(double(dq)) * mla_score_factor(c.rope_main.yarn));
+  float* x = I.buf("x", T * D);   // [T, D] the residual
+  float* u = I.buf("u", T * D);   // [T, D] a sub-layer's normed input
+  float* y = I.buf("y", T * D);   // [T, D] its output
+  float* q = I.buf("q", T * H * dq);        // [T, H, dn + dr]
+  float* a = I.buf("kv", T * lw);           // [T, c + dr] this forward's cache rows
+  float* ql = I.buf("mla_ql", T * H * lw);  // [T, H, c + dr] absorbed queries
+  float* ol = I.buf("mla_ol", T * H * md.c);  // [T, H, c] weighted sums of latents
+  float* o = I.buf("o", T * H * md.dv);     // [T, H, dv]
+  float* qr = R > 0 ? I.buf("qr", T * R) : nullptr;  // [T, R]
+  float* glog = I.buf("gate", T * std::max<int64_t>(E, 1));
+  float* wts = I.buf("weights", T * std::max<int64_t>(K, 1));
+  I.grow(I.experts, T * std::max<int64_t>(K, 1));
+  const float one = 1.f;
+  auto add_residual = [&]() {  // x += y
+    if (cublasSaxpy(I.blas, int(T * D), &one, y, 1, x, 1) != CUBLAS_STATUS_SUCCESS) fail("cuda: cuBLAS residual add failed");
+  };
+  I.mark("embed");
+  k::embed(I.embed->view(), tokens, T, 1, x, s);
+  for (size_t l = 0; l < I.layers.size(); ++l) {
+    const DevLayer& Ly = I.layers[l];
+    const DevMla& m = Ly.mla;
+    const k::SeqLayerState* seqs = states + int64_t(l) * B;
+    I.mark("attn.project");
+    k::rms_norm_rows(x, Ly.attn_norm.get(), T, D, D, eps, u, s);
+    if (m.wq) {
+      I.lin2(*m.wq, q, *m.wkv_a, a, u, T);
+    } else {
+      I.lin2(*m.wq_a, qr, *m.wkv_a, a, u, T);
+      k::rms_norm_rows(qr, m.q_norm.get(), T, R, R, eps, qr, s);
+      I.lin(*m.wq_b, qr, T, q);
+    }
+    k::rms_norm_rows(a, m.kv_norm.get(), T, md.c, lw, eps, a, s);  // the latent; k_rope is not normed
+    k::mla_rope(q, rows, T, H, dq, I.mla_rope, s);
+    k::mla_rope(a, rows, T, 1, lw, I.mla_rope, s);
+    k::mla_store(a, rows, seqs, T, lw, s);  // before attending: a chunk's rows see each other
+    I.mark("attn.core");
+    k::mla_absorb_query(q, m.wkv_b->view(), T, md, ql, s);
+    k::mla_attend(ql, rows, seqs, T, md, max_keys, scale, ol, s);
+    k::mla_values(ol, m.wkv_b->view(), T, md, o, s);
+    I.mark("attn.output");
+    I.lin(*m.wo, o, T, y);
+    add_residual();
+    I.mark("moe.route");
+    k::rms_norm_rows(x, Ly.ffn_norm.get(), T, D, D, eps, u, s);
+    if (Ly.gate) {
+      I.lin(*Ly.gate, u, T, glog);
+      k::route_group_limited(glog, Ly.bias.get(), T, E, c.n_group, c.topk_group, K, c.norm_topk_prob,
+                             float(c.routed_scaling_factor), I.experts.get(), wts, s);
+    }
+    I.ffn_experts(Ly, T, u, wts, 0.0f, y);  // V3's experts and dense MLPs have no clamp
+    add_residual();
+  }
+  I.mark("head");
+  const int64_t NR = int64_t(want.size());
+  float* xs = x;
+  if (!all_rows) {
+    xs = I.buf("xs", NR * D);
+    for (int64_t r = 0; r < NR; ++r)
+      check(cudaMemcpyAsync(xs + r * D, x + want[size_t(r)] * D, size_t(D) * sizeof(float), cudaMemcpyDeviceToDevice, s),
+            "gather rows");
+  }
+  float* h = I.buf("h", NR * D);
+  k::rms_norm_rows(xs, I.norm.get(), NR, D, D, eps, h, s);
+  return h;
+}
+
 DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std::make_unique<Impl>()) {
   Impl& I = *impl_;
   I.config = model.config();
@@ -424,23 +627,38 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
   I.embed = upload(model.embedding());
   I.head = upload(model.head());
   I.active_bytes = dsv4::active_bytes_per_token(model);
-  I.rope_main = Floats(model.rope(AttentionKind::Sliding).inv_freq());
-  I.rope_compress = Floats(model.rope(AttentionKind::CSA).inv_freq());
+  I.plain = c.residual == ResidualKind::Plain;
+  if (I.plain) {
+    const RopeTable& r = model.rope(AttentionKind::MLA);
+    I.rope_mla = Floats(r.inv_freq());
+    I.mla_rope = {I.rope_mla.get(), int32_t(r.dims()), r.interleaved(), r.amplitude()};
+  } else {
+    I.rope_main = Floats(model.rope(AttentionKind::Sliding).inv_freq());
+    I.rope_compress = Floats(model.rope(AttentionKind::CSA).inv_freq());
+  }
   for (size_t l = 0; l < model.layers().size(); ++l) {
     const DecoderLayer& L = model.layers()[l];
     DevLayer d;
     d.kind = c.layers[l].attention;
-    d.hc_attn = upload_hc(L.attn_residual);
-    d.hc_ffn = upload_hc(L.ffn_residual);
+    if (!I.plain) d.hc_attn = upload_hc(L.attn_residual), d.hc_ffn = upload_hc(L.ffn_residual);
     d.attn_norm = Floats(L.attn_norm);
     d.ffn_norm = Floats(L.ffn_norm);
     StateSizes ss;
-    ss.ring = std::max<int64_t>(c.sliding_window - 1, 0) * c.head_dim;
+    if (!I.plain) ss.ring = std::max<int64_t>(c.sliding_window - 1, 0) * c.head_dim;
     std::visit(
         [&](auto& at) {
           using A = std::decay_t<decltype(at)>;
           if constexpr (std::is_same_v<A, MlaAttention>) {
-            fail("cuda backend: MLA attention");
+            const MlaWeights& w = at.w;
+            if (dsv4::rows(w.wq) > 0) {
+              d.mla.wq = upload(w.wq);
+            } else {
+              d.mla.wq_a = upload(w.wq_a), d.mla.wq_b = upload(w.wq_b);
+              d.mla.q_norm = Floats(w.q_norm);
+            }
+            d.mla.wkv_a = upload(w.wkv_a), d.mla.wkv_b = upload(w.wkv_b), d.mla.wo = upload(w.wo);
+            d.mla.kv_norm = Floats(w.kv_norm);
+            ss.latent = options.max_context * (c.kv_lora_rank + c.rope_dim);
           } else {
             d.lat = upload_latent(at.latent);
             if constexpr (!std::is_same_v<A, SlidingAttention>) {
@@ -462,32 +680,37 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
           }
         },
         L.attn);
-    const auto& moe = std::get<MoeWeights>(L.ffn);
-    d.gate = upload(moe.gate);
-    if (auto* h = std::get_if<HashRouter>(&moe.router)) d.hash = DeviceBuffer<int32_t>(h->table);
-    else d.bias = Floats(std::get<TopKRouter>(moe.router).bias);
-    for (auto& e : moe.experts)
-      d.experts.w1.push_back(upload(e.w1)), d.experts.w2.push_back(upload(e.w2)), d.experts.w3.push_back(upload(e.w3));
-    d.experts.kind1 = expert_kind(d.experts.w1, "w1");
-    d.experts.kind2 = expert_kind(d.experts.w2, "w2");
-    d.experts.kind3 = expert_kind(d.experts.w3, "w3");
-    if (!I.split) {
-      d.experts.v1 = views(d.experts.w1), d.experts.v2 = views(d.experts.w2), d.experts.v3 = views(d.experts.w3);
+    if (const auto* mlp = std::get_if<DenseMlp>(&L.ffn)) {
+      d.sw1 = upload(mlp->w.w1), d.sw2 = upload(mlp->w.w2), d.sw3 = upload(mlp->w.w3);
     } else {
-      d.first_expert = moe.first_expert, d.local_experts = int64_t(moe.experts.size());
-      if (d.local_experts < 1) fail("cuda backend: rank ", dist.rank(), " holds no routed expert of layer ", l);
-      // The bucket of the other ranks' slots: weighs zero; a real matrix for the per-slot GEMV path,
-      // which computes every slot (the grouped paths drop the bucket's jobs).
-      auto with_bucket = [](const std::vector<Mat>& ms) {
-        std::vector<MatrixView> v;
-        for (auto& m : ms) v.push_back(m->view());
-        v.push_back(ms[0]->view());
-        return DeviceBuffer<MatrixView>(v);
-      };
-      d.experts.v1 = with_bucket(d.experts.w1), d.experts.v2 = with_bucket(d.experts.w2),
-      d.experts.v3 = with_bucket(d.experts.w3);
+      const auto& moe = std::get<MoeWeights>(L.ffn);
+      d.gate = upload(moe.gate);
+      if (auto* h = std::get_if<HashRouter>(&moe.router)) d.hash = DeviceBuffer<int32_t>(h->table);
+      else if (auto* g = std::get_if<GroupLimitedRouter>(&moe.router)) d.bias = Floats(g->bias);
+      else d.bias = Floats(std::get<TopKRouter>(moe.router).bias);
+      for (auto& e : moe.experts)
+        d.experts.w1.push_back(upload(e.w1)), d.experts.w2.push_back(upload(e.w2)), d.experts.w3.push_back(upload(e.w3));
+      d.experts.kind1 = expert_kind(d.experts.w1, "w1");
+      d.experts.kind2 = expert_kind(d.experts.w2, "w2");
+      d.experts.kind3 = expert_kind(d.experts.w3, "w3");
+      if (!I.split) {
+        d.experts.v1 = views(d.experts.w1), d.experts.v2 = views(d.experts.w2), d.experts.v3 = views(d.experts.w3);
+      } else {
+        d.first_expert = moe.first_expert, d.local_experts = int64_t(moe.experts.size());
+        if (d.local_experts < 1) fail("cuda backend: rank ", dist.rank(), " holds no routed expert of layer ", l);
+        // The bucket of the other ranks' slots: weighs zero; a real matrix for the per-slot GEMV path,
+        // which computes every slot (the grouped paths drop the bucket's jobs).
+        auto with_bucket = [](const std::vector<Mat>& ms) {
+          std::vector<MatrixView> v;
+          for (auto& m : ms) v.push_back(m->view());
+          v.push_back(ms[0]->view());
+          return DeviceBuffer<MatrixView>(v);
+        };
+        d.experts.v1 = with_bucket(d.experts.w1), d.experts.v2 = with_bucket(d.experts.w2),
+        d.experts.v3 = with_bucket(d.experts.w3);
+      }
+      if (!moe.shared.empty()) d.sw1 = upload(moe.shared[0].w1), d.sw2 = upload(moe.shared[0].w2), d.sw3 = upload(moe.shared[0].w3);
     }
-    if (!moe.shared.empty()) d.sw1 = upload(moe.shared[0].w1), d.sw2 = upload(moe.shared[0].w2), d.sw3 = upload(moe.shared[0].w3);
     I.layers.push_back(std::move(d));
     I.state_sizes.push_back(ss);
   }
@@ -495,8 +718,20 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
   {
     WeightSource ws(model.checkpoint(), c);
     I.norm = Floats(ws.floats("norm.weight", {c.hidden_size}));
-    const HyperHead hh = HyperHead::load(ws, c);
-    I.hc_head = DevHc{upload(hh.fn), Floats(hh.base), Floats(hh.scale)};
+    if (!I.plain) {
+      const HyperHead hh = HyperHead::load(ws, c);
+      I.hc_head = DevHc{upload(hh.fn), Floats(hh.base), Floats(hh.scale)};
+    }
+  }
+  // MLA attention keeps one row's scores over its positions in shared memory: check the context fits.
+  if (I.plain) {
+    int dev = 0, optin = 0;
+    check(cudaGetDevice(&dev), "device");
+    check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "device attribute");
+    const int64_t need = k::mla_attend_smem(I.mla_dims(), options.max_context) + 1024;  // + its reductions' own
+    if (need > optin)
+      fail("cuda backend: max_context ", options.max_context, " needs ", need,
+           " bytes of shared memory per block for MLA attention; this device has ", optin, " (lower max_context)");
   }
   // The indexer sorts one row's visible entries in shared memory: check the context fits.
   if (I.max_indexer_entries > 0) {
@@ -521,7 +756,7 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
   for (auto& d : I.layers) {
     for (auto* m : {&d.hc_attn.fn, &d.hc_ffn.fn, &d.lat.wq_a, &d.lat.wq_b, &d.lat.wkv, &d.lat.wo_a, &d.lat.wo_b,
                     &d.comp.wkv, &d.comp.wgate, &d.iwq_b, &d.iweights_proj, &d.icomp.wkv, &d.icomp.wgate, &d.gate,
-                    &d.sw1, &d.sw2, &d.sw3})
+                    &d.sw1, &d.sw2, &d.sw3, &d.mla.wq, &d.mla.wq_a, &d.mla.wq_b, &d.mla.wkv_a, &d.mla.wkv_b, &d.mla.wo})
       count(*m);
     for (auto* v : {&d.experts.w1, &d.experts.w2, &d.experts.w3})
       for (auto& m : *v) count(m);
@@ -570,7 +805,7 @@ DeviceCache DeviceModel::new_cache() const {
   auto impl = std::make_unique<DeviceCache::Impl>();
   impl->owner = this;
   int64_t total = 0;
-  for (auto& s : impl_->state_sizes) total += s.total() + 11 * 3;  // + the alignment of its 11 pieces
+  for (auto& s : impl_->state_sizes) total += s.total() + 12 * 3;  // + the alignment of its 12 pieces
   impl->storage = Floats(size_t(std::max<int64_t>(total, 1)));
   check(cudaMemsetAsync(impl->storage.get(), 0, impl->storage.size() * sizeof(float), impl_->stream), "cache clear");
   float* p = impl->storage.get();
@@ -588,6 +823,7 @@ DeviceCache DeviceModel::new_cache() const {
     st.ientries = take(s.ientries);
     st.ipend_a = take(s.ipend), st.ipend_z = take(s.ipend);
     st.iprev_a = take(s.iprev), st.iprev_z = take(s.iprev);
+    st.latent = take(s.latent);
     impl->layers.push_back(st);
   }
   check(cudaStreamSynchronize(impl_->stream), "cache clear");
@@ -734,9 +970,13 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
   // captured once and replayed for decode steps.
   auto enqueue = [&]() {
   check(cudaMemcpyAsync(dev, I.stage_host, stage_bytes, cudaMemcpyHostToDevice, s), "upload batch");
+  float* h = nullptr;  // [NR, D] the final-normed rows whose logits are wanted
+  if (I.plain) {
+    h = I.forward_plain(T, d_tokens, d_rows, d_states, B, want, all_rows, kmax_end);
+  } else {
   // Activations.
   const int64_t hd = H * d, nm = (2 + n) * n, R = c.q_lora_rank, G = c.o_groups, OR = c.o_lora_rank;
-  const int64_t E = c.n_routed_experts, K = c.n_experts_per_tok, Iw = c.moe_intermediate_size;
+  const int64_t E = c.n_routed_experts, K = c.n_experts_per_tok;
   const int64_t nh = c.index_n_heads, ci = c.index_head_dim;
   float* x = I.buf("x", T * n * D);
   float* u = I.buf("u", T * D);
@@ -752,10 +992,6 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
   float* glog = I.buf("gate", T * E);
   float* wts = I.buf("weights", T * K);
   I.grow(I.experts, T * K);
-  const int64_t sI = c.moe_intermediate_size * c.n_shared_experts;
-  float* h1 = I.buf("h1", T * std::max(K * Iw, sI));
-  float* h3 = I.buf("h3", T * std::max(K * Iw, sI));
-  float* ye = I.buf("ye", T * K * D);
 
   // mHC partial sums of the next mixes: [T, chunks, mixes + 1], written by each residual update.
   float* part = I.buf("hc_part", T * k::hc_chunks(D) * (nm + 1));
@@ -887,47 +1123,7 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
              float(c.routed_scaling_factor), I.experts.get(), wts, s);
     // Split: every expert routed, only this rank's slots computed (the others' go to one bucket).
     if (I.split) k::localize_slots(I.experts.get(), wts, T * K, Ly.first_expert, Ly.local_experts, s);
-    const int64_t Eb = I.split ? Ly.local_experts + 1 : E;
-    const float limit = float(c.swiglu_limit);
-    I.mark("moe.shared");
-    if (Ly.sw1) {
-      I.lin2(*Ly.sw1, h1, *Ly.sw3, h3, u, T);
-      k::swiglu(h1, h3, T * sI, limit, h1, s);
-      I.lin(*Ly.sw2, h1, T, y);
-    } else {
-      check(cudaMemsetAsync(y, 0, size_t(T * D) * sizeof(float), s), "clear");
-    }
-    I.mark("moe.experts");
-    const DevExpertSet& ex = Ly.experts;
-    const int64_t bn1 = expert_bn(ex.w1), bn2 = expert_bn(ex.w2), bn3 = expert_bn(ex.w3);
-    if (!ex.w1.empty() && I.use_gemm(*ex.w1[0], T)) {
-      I.grouped_experts(Ly, T, u, wts, y);
-    } else if (!ex.w1.empty() && T <= 64 && k::group_experts_ok(T * K, Eb) && ex.kind1 == ex.kind3 && bn1 == bn3 &&
-               jobs_ok(ex.w1, D) && jobs_ok(ex.w2, Iw)) {
-      // Few rows: the slots grouped by expert, one weight pass per two slots of an expert; w1 and
-      // w3 in one launch. The activations stay in grouped order until the combine.
-      int32_t* pos_of = I.grow(I.pos_of, T * K);
-      int32_t* jobs = I.grow(I.expert_jobs, T * K * 4);
-      k::group_experts(I.experts.get(), T * K, Eb, K, pos_of, jobs, s);
-      if (I.split) {  // the bucket's jobs do nothing; its rows of ye weigh 0
-        k::drop_bucket(jobs, T * K, Eb - 1, s);
-        check(cudaMemsetAsync(ye, 0, size_t(T * K * D) * sizeof(float), s), "clear");
-      }
-      k::expert_gemv_jobs(ex.v1.get(), h1, ex.v3.get(), h3, ex.kind1, Iw, D, jobs, T * K, u, true, s);
-      k::swiglu(h1, h3, T * K * Iw, limit, h1, s);
-      k::expert_gemv_jobs(ex.v2.get(), ye, nullptr, nullptr, ex.kind2, D, Iw, jobs, T * K, h1, false, s);
-      k::combine_grouped(ye, pos_of, wts, T, K, D, y, s);
-    } else {
-      k::expert_gemv(ex.v1.get(), ex.kind1, bn1, Iw, D, I.experts.get(), T * K, u, K, h1, s);
-      k::expert_gemv(ex.v3.get(), ex.kind3, bn3, Iw, D, I.experts.get(), T * K, u, K, h3, s);
-      k::swiglu(h1, h3, T * K * Iw, limit, h1, s);
-      k::expert_gemv(ex.v2.get(), ex.kind2, bn2, D, Iw, I.experts.get(), T * K, h1, 1, ye, s);
-      k::combine(ye, wts, T, K, D, y, s);
-    }
-    if (I.split) {  // the shares of all ranks (the shared expert's on rank 0)
-      I.mark("comm");
-      I.allreduce(y, T * D);
-    }
+    I.ffn_experts(Ly, T, u, wts, float(c.swiglu_limit), y);
     I.mark("mhc");
     hc_post(l + 1 < L ? &I.layers[size_t(l + 1)].hc_attn : all_rows ? &I.hc_head : nullptr);
   }
@@ -940,11 +1136,12 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
     check(cudaMemcpyAsync(xs + r * n * D, x + want[size_t(r)] * n * D, size_t(n * D) * sizeof(float),
                           cudaMemcpyDeviceToDevice, s),
           "gather rows");
-  float* h = I.buf("h", NR * D);
+  h = I.buf("h", NR * D);
   // The hyper head's mixes: from the last residual update when every row is wanted, else here.
   if (!all_rows) mix_update(nullptr, nullptr, nullptr, xs, NR, &I.hc_head.fn->view());
   k::hc_finish(part, I.hc_head.base.get(), I.hc_head.scale.get(), xs, NR, n, D, 0, float(c.hc_eps), eps, nullptr,
                nullptr, nullptr, I.norm.get(), h, s, part_chunks);
+  }  // V4
   float* lg = I.buf("logits", NR * V);
   if (!I.split) {
     I.lin(*I.head, h, NR, lg);

@@ -10,6 +10,7 @@
 #include "decode.cuh"
 #include "pdl.cuh"
 #include "kernels.hpp"
+#include "reduce.cuh"
 
 namespace dsv4::cuda::k {
 namespace {
@@ -20,31 +21,6 @@ constexpr int kBlock = 256;
 constexpr int kIdxEntries = 16;
 
 unsigned blocks_for(int64_t n, int per = kBlock) { return unsigned((n + per - 1) / per); }
-
-// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
-__device__ float block_sum(float v) {
-  __shared__ float part[32];
-  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
-  __syncthreads();
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  float t = lane < nw ? part[lane] : 0.f;
-  for (int o = 16; o > 0; o /= 2) t += __shfl_xor_sync(0xffffffffu, t, o);
-  return t;
-}
-
-__device__ float block_max(float v) {
-  __shared__ float part[32];
-  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
-  __syncthreads();
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  float t = lane < nw ? part[lane] : -FLT_MAX;
-  for (int o = 16; o > 0; o /= 2) t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, o));
-  return t;
-}
 
 // Rotates the last r dims of v [n] by +pos (sign 1) or -pos (sign -1), pairs interleaved; the angle
 // in fp32 as the oracle forms it, cos/sin in double (the oracle evaluates them accurately).

@@ -31,6 +31,7 @@ struct SeqLayerState {
   float* ipend_z;
   float* iprev_a;
   float* iprev_z;
+  float* latent;     // MLA (src/cuda/mla.hpp): [max_context, c + dr] latent cache
 };
 
 // One window that completes in this forward: (sequence, window index, row of its segment start);

@@ -35,7 +35,10 @@ int bench_cuda(const Args& a, const Model& m, const std::vector<int32_t>& prompt
   Communicator* comm = m.distribution().comm;
   double copy_bw = cuda::measure_copy_bandwidth();
   if (comm) copy_bw = sum_over_ranks(*comm, copy_bw);
-  const double gemm = cuda::measure_bf16_gemm_flops(P, c.num_heads * c.head_dim, c.q_lora_rank);
+  // The ceiling's GEMM: the query projection's shape (V3: dn + dr per head; a plain q_proj reads D).
+  const int64_t gemm_n = c.num_heads * (c.residual == ResidualKind::Plain ? c.qk_nope_head_dim + c.rope_dim : c.head_dim);
+  const int64_t gemm_k = c.q_lora_rank > 0 ? c.q_lora_rank : c.hidden_size;
+  const double gemm = cuda::measure_bf16_gemm_flops(P, gemm_n, gemm_k);
   int64_t active = gm.active_bytes_per_token();  // split: this rank's share; summed below
   if (comm) active = sum_over_ranks(*comm, active);
   std::vector<float> logits;
@@ -70,7 +73,7 @@ int bench_cuda(const Args& a, const Model& m, const std::vector<int32_t>& prompt
     std::printf("ranks           %d GPUs, expert parallel through NCCL (DSV4_CUDA_PROFILE=1: the 'comm' part is the "
                 "exchange)\n", comm->size());
   std::printf("cuBLAS BF16     %.1f TFLOP/s (GEMM %lld x %lld x %lld, measured in this run)\n", gemm / 1e12,
-              (long long)P, (long long)c.num_heads * c.head_dim, (long long)c.q_lora_rank);
+              (long long)P, (long long)gemm_n, (long long)gemm_k);
   std::printf("prefill         %lld tokens in %.3f s: %.1f tokens/s (the first one, growing the workspace: %.3f s)\n",
               (long long)P, prefill_s, double(P) / prefill_s, first_s);
   std::printf("active weights  %.1f MB per decoded token\n", double(active) / 1e6);

@@ -1,7 +1,9 @@
 #pragma once
 // The CUDA backend's model: a loaded dsv4::Model's weights uploaded once to the GPU in their stored
-// formats, and the whole forward pass on the device (embedding, mHC, the three V4 attention kinds
-// with their compressors and Lightning Indexer, routing, experts, head). Only the token ids go in
+// formats, and the whole forward pass on the device: for DeepSeek-V4 embedding, mHC, the three V4
+// attention kinds with their compressors and Lightning Indexer, routing, experts, head; for
+// DeepSeek-V3 the plain residual, MLA over a latent cache, dense MLP layers and the group-limited
+// router, with the same expert, GEMV/GEMM and head paths. Only the token ids go in
 // and the wanted logits come out; nothing else crosses to the host during a forward.
 //
 //   const dsv4::Model model = dsv4::Model::load(dir);              // mmapped checkpoint
@@ -75,8 +77,8 @@ struct DeviceSequenceInput {
 class DeviceModel {
  public:
   // Uploads every weight of `model` (which must outlive nothing: the device copy is independent).
-  // Fails with a clear message for what the backend does not run (MLA layers, tensor parallelism, a
-  // split model without options.comm).
+  // Fails with a clear message for what the backend does not run (tensor parallelism, a split model
+  // without options.comm, a split DeepSeek-V3 model, an MLA context past the shared memory).
   explicit DeviceModel(const Model& model, DeviceOptions options = {});
   ~DeviceModel();
   DeviceModel(const DeviceModel&) = delete;
