@@ -150,7 +150,7 @@ void mla_store(const float* a, const RowInfo* rows, const SeqLayerState* seqs, i
 
 void mla_absorb_query(const float* q, const MatrixView& wkv_b, int64_t t, const MlaDimsDev& d, float* ql, void* s) {
   const size_t smem = size_t(kRows * d.dn) * sizeof(float);
-  static size_t raised = 48 << 10;
+  static std::atomic<size_t> raised{0};  // raised on first use: static shared memory counts against 48 KiB too
   raise_dynamic_smem(mla_absorb_kernel, smem, raised, "mla absorb smem");
   mla_absorb_kernel<<<dim3(unsigned(d.heads), row_tiles(t)), kBlock, smem, st(s)>>>(q, wkv_b, t, d, ql);
   launched("mla absorb");
@@ -161,7 +161,7 @@ int64_t mla_attend_smem(const MlaDimsDev& d, int64_t max_keys) { return (d.lw() 
 void mla_attend(const float* ql, const RowInfo* rows, const SeqLayerState* seqs, int64_t t, const MlaDimsDev& d,
                 int64_t max_keys, float scale, float* ol, void* s) {
   const size_t smem = size_t(mla_attend_smem(d, max_keys));
-  static size_t raised = 48 << 10;
+  static std::atomic<size_t> raised{0};  // raised on first use: static shared memory counts against 48 KiB too
   raise_dynamic_smem(mla_attend_kernel, smem, raised, "mla attend smem");
   mla_attend_kernel<<<dim3(unsigned(t), unsigned(d.heads)), kBlock, smem, st(s)>>>(ql, rows, seqs, d, scale, ol);
   launched("mla attend");
@@ -169,7 +169,7 @@ void mla_attend(const float* ql, const RowInfo* rows, const SeqLayerState* seqs,
 
 void mla_values(const float* ol, const MatrixView& wkv_b, int64_t t, const MlaDimsDev& d, float* o, void* s) {
   const size_t smem = size_t(kRows * d.c) * sizeof(float);
-  static size_t raised = 48 << 10;
+  static std::atomic<size_t> raised{0};  // raised on first use: static shared memory counts against 48 KiB too
   raise_dynamic_smem(mla_values_kernel, smem, raised, "mla values smem");
   mla_values_kernel<<<dim3(unsigned(d.heads), row_tiles(t)), kBlock, smem, st(s)>>>(ol, wkv_b, t, d, o);
   launched("mla values");
