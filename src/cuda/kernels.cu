@@ -363,14 +363,13 @@ __global__ void indexer_topk_kernel(const float* scores, int64_t ld, const RowIn
   if (threadIdx.x == 0) nchosen[row] = int32_t(keep);
 }
 
-// One block per token: scores in shared memory, then k rounds of a block argmax over score + bias
-// (ties to the lower index), each taking its expert out of the running.
+// One block per token: scores in shared memory, then the k best of score + bias (block_top_k, the
+// CPU routers' order) or the token's hash row.
 __global__ void route_kernel(const float* logits, const int32_t* tokens, const int32_t* hash_table, const float* bias,
                              int64_t E, int64_t k, float scaling, int32_t* experts, float* weights) {
   pdl::begin();
   extern __shared__ float rs[];  // [E] scores, [E] biased scores
-  __shared__ float best_v[32];
-  __shared__ int32_t best_i[32], picked[64];
+  __shared__ int32_t picked[64];
   const int64_t t = blockIdx.x;
   const float* l = logits + t * E;
   float* sc = rs;
@@ -381,35 +380,11 @@ __global__ void route_kernel(const float* logits, const int32_t* tokens, const i
     biased[e] = sc[e] + (bias ? bias[e] : 0.f);
   }
   __syncthreads();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
-  for (int64_t j = 0; j < k; ++j) {
-    if (hash_table) {
-      if (threadIdx.x == 0) picked[j] = hash_table[int64_t(tokens[t]) * k + j];
-      continue;
-    }
-    // The CPU routers' order (HigherScore): NaN ranks as -inf, ties to the lower index, and the
-    // experts already taken are skipped by id, so even a NaN row picks k distinct in-range ids.
-    float bv = -INFINITY;
-    int32_t bi = int32_t(E);
-    for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
-      bool taken = false;
-      for (int64_t q = 0; q < j; ++q) taken |= picked[q] == e;
-      const float v = isnan(biased[e]) ? -INFINITY : biased[e];
-      if (!taken && (v > bv || (v == bv && e < bi))) bv = v, bi = int32_t(e);
-    }
-    for (int o = 16; o > 0; o /= 2) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      const int32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
-    }
-    if (lane == 0) best_v[warp] = bv, best_i[warp] = bi;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      for (int w = 1; w < nw; ++w)
-        if (best_v[w] > best_v[0] || (best_v[w] == best_v[0] && best_i[w] < best_i[0])) best_v[0] = best_v[w], best_i[0] = best_i[w];
-      picked[j] = best_i[0];
-    }
-    __syncthreads();
+  if (hash_table) {
+    if (threadIdx.x == 0)
+      for (int64_t j = 0; j < k; ++j) picked[j] = hash_table[int64_t(tokens[t]) * k + j];
+  } else {
+    block_top_k(biased, E, k, [](int64_t) { return true; }, picked);
   }
   __syncthreads();
   if (threadIdx.x == 0) {

@@ -1,6 +1,7 @@
 #pragma once
-// Block-wide reductions of the CUDA backend's kernels (device code only).
+// Block-wide reductions of the CUDA backend's kernels (device code only): sums, maxima, top-k.
 #include <cfloat>
+#include <cstdint>
 #include <cuda_runtime.h>
 
 namespace dsv4::cuda {
@@ -28,6 +29,47 @@ __device__ __forceinline__ float block_max(float v) {
   float t = lane < nw ? part[lane] : -FLT_MAX;
   for (int o = 16; o > 0; o /= 2) t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, o));
   return t;
+}
+
+// The CPU routers' order (HigherScore, include/dsv4/core/score_order.hpp) on (value, index) pairs:
+// NaN ranks below every number, ties go to the lower index.
+__device__ __forceinline__ float rank_key(float v) { return isnan(v) ? -INFINITY : v; }
+__device__ __forceinline__ bool ranks_higher(float va, int32_t a, float vb, int32_t b) {
+  return va > vb || (va == vb && a < b);
+}
+
+// picked [k] <- the k best of v [E] in HigherScore's order among the e with eligible(e), by k rounds
+// of a block argmax; taken experts are skipped by id, so even a NaN row picks k distinct in-range
+// ids. Ends synchronized; every thread of the block calls it. k <= 64 (picked's size).
+template <class Eligible>
+__device__ void block_top_k(const float* v, int64_t E, int64_t k, Eligible eligible, int32_t* picked) {
+  __shared__ float best_v[32];
+  __shared__ int32_t best_i[32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+  for (int64_t j = 0; j < k; ++j) {
+    float bv = -INFINITY;
+    int32_t bi = int32_t(E);
+    for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
+      if (!eligible(e)) continue;
+      bool taken = false;
+      for (int64_t q = 0; q < j; ++q) taken |= picked[q] == e;
+      const float x = rank_key(v[e]);
+      if (!taken && ranks_higher(x, int32_t(e), bv, bi)) bv = x, bi = int32_t(e);
+    }
+    for (int o = 16; o > 0; o /= 2) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (ranks_higher(ov, oi, bv, bi)) bv = ov, bi = oi;
+    }
+    if (lane == 0) best_v[warp] = bv, best_i[warp] = bi;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int w = 1; w < nw; ++w)
+        if (ranks_higher(best_v[w], best_i[w], best_v[0], best_i[0])) best_v[0] = best_v[w], best_i[0] = best_i[w];
+      picked[j] = best_i[0];
+    }
+    __syncthreads();
+  }
 }
 
 }  // namespace dsv4::cuda
