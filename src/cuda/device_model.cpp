@@ -152,7 +152,26 @@ DeviceBuffer<MatrixView> views(const std::vector<Mat>& ms) {
 // What a layer's compressor state needs, per sequence (floats).
 struct StateSizes {
   int64_t ring = 0, entries = 0, pend = 0, prev = 0, ientries = 0, ipend = 0, iprev = 0, latent = 0;
-  int64_t total() const { return ring + entries + 2 * pend + 2 * prev + ientries + 2 * ipend + 2 * iprev + latent; }
+  // Points st's pieces into storage from base, in order, each 16-byte aligned (the tensor-core
+  // attention copies keys 16 bytes at a time); returns the floats they take. base null: only
+  // the count (st's pointers stay null).
+  int64_t lay_out(float* base, k::SeqLayerState& st) const {
+    int64_t at = 0;
+    auto take = [&](int64_t n) {
+      float* r = n && base ? base + at : nullptr;
+      at += (n + 3) / 4 * 4;
+      return r;
+    };
+    st.ring = take(ring);
+    st.entries = take(entries);
+    st.pend_a = take(pend), st.pend_z = take(pend);
+    st.prev_a = take(prev), st.prev_z = take(prev);
+    st.ientries = take(ientries);
+    st.ipend_a = take(ipend), st.ipend_z = take(ipend);
+    st.iprev_a = take(iprev), st.iprev_z = take(iprev);
+    st.latent = take(latent);
+    return at;
+  }
 };
 
 }  // namespace
@@ -805,25 +824,16 @@ DeviceCache DeviceModel::new_cache() const {
   auto impl = std::make_unique<DeviceCache::Impl>();
   impl->owner = this;
   int64_t total = 0;
-  for (auto& s : impl_->state_sizes) total += s.total() + 12 * 3;  // + the alignment of its 12 pieces
+  for (auto& s : impl_->state_sizes) {
+    k::SeqLayerState st{};
+    total += s.lay_out(nullptr, st);
+  }
   impl->storage = Floats(size_t(std::max<int64_t>(total, 1)));
   check(cudaMemsetAsync(impl->storage.get(), 0, impl->storage.size() * sizeof(float), impl_->stream), "cache clear");
   float* p = impl->storage.get();
-  auto take = [&](int64_t n) {  // 16-byte aligned pieces (the tensor-core attention copies keys 16 bytes at a time)
-    float* r = n ? p : nullptr;
-    p += (n + 3) / 4 * 4;
-    return r;
-  };
   for (auto& s : impl_->state_sizes) {
     k::SeqLayerState st{};
-    st.ring = take(s.ring);
-    st.entries = take(s.entries);
-    st.pend_a = take(s.pend), st.pend_z = take(s.pend);
-    st.prev_a = take(s.prev), st.prev_z = take(s.prev);
-    st.ientries = take(s.ientries);
-    st.ipend_a = take(s.ipend), st.ipend_z = take(s.ipend);
-    st.iprev_a = take(s.iprev), st.iprev_z = take(s.iprev);
-    st.latent = take(s.latent);
+    p += s.lay_out(p, st);
     impl->layers.push_back(st);
   }
   check(cudaStreamSynchronize(impl_->stream), "cache clear");
