@@ -324,6 +324,15 @@ struct DeviceModel::Impl {
   void ffn_experts(const DevLayer& Ly, int64_t T, const float* u, const float* wts, float limit, float* y);
   float* forward_plain(int64_t T, const int32_t* tokens, const k::RowInfo* rows, const k::SeqLayerState* states,
                        int64_t B, const std::vector<int64_t>& want, bool all_rows, int64_t max_keys);
+  // xs [rows of want, width] <- those rows of x [T, width] (the rows whose logits are wanted).
+  float* gather_rows(const float* x, const std::vector<int64_t>& want, int64_t width) {
+    float* xs = buf("xs", int64_t(want.size()) * width);
+    for (size_t r = 0; r < want.size(); ++r)
+      check(cudaMemcpyAsync(xs + int64_t(r) * width, x + want[r] * width, size_t(width) * sizeof(float),
+                            cudaMemcpyDeviceToDevice, stream),
+            "gather rows");
+    return xs;
+  }
   // Split: x [n] <- the sum over ranks of x [n] (rank order, the same on every rank).
   void allreduce(float* x, int64_t n) {
     float* all = buf("split_gather", comm->size() * n);
@@ -604,13 +613,7 @@ float* DeviceModel::Impl::forward_plain(int64_t T, const int32_t* tokens, const 
   }
   I.mark("head");
   const int64_t NR = int64_t(want.size());
-  float* xs = x;
-  if (!all_rows) {
-    xs = I.buf("xs", NR * D);
-    for (int64_t r = 0; r < NR; ++r)
-      check(cudaMemcpyAsync(xs + r * D, x + want[size_t(r)] * D, size_t(D) * sizeof(float), cudaMemcpyDeviceToDevice, s),
-            "gather rows");
-  }
+  float* xs = all_rows ? x : I.gather_rows(x, want, D);
   float* h = I.buf("h", NR * D);
   k::rms_norm_rows(xs, I.norm.get(), NR, D, D, eps, h, s);
   return h;
@@ -1140,12 +1143,7 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
   I.mark("head");
 
   // Head over the wanted rows.
-  float* xs = x;
-  if (!all_rows) xs = I.buf("xs", NR * n * D);
-  for (int64_t r = 0; !all_rows && r < NR; ++r)
-    check(cudaMemcpyAsync(xs + r * n * D, x + want[size_t(r)] * n * D, size_t(n * D) * sizeof(float),
-                          cudaMemcpyDeviceToDevice, s),
-          "gather rows");
+  float* xs = all_rows ? x : I.gather_rows(x, want, n * D);
   h = I.buf("h", NR * D);
   // The hyper head's mixes: from the last residual update when every row is wanted, else here.
   if (!all_rows) mix_update(nullptr, nullptr, nullptr, xs, NR, &I.hc_head.fn->view());
