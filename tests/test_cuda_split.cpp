@@ -19,6 +19,7 @@
 #include "dsv4/cuda/device_communicator.hpp"
 #include "dsv4/cuda/device_model.hpp"
 #include "dsv4/cuda/nccl_communicator.hpp"
+#include "cuda_test_util.hpp"
 #include "golden.hpp"
 #if defined(DSV4_WITH_NCCL)
 #include <cuda_runtime.h>
@@ -27,7 +28,10 @@
 using namespace dsv4;
 using dsv4::testing::Golden;
 using dsv4::testing::GoldenCase;
+using dsv4::testing::kLayouts;
 using dsv4::testing::max_abs_diff;
+using dsv4::testing::run_gpu;
+using dsv4::testing::with_mode;
 
 namespace {
 
@@ -49,25 +53,6 @@ struct Workload {
   std::vector<int32_t> prompt;     // greedy prompt
   size_t greedy = 8;               // greedy tokens
 };
-
-// Logits [S, V] of ids fed to one device cache in chunks (empty: one pass; after the listed chunks,
-// one token at a time).
-std::vector<float> run_gpu(cuda::DeviceModel& gm, std::span<const int32_t> ids, const std::vector<int64_t>& chunks) {
-  cuda::DeviceCache cache = gm.new_cache();
-  const int64_t V = gm.config().vocab_size, S = int64_t(ids.size());
-  std::vector<float> out, logits;
-  int64_t done = 0;
-  size_t next = 0;
-  while (done < S) {
-    int64_t n = chunks.empty() ? S : next < chunks.size() ? chunks[next++] : 1;
-    n = std::min(n, S - done);
-    cuda::DeviceSequenceInput in{&cache, ids.subspan(size_t(done), size_t(n))};
-    gm.forward({&in, 1}, logits, LogitRows::All);
-    out.insert(out.end(), logits.begin(), logits.begin() + n * V);
-    done += n;
-  }
-  return out;
-}
 
 Answers answer(cuda::DeviceModel& gm, const Workload& w) {
   Answers a;
@@ -108,12 +93,6 @@ Answers answer(cuda::DeviceModel& gm, const Workload& w) {
     }
   }
   return a;
-}
-
-cuda::DeviceOptions with_mode(KernelMode mode) {
-  cuda::DeviceOptions o;
-  o.mode = mode;
-  return o;
 }
 
 // Runs `work` on every rank of a split of the model in `dir` over `ranks` threads, one DeviceModel
@@ -192,9 +171,6 @@ void check_close(const Answers& split, const Answers& whole, double bound, const
   CHECK(split.greedy == whole.greedy);
   CHECK(split.batch_greedy == whole.batch_greedy);
 }
-
-constexpr std::pair<const char*, const char*> kLayouts[] = {{"/hf", "/expected.safetensors"},
-                                                            {"/orig", "/expected_orig.safetensors"}};
 
 // Synthetic V4 shapes (as test_cuda_model's): FP8 tiles that do not divide the matrices, FP4
 // experts, 3 and 4 residual streams, 5 experts (3 a token) and 6 (2 a token): blocks of 2-3 and

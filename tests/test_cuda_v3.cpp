@@ -11,12 +11,18 @@
 #include <unistd.h>
 
 #include "dsv4/cuda/device_model.hpp"
+#include "cuda_test_util.hpp"
 #include "golden.hpp"
 
 using namespace dsv4;
 using dsv4::testing::Golden;
 using dsv4::testing::GoldenCase;
 using dsv4::testing::max_abs_diff;
+using dsv4::testing::greedy_gpu;
+using dsv4::testing::kLayouts;
+using dsv4::testing::run_cpu;
+using dsv4::testing::run_gpu;
+using dsv4::testing::with_mode;
 
 namespace {
 
@@ -24,55 +30,6 @@ constexpr double kFp32Bound = 1e-3;
 constexpr double kFastBound = 5e-2;  // the fast-mode bound of the speed issue (README)
 
 const std::vector<GoldenCase>& cases() { return dsv4::testing::required_golden_cases("DeepseekV3ForCausalLM"); }
-
-constexpr std::pair<const char*, const char*> kLayouts[] = {{"/hf", "/expected.safetensors"},
-                                                            {"/orig", "/expected_orig.safetensors"}};
-
-cuda::DeviceOptions with_mode(KernelMode mode) {
-  cuda::DeviceOptions o;
-  o.mode = mode;
-  return o;
-}
-
-// Logits [S, V] of ids fed to one device cache in chunks (empty: one pass; after the listed chunks,
-// one token at a time).
-std::vector<float> run_gpu(cuda::DeviceModel& gm, std::span<const int32_t> ids, const std::vector<int64_t>& chunks) {
-  cuda::DeviceCache cache = gm.new_cache();
-  const int64_t V = gm.config().vocab_size, S = int64_t(ids.size());
-  std::vector<float> out, logits;
-  int64_t done = 0;
-  size_t next = 0;
-  while (done < S) {
-    int64_t n = chunks.empty() ? S : next < chunks.size() ? chunks[next++] : 1;
-    n = std::min(n, S - done);
-    cuda::DeviceSequenceInput in{&cache, ids.subspan(size_t(done), size_t(n))};
-    gm.forward({&in, 1}, logits, LogitRows::All);
-    out.insert(out.end(), logits.begin(), logits.begin() + n * V);
-    done += n;
-  }
-  return out;
-}
-
-std::vector<float> run_cpu(const Model& m, std::span<const int32_t> ids) {
-  SequenceCache cache = m.new_cache();
-  SequenceInput in{&cache, ids};
-  std::vector<float> logits;
-  m.forward<Fp32Reference>({&in, 1}, logits, LogitRows::All);
-  return logits;
-}
-
-std::vector<int32_t> greedy_gpu(cuda::DeviceModel& gm, std::vector<int32_t> feed, size_t n) {
-  cuda::DeviceCache cache = gm.new_cache();
-  std::vector<int32_t> out;
-  std::vector<float> logits;
-  while (out.size() < n) {
-    cuda::DeviceSequenceInput in{&cache, feed};
-    gm.forward({&in, 1}, logits, LogitRows::Last);
-    out.push_back(argmax(logits));
-    feed = {out.back()};
-  }
-  return out;
-}
 
 int64_t top1_agreement(const std::vector<float>& a, const std::vector<float>& b, int64_t V) {
   int64_t agree = 0;
