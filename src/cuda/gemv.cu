@@ -260,7 +260,6 @@ struct Args {
   int batch = 0;
   int split = 1;   // warps per 16-row item (each a slice of K); divides kWarps
   int kp = 0;      // 32-column groups per K pass (a multiple of kGpw): one pass's B fits shared memory
-  int64_t prefetch = 0;  // plain matrices: bytes of their first rows requested into L2 at the start
 };
 
 // A warp's weight pipeline: each step is 16 rows x 128 bytes (FP4: 8 groups, FP8: 4), copied with
@@ -270,27 +269,6 @@ template <int Kind>
 constexpr int kStride = Kind == MatrixView::Fp4Group ? 144 : 160;  // bytes a row in a stage
 template <int Kind>
 constexpr int kStageBytes = 16 * kStride<Kind>;
-
-
-// Block blockIdx.x's share of the first a.prefetch bytes of its plain matrix's rows (grid.z = the
-// group, or the pair's second matrix), requested into L2: weights are written by no kernel, so this
-// runs before pdl::wait() and overlaps the kernel before this one.
-template <bool Fp4>
-__device__ void prefetch_plain(const Args& a) {
-  const bool second = a.w2.data != nullptr && blockIdx.z == 1;
-  const MatrixView& w = second ? a.w2 : a.w;
-  const int64_t rowbytes = Fp4 ? w.k / 2 : w.k;
-  const int64_t r0 = second ? 0 : a.row0 + int64_t(blockIdx.z) * a.nrows, rows = second ? a.nrows2 : a.nrows;
-  const uintptr_t first = reinterpret_cast<uintptr_t>(w.data + r0 * rowbytes);
-  const uintptr_t begin = (first + 15) & ~uintptr_t(15);
-  const uintptr_t end = (first + uintptr_t(min(rows * rowbytes, a.prefetch / gridDim.z))) & ~uintptr_t(15);
-  if (end <= begin) return;
-  const uintptr_t share = ((end - begin + gridDim.x - 1) / gridDim.x + 15) & ~uintptr_t(15);
-  const uintptr_t lo = begin + blockIdx.x * share, hi = min(lo + share, end);
-  constexpr uintptr_t kPiece = 65536;
-  for (uintptr_t p = lo; p < hi; p += kPiece)
-    pdl::prefetch_l2(reinterpret_cast<const void*>(p), uint32_t(hi - p < kPiece ? hi - p : kPiece));
-}
 
 // Persistent GEMV: grid (blocks per job, jobs). A block builds the f16 parts of its job's x for a K
 // pass in shared memory, then groups of `split` warps take 16-row items in turn (item = group,
@@ -309,8 +287,6 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
   constexpr int ST = kStride<Kind>;
   static_assert(GPW * kBpg == 128 && GPW % 4 == 0, "a step is 128 bytes of a row, groups in fours");
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-  // A plain matrix is known before the kernels this one waits for finish: its rows go to L2 first.
-  if (a.prefetch > 0 && a.jobs == nullptr && a.mats == nullptr && blockIdx.y == 0 && tid == 0) prefetch_plain<kFp4>(a);
   pdl::begin();
 
   MatrixView w;
@@ -658,16 +634,6 @@ int variant() {
   return v;
 }
 
-// The L2 prefetch of plain matrices before pdl::wait(): DSV4_CUDA_GEMV_PREFETCH=<MiB> of a matrix's
-// first rows. Off by default: 16 MiB measured no gain on the H200 (README, decode).
-int64_t prefetch_bytes() {
-  static const int64_t b = [] {
-    const char* e = std::getenv("DSV4_CUDA_GEMV_PREFETCH");
-    return int64_t(e ? std::max(0, std::atoi(e)) : 0) << 20;
-  }();
-  return b;
-}
-
 template <int Kind, int NM, int V>
 void launch_v(const Args& a, dim3 grid, int smem, cudaStream_t st) {
   constexpr Variant var = kVariants[V];
@@ -693,7 +659,6 @@ void launch(Args a, int64_t jobs, int64_t nrows, int64_t K, int nb_max, cudaStre
   int64_t kp = (ngroups + passes - 1) / passes;  // even passes
   kp = (kp + GPW - 1) / GPW * GPW;               // <= kp_max
   a.kp = int(kp);
-  a.prefetch = prefetch_bytes();
   const int smem = int(kp * group_bytes + kRedBytes + stages);
   // Blocks: min_blocks a multiprocessor over all jobs; warps per item so that every group gets items.
   const int64_t nitems = (nrows + 15) / 16;

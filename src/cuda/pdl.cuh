@@ -32,12 +32,6 @@ __device__ __forceinline__ void begin() {
   wait();
   trigger();
 }
-// Asks L2 to fetch `bytes` (a multiple of 16) at `p` (16-byte aligned), no completion tracked.
-__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
-#endif
-}
 
 // Launches kernel<<<grid, block, smem, s>>>(args...), with programmatic stream serialization when
 // pdl_enabled(). The arguments convert to the kernel's parameter types as in a <<<>>> launch.
