@@ -1,6 +1,7 @@
 // GEMV bandwidth on the device: a stored-format matrix streamed by DeviceMatrix::matvec_device,
 // against a device-to-device copy timed in the same run (bytes read + written). Each measurement
-// rotates over 4 device copies of the matrix (random bytes; 4 x 59 MB at least, well above the L2),
+// rotates over device copies of the matrix (random bytes; at least 4 and 256 MB of them, well above
+// the L2),
 // with random x; the FP8/FP4 rows give the tensor-core path and the earlier FMA kernels ("legacy",
 // set_legacy_gemv) side by side. The last lines are a table: scheme, shape, batch, GB/s, fraction.
 // Build: nvcc -std=c++20 -O3 -arch=sm_90 -Iinclude bench/cuda_gemv_bench.cu src/cuda/gemv.cu
@@ -76,12 +77,32 @@ int main() {
   cudaFree(c0), cudaFree(c1);
   std::printf("d2d copy: %.1f GB/s (read+write)\n", copy_gbs);
 
-  const int kMaxBatch = 32, kCopies = 4;
+  const int kMaxBatch = 32;
   std::vector<Row> rows;
-  // DSV4_GEMV_BENCH_QUICK=1: the big shape at batch 1 on the tensor-core path only (for a profiler).
+  // DSV4_GEMV_BENCH_QUICK=1: the first shape at batch 1 on the tensor-core path only (for a profiler).
   const bool quick = std::getenv("DSV4_GEMV_BENCH_QUICK") != nullptr;
-  for (auto [n, k] : {std::pair<int64_t, int64_t>{16384, 7168}, std::pair<int64_t, int64_t>{4096, 4096}}) {
-    if (quick && n != 16384) continue;
+  // DSV4_GEMV_BENCH_SHAPES: "NxK,NxK,..." or "model" (V4-Flash's decode shapes: wq_b, wo_b, wq_a,
+  // an expert's w1 and w2); default 16384x7168,4096x4096.
+  std::vector<std::pair<int64_t, int64_t>> shapes;
+  {
+    const char* e = std::getenv("DSV4_GEMV_BENCH_SHAPES");
+    std::string spec = e ? e : "16384x7168,4096x4096";
+    if (spec == "model") spec = "32768x1024,4096x8192,1024x4096,2048x4096,4096x2048";
+    for (size_t at = 0; at < spec.size();) {
+      const size_t end = std::min(spec.find(',', at), spec.size());
+      long long n = 0, k = 0;
+      if (std::sscanf(spec.c_str() + at, "%lldx%lld", &n, &k) != 2 || n <= 0 || k <= 0 || k % 128 != 0) {
+        std::fprintf(stderr, "DSV4_GEMV_BENCH_SHAPES: bad shape at '%s' (NxK, K a multiple of 128)\n", spec.c_str() + at);
+        return 2;
+      }
+      shapes.push_back({n, k});
+      at = end + 1;
+    }
+  }
+  for (size_t si = 0; si < shapes.size(); ++si) {
+    const auto [n, k] = shapes[si];
+    if (quick && si != 0) continue;
+    const int kCopies = int(std::max<int64_t>(4, (int64_t(256) << 20) / (n * k / 2)));
     std::vector<uint8_t> q(size_t(n * k)), s(size_t(n * k / 32 + 1));
     for (auto& b : q) b = uint8_t(byte(rng));
     for (auto& b : s) b = uint8_t(sbyte(rng));

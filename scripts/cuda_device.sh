@@ -37,10 +37,11 @@ if [[ $what == gemv ]]; then
   echo "== build (gemv)" | tee "$OUT/build.log"
   nv=("$nvcc" -std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -Iinclude -I"$DEPS/include")
   "${nv[@]}" -Xptxas -v -c src/cuda/gemv.cu -o "$b/gemv.cu.o" >>"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+  "${nv[@]}" -c src/cuda/kernels.cu -o "$b/kernels.cu.o" >>"$OUT/build.log" 2>&1 &  # the router, argmax, grouping
   g++ "${flags[@]}" -c tests/test_cuda_gemv.cpp -o "$b/test_cuda_gemv.o" >>"$OUT/build.log" 2>&1 &
   "${nv[@]}" bench/cuda_gemv_bench.cu "$b/gemv.cu.o" -o "$b/cuda_gemv_bench" >>"$OUT/build.log" 2>&1 &
   wait
-  g++ -o "$b/test_cuda_gemv" "$b/test_cuda_gemv.o" "$b/gemv.cu.o" -L"$cuda/lib64" -lcudart >>"$OUT/build.log" 2>&1
+  g++ -o "$b/test_cuda_gemv" "$b/test_cuda_gemv.o" "$b/gemv.cu.o" "$b/kernels.cu.o" -L"$cuda/lib64" -lcudart >>"$OUT/build.log" 2>&1
   ls "$b/test_cuda_gemv" "$b/cuda_gemv_bench" >/dev/null || { tail -30 "$OUT/build.log"; exit 1; }
   [[ -n ${SASS:-} ]] && cuobjdump -sass "$b/gemv.cu.o" | awk '/Function : .*pgemv/{f=1} /Function : /&&!/pgemv/{f=0} f' > "$OUT/gemv_sass.txt" 2>&1
   status=0

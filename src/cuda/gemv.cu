@@ -219,6 +219,17 @@ __device__ __forceinline__ float e8m0_fast(uint32_t b) {
   return __uint_as_float(b == 255u ? 0x7FC00000u : max(b << 23, 0x00400000u));
 }
 
+// Byte J of a word of E8M0 scales as a float, without the specials' branch: byte 0 gives 2^-127
+// exactly, byte 255 gives +inf (the caller turns that row into NaN: has_e8m0_nan).
+__device__ __forceinline__ float e8m0_byte(uint32_t w, int J) {  // J a constant once unrolled
+  const uint32_t bits = (J == 3 ? w >> 1 : w << (23 - 8 * J)) & 0x7F800000u;
+  return __uint_as_float(max(bits, 0x00400000u));
+}
+// Non-zero when a byte of w is 0xFF (E8M0 NaN): the low 7 bits all set carry into bit 7.
+__device__ __forceinline__ uint32_t has_e8m0_nan(uint32_t w) {
+  return ((w & 0x7F7F7F7Fu) + 0x01010101u) & w & 0x80808080u;
+}
+
 // x (fp32, already scaled by 2^a) -> three f16 parts whose sum is x (see above). a, c: one pair.
 __device__ __forceinline__ void split3(float a, float c, uint32_t& h0, uint32_t& h1, uint32_t& h2) {
   const __half2 p0 = __floats2half2_rn(a, c);
@@ -354,38 +365,44 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
                                    warp * D * kStageBytes<Kind>;
 
   uint32_t sv[D][2][2];  // FP4: a step's 8 scale bytes a row (two words); FP8: the step's scale ([0])
-  int ld_item = -1;
-  int64_t ld_srow[2] = {0, 0};  // FP8: scale row offsets of the item being loaded
+  uint32_t nan_row[2] = {0u, 0u};  // FP4: non-zero when the item's scales of a row hold an E8M0 NaN
+  // The item being loaded, cached at its first step: this lane's first copy row as a pointer, how
+  // many of its 4 copy rows (lane / 8 + 4 k) lie in the matrix, and the scale row offsets of rows
+  // g and g + 8 (-1 past the matrix). Each step then adds only its column offset (the per-step
+  // 64-bit row arithmetic was a third of the FP8 kernel's instructions).
+  const int cp_row = lane / 8, cp_piece = lane % 8;
+  const int64_t row4 = 4 * rowbytes;
+  const uint32_t cp_dst = stage0 + uint32_t(cp_row * ST + 16 * cp_piece);
+  int ld_item = -1, ld_rows = 0;
+  const uint8_t* ld_src = w.data;
+  int64_t ld_srow[2] = {-1, -1};
 
   // Issues the copies of step (il, st) of pass [g0, g1) into stage d, and loads its scales.
   auto issue = [&](int d, int il, int st, int g0, int g1) {
-    const int64_t rb = rbase + int64_t(gg + il * NG) * 16;
-    const int gs = g0 + sw * sl, gi0 = gs + st * GPW;
-    const int gend = min(g1, gs + sl);
+    if (ld_item != il) {
+      ld_item = il;
+      const int64_t rb = rbase + int64_t(gg + il * NG) * 16, r0 = rb + cp_row;
+      ld_src = w.data + r0 * rowbytes + 16 * cp_piece;
+      ld_rows = int(max(int64_t(0), min(int64_t(4), (rend - r0 + 3) / 4)));
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const int c = lane + 32 * k, row = c / 8, piece = c % 8;
-      const int64_t r = rb + row;
-      const bool valid = r < rend && gi0 + (kFp4 ? piece : piece / 2) < gend;
-      const uint8_t* src = valid ? w.data + r * rowbytes + int64_t(gi0) * kBpg + 16 * piece : w.data;
-      cp_async16(stage0 + uint32_t(d * kStageBytes<Kind> + row * ST + 16 * piece), src, valid);
-    }
-    if constexpr (!kFp4) {
-      if (ld_item != il) {
-        ld_item = il;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int64_t r = rb + g + 8 * h;
-          ld_srow[h] = ((r < rend ? r : rend - 1) / w.bm) * sc;
-        }
+      for (int h = 0; h < 2; ++h) {
+        const int64_t r = rb + g + 8 * h;
+        if constexpr (kFp4) ld_srow[h] = r < rend ? r * sc : -1;
+        else ld_srow[h] = r < rend ? int64_t(int(r) / int(w.bm)) * sc : -1;
       }
     }
+    const int gs = g0 + sw * sl, gi0 = gs + st * GPW;
+    const int gend = min(g1, gs + sl);
+    const bool cols_in = gi0 + (kFp4 ? cp_piece : cp_piece / 2) < gend;
+    const uint8_t* src = ld_src + gi0 * kBpg;
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      cp_async16(cp_dst + uint32_t(d * kStageBytes<Kind> + 4 * k * ST), src + k * row4, cols_in && k < ld_rows);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int64_t r = rb + g + 8 * h;
-      const bool rl = r < rend;
+      const bool rl = ld_srow[h] >= 0;
       if constexpr (kFp4) {
-        const uint8_t* sp = w.scale + r * sc + gi0;
+        const uint8_t* sp = w.scale + ld_srow[h] + gi0;
         uint32_t v0 = 0u, v1 = 0u;
         if (rl && s_word && gi0 + 7 < gend) {
           const uint2 v = __ldg(reinterpret_cast<const uint2*>(sp));
@@ -417,6 +434,10 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
     const int gend = min(g1, gs + sl) - g0;
     const unsigned char* sb = stage_ptr + d * kStageBytes<Kind> + g * ST + (kFp4 ? 4 : 8) * t;
     constexpr int JB = NM == 1 ? 4 : 2;  // groups whose mmas are issued together
+    if constexpr (kFp4) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) nan_row[h] |= has_e8m0_nan(sv[d][0][h]) | has_e8m0_nan(sv[d][1][h]);
+    }
 #pragma unroll
     for (int h4 = 0; h4 < GPW; h4 += JB) {
       float dd[JB][4];
@@ -450,8 +471,8 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
         const int j = h4 + jj;
         float s0, s1;
         if constexpr (kFp4) {
-          s0 = e8m0_fast((sv[d][j / 4][0] >> (8 * (j % 4))) & 0xFFu);
-          s1 = e8m0_fast((sv[d][j / 4][1] >> (8 * (j % 4))) & 0xFFu);
+          s0 = e8m0_byte(sv[d][j / 4][0], j % 4);
+          s1 = e8m0_byte(sv[d][j / 4][1], j % 4);
         } else if (w.scale_is_f32) {
           s0 = __uint_as_float(sv[d][0][0]), s1 = __uint_as_float(sv[d][0][1]);
         } else {
@@ -464,7 +485,12 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
       }
     }
     if (st != spi - 1) return;
-    // The item's end.
+    // The item's end. FP4: a row with an E8M0 NaN scale is NaN (the fast scale decode gave +inf).
+    if constexpr (kFp4) {
+      if (nan_row[0] != 0u) acc[0] = acc[1] = __uint_as_float(0x7FC00000u);
+      if (nan_row[1] != 0u) acc[2] = acc[3] = __uint_as_float(0x7FC00000u);
+      nan_row[0] = nan_row[1] = 0u;
+    }
     float4* red = reinterpret_cast<float4*>(smem + red_off);
     red[(parity * kWarps + warp) * 32 + lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
     acc[0] = acc[1] = acc[2] = acc[3] = 0.f;
