@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "decode.cuh"
+#include "grid_walk.cuh"
 #include "pdl.cuh"
 #include "kernels.hpp"
 
@@ -397,32 +398,33 @@ __global__ void __launch_bounds__(kAttThreads) attend_split_kernel(AttendArgs a,
   const int64_t d4 = d / 4;
   if (tid < kAttKeys) kptr[tid] = tid < kn ? att_key(a, ri, row, p_first, nwin, i0 + tid) : nullptr;
   __syncthreads();
-  // q rows and keys into shared memory, 4 loads a thread in flight at once.
-  constexpr int U = 4;
-  const int64_t nq = kAttHeads * d4, nkv = kAttKeys * d4;
-  for (int64_t e0 = tid; e0 < nq + nkv; e0 += U * kAttThreads) {
+  // q rows and keys into shared memory, 4 loads a thread in flight at once: rows 0 .. kAttHeads - 1
+  // of the walk are the heads' q, the next kAttKeys the keys, in float4 columns.
+  constexpr int U = 4, kRows = kAttHeads + kAttKeys;
+  RowColWalk wk(tid, kAttThreads, int(d4));
+  while (wk.row < kRows) {
     float4 v[U];
+    int vr[U], vc[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int64_t e = e0 + u * kAttThreads;
+      vr[u] = wk.row, vc[u] = wk.col;
       v[u] = make_float4(0, 0, 0, 0);
-      if (e < nq) {
-        const int hh = int(e / d4);
-        if (hh < hn) v[u] = __ldg(reinterpret_cast<const float4*>(a.q + (row * H + h0 + hh) * d) + e % d4);
-      } else if (e < nq + nkv) {
-        const float* kp = kptr[(e - nq) / d4];
+      if (wk.row < kAttHeads) {
+        if (wk.row < hn) v[u] = __ldg(reinterpret_cast<const float4*>(a.q + (row * H + h0 + wk.row) * d) + wk.col);
+      } else if (wk.row < kRows) {
+        const float* kp = kptr[wk.row - kAttHeads];
         if (kp != nullptr) {
-          kp += 4 * ((e - nq) % d4);
+          kp += 4 * wk.col;
           if (reinterpret_cast<uintptr_t>(kp) % 16 == 0) v[u] = *reinterpret_cast<const float4*>(kp);
           else v[u] = make_float4(kp[0], kp[1], kp[2], kp[3]);  // cache state of widths not a multiple of 4
         }
       }
+      wk.next();
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int64_t e = e0 + u * kAttThreads;
-      if (e < nq) reinterpret_cast<float4*>(qs)[e] = v[u];
-      else if (e < nq + nkv) *reinterpret_cast<float4*>(ks + ((e - nq) / d4) * ks_ld + 4 * ((e - nq) % d4)) = v[u];
+      if (vr[u] < kAttHeads) reinterpret_cast<float4*>(qs + vr[u] * d)[vc[u]] = v[u];
+      else if (vr[u] < kRows) *reinterpret_cast<float4*>(ks + (vr[u] - kAttHeads) * ks_ld + 4 * vc[u]) = v[u];
     }
   }
   __syncthreads();
@@ -476,7 +478,8 @@ __global__ void attend_combine_kernel(AttendArgs a, const float* __restrict__ pa
                                       int64_t nchunks) {
   pdl::begin();
   extern __shared__ float os[];  // [d]
-  __shared__ float wc[1024];     // per chunk exp(m_c - M)
+  __shared__ float wm[1024], wl[1024];  // per chunk m_c and l_c
+  float* wc = wm;                        // then exp(m_c - M)
   const int64_t h = blockIdx.x, row = blockIdx.y, d = a.d, H = a.heads;
   const RowInfo ri = a.rows[row];
   int64_t p_first, nwin;
@@ -484,11 +487,19 @@ __global__ void attend_combine_kernel(AttendArgs a, const float* __restrict__ pa
   const int64_t nc = (nk + kAttKeys - 1) / kAttKeys;
   const float* ml = part_ml + (row * nchunks * H + h) * 2;
   const float sink = a.sink[h];
+  // The chunks' (m, l) into shared memory by all threads at once (a serial walk paid one L2
+  // latency a chunk), then every thread merges them in chunk order.
+  for (int64_t c = threadIdx.x; c < nc; c += blockDim.x) {
+    const float2 v = *reinterpret_cast<const float2*>(ml + c * H * 2);
+    wm[c] = v.x, wl[c] = v.y;
+  }
+  __syncthreads();
   float M = sink;
-  for (int64_t c = 0; c < nc; ++c) M = fmaxf(M, ml[c * H * 2]);
+  for (int64_t c = 0; c < nc; ++c) M = fmaxf(M, wm[c]);
   float den = expf(sink - M);
-  for (int64_t c = 0; c < nc; ++c) den += ml[c * H * 2 + 1] * expf(ml[c * H * 2] - M);
-  for (int64_t c = threadIdx.x; c < nc; c += blockDim.x) wc[c] = expf(ml[c * H * 2] - M);
+  for (int64_t c = 0; c < nc; ++c) den += wl[c] * expf(wm[c] - M);
+  __syncthreads();  // every thread has read wm before it becomes the weights
+  for (int64_t c = threadIdx.x; c < nc; c += blockDim.x) wc[c] = expf(wm[c] - M);
   __syncthreads();
   const float inv = 1.0f / den;
   const float* po = part_o + (row * nchunks * H + h) * d;  // chunk c at po + c H d

@@ -434,9 +434,14 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
     const int gend = min(g1, gs + sl) - g0;
     const unsigned char* sb = stage_ptr + d * kStageBytes<Kind> + g * ST + (kFp4 ? 4 : 8) * t;
     constexpr int JB = NM == 1 ? 4 : 2;  // groups whose mmas are issued together
+    float fs0 = 0.f, fs1 = 0.f;  // FP8: the step's one scale a row, decoded once
     if constexpr (kFp4) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) nan_row[h] |= has_e8m0_nan(sv[d][0][h]) | has_e8m0_nan(sv[d][1][h]);
+    } else if (w.scale_is_f32) {
+      fs0 = __uint_as_float(sv[d][0][0]), fs1 = __uint_as_float(sv[d][0][1]);
+    } else {
+      fs0 = e8m0_fast(sv[d][0][0]), fs1 = e8m0_fast(sv[d][0][1]);
     }
 #pragma unroll
     for (int h4 = 0; h4 < GPW; h4 += JB) {
@@ -473,10 +478,8 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
         if constexpr (kFp4) {
           s0 = e8m0_byte(sv[d][j / 4][0], j % 4);
           s1 = e8m0_byte(sv[d][j / 4][1], j % 4);
-        } else if (w.scale_is_f32) {
-          s0 = __uint_as_float(sv[d][0][0]), s1 = __uint_as_float(sv[d][0][1]);
         } else {
-          s0 = e8m0_fast(sv[d][0][0]), s1 = e8m0_fast(sv[d][0][1]);
+          s0 = fs0, s1 = fs1;
         }
         acc[0] = fmaf(dd[jj][0], s0, acc[0]);
         acc[1] = fmaf(dd[jj][1], s0, acc[1]);
@@ -501,7 +504,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
     const int64_t rb = rbase + int64_t(gg + il * NG) * 16;
     const float* redf = reinterpret_cast<const float*>(red + (parity * kWarps + (warp - sw)) * 32);
     for (int o = sw * 32 + lane; o < 16 * nb; o += 32 * S) {
-      const int b = o % nb, rr = o / nb;
+      const int b = nb == 1 ? 0 : o % nb, rr = nb == 1 ? o : o / nb;  // no division at batch 1
       const int64_t r = rb + rr;
       if (r >= rend) continue;
       float v = 0.f;

@@ -8,6 +8,7 @@
 #include <cuda_bf16.h>
 
 #include "decode.cuh"
+#include "grid_walk.cuh"
 #include "pdl.cuh"
 #include "kernels.hpp"
 #include "reduce.cuh"
@@ -298,7 +299,9 @@ __global__ void indexer_scores_kernel(const float* q, const float* g, const RowI
   const int64_t qstride = ci + 1;
   float* qs = sh;                 // [nh, ci + 1]
   float* gs = qs + nh * qstride;  // [nh]
-  for (int64_t i = threadIdx.x; i < nh * ci; i += blockDim.x) qs[(i / ci) * qstride + i % ci] = q[row * nh * ci + i];
+  const float* qr = q + row * nh * ci;
+  for (RowColWalk wk(threadIdx.x, blockDim.x, int(ci)); wk.row < nh; wk.next())
+    qs[wk.row * qstride + wk.col] = qr[int64_t(wk.row) * ci + wk.col];
   for (int64_t i = threadIdx.x; i < nh; i += blockDim.x) gs[i] = g[row * nh + i];
   __syncthreads();
   const float kscale = 1.0f / sqrtf(float(ci));
