@@ -1057,8 +1057,7 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
     k::rms_norm_rows(qr, Ly.lat.q_norm.get(), T, R, R, eps, qr, s);
     I.lin(*Ly.lat.wq_b, qr, T, q);
     k::norm_rope_heads(q, d_rows, T, H, d, true, eps, rope, s);
-    k::rms_norm_rows(kv, Ly.lat.kv_norm.get(), T, d, d, eps, kv, s);
-    k::norm_rope_heads(kv, d_rows, T, 1, d, false, eps, rope, s);
+    k::rms_norm_rope_rows(kv, Ly.lat.kv_norm.get(), d_rows, T, d, eps, rope, s);
 
     k::AttendArgs aa{};
     aa.q = q, aa.kv = kv, aa.rows = d_rows, aa.seqs = seqs, aa.sink = Ly.lat.sink.get();
@@ -1108,13 +1107,12 @@ void DeviceModel::run(std::span<const DeviceSequenceInput> batch, std::vector<fl
     I.mark("attn.core");
     if (k::attend_split_ok(aa)) {  // few rows: split over the keys, a group of heads a block
       const int64_t nc = k::attend_split_chunks(aa);
-      k::attend_split(aa, I.buf("att_part_o", T * nc * H * d), I.buf("att_part_ml", T * nc * H * 2), s);
-    } else if (fast_mode && k::attend_tc_ok(aa)) {  // many rows, fast mode: the tensor-core kernel
-      k::attend_tc(aa, s);
+      k::attend_split(aa, I.buf("att_part_o", T * nc * H * d), I.buf("att_part_ml", T * nc * H * 2), s);  // + window_store
     } else {
-      k::attend(aa, s);
+      if (fast_mode && k::attend_tc_ok(aa)) k::attend_tc(aa, s);  // many rows, fast mode: the tensor-core kernel
+      else k::attend(aa, s);
+      k::window_store(kv, d_rows, seqs, T, d, c.sliding_window, s);
     }
-    k::window_store(kv, d_rows, seqs, T, d, c.sliding_window, s);
     I.mark("attn.output");
     // Grouped low-rank output.
     const int64_t gw = hd / G;

@@ -37,11 +37,29 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
                                                                   const float* __restrict__ y, float* x, int n,
                                                                   int64_t D, MatrixView fn, int nm,
                                                                   float* __restrict__ part) {
-  pdl::begin();
   __shared__ float xs[16 * kHcCols];  // [n, kHcCols] the block's new values
   __shared__ float red[kHcMaxMix + 1];
   const int64_t t = blockIdx.y, k0 = int64_t(blockIdx.x) * kHcCols;
   const int tid = threadIdx.x, ne = n * kHcCols;
+  const int warp = tid / 32, lane = tid % 32;
+  constexpr int kW = kHcThreads / 32, kR = 4;  // warps; rows a warp takes at a time (r0 + kW q)
+  // A pass of the mixes' weight rows: every load issued before its products (addresses clamped
+  // into the matrix; the values of clamped columns are zeroed by their x).
+  auto load_pass = [&](int r0, int e0, float (&wv)[4][kR]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int e = e0 + lane + 32 * i;
+      const int64_t kc = k0 + e % kHcCols;
+      const bool ok = e < ne && kc < D;
+      const int64_t col = ok ? int64_t(e / kHcCols) * D + kc : 0;
+#pragma unroll
+      for (int q = 0; q < kR; ++q) wv[i][q] = fn_at<F32>(fn, min(r0 + kW * q, nm - 1), col);
+    }
+  };
+  // fn is a weight: the first pass's loads go out before the wait, overlapping the kernel before.
+  float wv_first[4][kR];
+  if (fn.data != nullptr && warp < nm) load_pass(warp, 0, wv_first);
+  pdl::begin();
   float* xt = x + t * n * D;
   for (int e = tid; e < ne; e += kHcThreads) {
     const int j = e / kHcCols;
@@ -67,10 +85,7 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
       if (k < D) xt[(e / kHcCols) * D + k] = xs[e];
     }
   if (fn.data == nullptr) return;
-  const int warp = tid / 32, lane = tid % 32;
-  constexpr int kW = kHcThreads / 32, kR = 4;  // warps; rows a warp takes at a time (r0 + kW q)
-  // Row nm, the sum of squares, from shared memory; the weight rows with every load of a pass
-  // issued before its products (addresses clamped into the matrix, values of clamped ones zeroed).
+  // Row nm, the sum of squares, from shared memory; then the weight rows' passes.
   if (warp == kW - 1) {
     float a = 0.f;
     for (int e = lane; e < ne; e += 32) a += xs[e] * xs[e];
@@ -81,15 +96,18 @@ __global__ void __launch_bounds__(kHcThreads) hc_post_mix_kernel(const float* __
     float acc[kR] = {0.f, 0.f, 0.f, 0.f};
     for (int e0 = 0; e0 < ne; e0 += 128) {
       float wv[4][kR], v[4];
+      if (r0 == warp && e0 == 0) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int q = 0; q < kR; ++q) wv[i][q] = wv_first[i][q];
+      } else {
+        load_pass(r0, e0, wv);
+      }
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int e = e0 + lane + 32 * i;
-        const int64_t kc = k0 + e % kHcCols;
-        const bool ok = e < ne && kc < D;
-        const int64_t col = ok ? int64_t(e / kHcCols) * D + kc : 0;
-        v[i] = ok ? xs[e] : 0.f;
-#pragma unroll
-        for (int q = 0; q < kR; ++q) wv[i][q] = fn_at<F32>(fn, min(r0 + kW * q, nm - 1), col);
+        v[i] = e < ne && k0 + e % kHcCols < D ? xs[e] : 0.f;
       }
 #pragma unroll
       for (int i = 0; i < 4; ++i)
@@ -531,6 +549,13 @@ __global__ void attend_combine_kernel(AttendArgs a, const float* __restrict__ pa
   __syncthreads();
   float* o = a.o + (row * H + h) * d;
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x) o[j] = os[j];
+  // window_store's work (every key of this step has been read by attend_split): the row's kv into
+  // the ring when it is among its segment's last W - 1 rows.
+  const int64_t ring = a.window - 1;
+  if (h == 0 && ring > 0 && ri.pos - ri.pos0 >= ri.count - ring) {
+    float* dst = a.seqs[ri.seq].ring + (ri.pos % ring) * d;
+    for (int64_t j = threadIdx.x; j < d; j += blockDim.x) dst[j] = a.kv[row * d + j];
+  }
 }
 
 }  // namespace

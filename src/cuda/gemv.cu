@@ -259,7 +259,7 @@ struct Args {
   const int4* jobs = nullptr;
   const MatrixView* mats2 = nullptr;
   bool x_by_slot = false;
-  MatrixView w;                      // plain: the matrix, job = chunk of 8 batch rows
+  MatrixView w;                      // plain: the matrix (a weight: read before pdl::wait), job = chunk of 8 batch rows
   const float* x = nullptr;
   int64_t ldx = 0, x_div = 1;        // experts: x row s / x_div
   float* y = nullptr;
@@ -298,7 +298,11 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
   constexpr int ST = kStride<Kind>;
   static_assert(GPW * kBpg == 128 && GPW % 4 == 0, "a step is 128 bytes of a row, groups in fours");
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-  pdl::begin();
+  // A plain matrix is a weight, which no kernel writes: its first copies are issued before
+  // pdl::wait, overlapping the kernel before (the experts' come from the router's output).
+  const bool plain = a.jobs == nullptr && a.mats == nullptr;
+  if (!plain) pdl::wait();
+  pdl::trigger();
 
   MatrixView w;
   const float* x;
@@ -543,6 +547,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
     }
     cp_commit();
   }
+  if (plain) pdl::wait();  // x, and y, belong to earlier kernels
   if (tid < 8) xmax[tid] = 0u;
   __syncthreads();
   // max |x| per batch row (float bits: non-negative floats order as integers; NaN above inf).

@@ -59,6 +59,20 @@ __global__ void rms_norm_kernel(const float* x, const float* w, int64_t width, i
   for (int64_t j = threadIdx.x; j < width; j += blockDim.x) yr[j] = w ? xr[j] * inv * w[j] : xr[j] * inv;
 }
 
+// One block per row: rms_norm_kernel's weighted norm (the same sums in the same order), then the
+// rope of norm_rope_kernel, in one launch.
+__global__ void rms_norm_rope_kernel(float* v, const float* w, const RowInfo* rows, int64_t width, float eps,
+                                     Rope rope) {
+  pdl::begin();
+  float* vr = v + blockIdx.x * width;
+  float ss = 0.f;
+  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) ss += vr[j] * vr[j];
+  const float inv = 1.0f / sqrtf(block_sum(ss) / float(width) + eps);
+  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) vr[j] = w ? vr[j] * inv * w[j] : vr[j] * inv;
+  __syncthreads();
+  rope_block(vr, width, rows[blockIdx.x].pos, rope, 1);
+}
+
 // One block per (row, head).
 __global__ void norm_rope_kernel(float* v, const RowInfo* rows, int64_t heads, int64_t width, bool norm, float eps,
                                  Rope rope) {
@@ -649,6 +663,13 @@ void norm_rope_heads(float* v, const RowInfo* rows, int64_t t, int64_t heads, in
   if (t * heads == 0) return;
   pdl::launch(norm_rope_kernel, unsigned(t * heads), 128, 0, st(s), v, rows, heads, width, norm, eps, rope);
   launched("norm_rope");
+}
+
+void rms_norm_rope_rows(float* v, const float* w, const RowInfo* rows, int64_t t, int64_t width, float eps, Rope rope,
+                        void* s) {
+  if (t == 0) return;
+  pdl::launch(rms_norm_rope_kernel, unsigned(t), kBlock, 0, st(s), v, w, rows, width, eps, rope);
+  launched("rms_norm_rope");
 }
 
 void add_ape(float* z, const float* ape, const RowInfo* rows, int64_t t, int64_t w, int64_t m, void* s) {

@@ -72,6 +72,10 @@ void hc_update_rows(const float* post, const float* comb, const float* y, float*
 // Per row r and head h of v [T, heads, width]: optional unweighted RMS norm, then rope at rows[r].pos.
 void norm_rope_heads(float* v, const RowInfo* rows, int64_t t, int64_t heads, int64_t width, bool norm, float eps,
                      Rope rope, void* s);
+// v [t, width] <- rope(rms_norm(v) * w) in one launch: rms_norm_rows then norm_rope_heads (one head,
+// no second norm), the same values bit for bit.
+void rms_norm_rope_rows(float* v, const float* w, const RowInfo* rows, int64_t t, int64_t width, float eps, Rope rope,
+                        void* s);
 // z [T, w] += ape[pos mod m].
 void add_ape(float* z, const float* ape, const RowInfo* rows, int64_t t, int64_t w, int64_t m, void* s);
 void scale(float* v, int64_t n, float f, void* s);
@@ -98,7 +102,8 @@ struct AttendArgs {
 void attend(const AttendArgs& a, void* s);
 // The same split over the keys (src/cuda/fused.cu), for few rows: blocks of 16 keys x 8 heads write
 // partial softmax sums, part_o [T, chunks, H, d] and part_ml [T, chunks, H, 2], which a second launch
-// merges. attend_split_ok: d a multiple of 4 and the partial buffers small (T <= 64).
+// merges. attend_split_ok: d a multiple of 4 and the partial buffers small (T <= 64). The merge also
+// does window_store's work (the keys are all read by then), saving that launch.
 bool attend_split_ok(const AttendArgs& a);
 int64_t attend_split_chunks(const AttendArgs& a);
 void attend_split(const AttendArgs& a, float* part_o, float* part_ml, void* s);
