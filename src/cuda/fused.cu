@@ -366,7 +366,7 @@ __global__ void __launch_bounds__(kHcFinish) hc_finish_kernel(
 // All heads of a row attend over the same keys (one latent kv per position), so a block takes a
 // chunk of kAttKeys keys and kAttHeads heads: the keys are read once per head group instead of once
 // per head, and a decode row spreads over (chunks x head groups) blocks instead of H.
-constexpr int kAttKeys = 16, kAttHeads = 8, kAttThreads = 256;
+constexpr int kAttKeys = 16, kAttHeads = 4, kAttThreads = 256;
 
 __device__ __forceinline__ int64_t att_keys(const AttendArgs& a, const RowInfo& ri, int64_t row, int64_t& p_first,
                                             int64_t& nwin) {
