@@ -52,9 +52,10 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], 
   mma16816<F16>(d, a[0], a[1], a[2], a[3], b0, b1);
 }
 
-// 16 bytes global -> shared (the shared address `dst`); zeros when !valid (src is then not read but
-// must be a valid address). The "memory" clobbers keep the compiler from moving shared-memory
-// accesses across the copies' issue and completion.
+// 16 bytes global -> shared (the shared address `dst`); zeros when !valid (a source size of 0: src is
+// not read, so it may point past an allocation, as compilers' masked cp.async does; pgemv passes
+// the addresses of rows past the matrix that way). The "memory" clobbers keep the compiler from
+// moving shared-memory accesses across the copies' issue and completion.
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
 }

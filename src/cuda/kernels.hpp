@@ -100,7 +100,7 @@ struct AttendArgs {
   float* o;                 // [T, H, d]
 };
 void attend(const AttendArgs& a, void* s);
-// The same split over the keys (src/cuda/fused.cu), for few rows: blocks of 16 keys x 8 heads write
+// The same split over the keys (src/cuda/fused.cu), for few rows: blocks of 16 keys x 4 heads write
 // partial softmax sums, part_o [T, chunks, H, d] and part_ml [T, chunks, H, 2], which a second launch
 // merges. attend_split_ok: d a multiple of 4 and the partial buffers small (T <= 64). The merge also
 // does window_store's work (the keys are all read by then), saving that launch.

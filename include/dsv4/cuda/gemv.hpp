@@ -64,20 +64,21 @@ void set_pdl(bool on);
 bool pdl_enabled();
 
 // y [batch, rows row0..row1) = W x on device pointers: x [batch, K] with row stride ldx, y with row
-// stride ldy; enqueued on `stream` (a cudaStream_t). w describes device memory.
+// stride ldy; enqueued on `stream` (a cudaStream_t). w describes device memory that no kernel writes
+// while PDL is on (a weight: the tensor-core kernel reads it before waiting on the kernel before).
 void gemv(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float* y, int64_t ldy, int64_t row0,
           int64_t row1, void* stream);
 
 // A block-diagonal product in one launch (the grouped low-rank attention output): W [groups m, K],
 // rows [g m, (g+1) m) times columns [g x_group, g x_group + K) of x [batch, *] (row stride ldx), into
 // columns [g y_group, g y_group + m) of y (row stride ldy). FP8/FP4 take the tensor-core GEMV with
-// the groups on grid.z; other formats one gemv a group.
+// the groups on grid.z; other formats one gemv a group. W as in gemv: a weight.
 void gemv_grouped(const MatrixView& w, const float* x, int64_t ldx, int64_t batch, float* y, int64_t ldy,
                   int64_t groups, int64_t x_group, int64_t y_group, void* stream);
 
 // Two GEMVs of the same x in one launch: y1 [batch, w1.n] (row stride ldy1) = W1 x and y2 = W2 x
 // (x [batch, K], row stride ldx). One tensor-core launch when both are FP8 (or both FP4) of the same
-// layout, else two gemv calls.
+// layout, else two gemv calls. W1 and W2 as in gemv: weights.
 void gemv_pair(const MatrixView& w1, float* y1, int64_t ldy1, const MatrixView& w2, float* y2, int64_t ldy2,
                const float* x, int64_t ldx, int64_t batch, void* stream);
 
