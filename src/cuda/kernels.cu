@@ -49,27 +49,28 @@ __global__ void embed_kernel(MatrixView e, const int32_t* tokens, int64_t n, flo
   }
 }
 
-__global__ void rms_norm_kernel(const float* x, const float* w, int64_t width, int64_t ld, float eps, float* y) {
-  pdl::begin();
-  const float* xr = x + blockIdx.x * ld;
-  float* yr = y + blockIdx.x * ld;
+// y [width] <- x * inv (* w, when given) with inv = 1 / sqrt(mean(x^2) + eps), by the whole block
+// (the sums in a fixed order for a given block size); y may be x. Ends with the block synchronized.
+__device__ void rms_norm_block(const float* x, const float* w, int64_t width, float eps, float* y) {
   float ss = 0.f;
-  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) ss += xr[j] * xr[j];
+  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) ss += x[j] * x[j];
   const float inv = 1.0f / sqrtf(block_sum(ss) / float(width) + eps);
-  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) yr[j] = w ? xr[j] * inv * w[j] : xr[j] * inv;
+  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) y[j] = w ? x[j] * inv * w[j] : x[j] * inv;
+  __syncthreads();
 }
 
-// One block per row: rms_norm_kernel's weighted norm (the same sums in the same order), then the
-// rope of norm_rope_kernel, in one launch.
+__global__ void rms_norm_kernel(const float* x, const float* w, int64_t width, int64_t ld, float eps, float* y) {
+  pdl::begin();
+  rms_norm_block(x + blockIdx.x * ld, w, width, eps, y + blockIdx.x * ld);
+}
+
+// One block per row: rms_norm_kernel's weighted norm (the same block size, so the same sums), then
+// the rope of norm_rope_kernel, in one launch.
 __global__ void rms_norm_rope_kernel(float* v, const float* w, const RowInfo* rows, int64_t width, float eps,
                                      Rope rope) {
   pdl::begin();
   float* vr = v + blockIdx.x * width;
-  float ss = 0.f;
-  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) ss += vr[j] * vr[j];
-  const float inv = 1.0f / sqrtf(block_sum(ss) / float(width) + eps);
-  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) vr[j] = w ? vr[j] * inv * w[j] : vr[j] * inv;
-  __syncthreads();
+  rms_norm_block(vr, w, width, eps, vr);
   rope_block(vr, width, rows[blockIdx.x].pos, rope, 1);
 }
 
@@ -79,13 +80,7 @@ __global__ void norm_rope_kernel(float* v, const RowInfo* rows, int64_t heads, i
   pdl::begin();
   const int64_t row = blockIdx.x / heads;
   float* vh = v + int64_t(blockIdx.x) * width;
-  if (norm) {
-    float ss = 0.f;
-    for (int64_t j = threadIdx.x; j < width; j += blockDim.x) ss += vh[j] * vh[j];
-    const float inv = 1.0f / sqrtf(block_sum(ss) / float(width) + eps);
-    for (int64_t j = threadIdx.x; j < width; j += blockDim.x) vh[j] *= inv;
-    __syncthreads();
-  }
+  if (norm) rms_norm_block(vh, nullptr, width, eps, vh);
   rope_block(vh, width, rows[row].pos, rope, 1);
 }
 
