@@ -510,6 +510,11 @@ int main() {
       failures += check_expert_jobs(scheme, 13, 520, 1024, 1, distinct, rng);
       failures += check_expert_jobs(scheme, 13, 520, 1024, 6, std::vector<int32_t>{9}, rng);
     }
+    // V4-Flash's decode shapes (six experts, w1/w3 and w2): the grid splits K over 4 warps an item
+    // and a warp group takes several items.
+    const std::vector<int32_t> six{3, 0, 7, 5, 1, 6};
+    failures += check_expert_jobs(3, 8, 2048, 4096, 6, six, rng);
+    failures += check_expert_jobs(3, 8, 4096, 2048, 6, six, rng);
   }
   for (int64_t cols : {1, 31, 4096, 4097, 129280}) failures += check_argmax(8, cols, rng);
   for (int64_t E : {256, 67}) failures += check_route(12, E, 6, rng);

@@ -8,6 +8,7 @@
 #include "decode.cuh"
 #include "grid_walk.cuh"
 #include "pdl.cuh"
+#include "row_keys.cuh"
 #include "kernels.hpp"
 
 namespace dsv4::cuda::k {
@@ -368,29 +369,6 @@ __global__ void __launch_bounds__(kHcFinish) hc_finish_kernel(
 // per head, and a decode row spreads over (chunks x head groups) blocks instead of H.
 constexpr int kAttKeys = 16, kAttHeads = 4, kAttThreads = 256;
 
-__device__ __forceinline__ int64_t att_keys(const AttendArgs& a, const RowInfo& ri, int64_t row, int64_t& p_first,
-                                            int64_t& nwin) {
-  p_first = max(int64_t(0), int64_t(ri.pos) - a.window + 1);
-  nwin = ri.pos - p_first + 1;
-  int64_t nextra = 0;
-  if (a.hca_m > 0) nextra = (ri.pos + 1) / a.hca_m;
-  else if (a.chosen) nextra = a.nchosen[row];
-  return nwin + nextra;
-}
-
-// Key i of a row: window positions first (the current rows from the segment start, the ring before
-// it), then the compressed entries (all of the first (pos+1)/m for HCA, the chosen ones for CSA).
-__device__ __forceinline__ const float* att_key(const AttendArgs& a, const RowInfo& ri, int64_t row, int64_t p_first,
-                                                int64_t nwin, int64_t i) {
-  if (i < nwin) {
-    const int64_t p = p_first + i;
-    if (p >= ri.pos0) return a.kv + (ri.row0 + (p - ri.pos0)) * a.d;
-    return a.seqs[ri.seq].ring + (p % (a.window - 1)) * a.d;
-  }
-  const int64_t e = a.hca_m > 0 ? i - nwin : a.chosen[row * a.topk + (i - nwin)];
-  return a.seqs[ri.seq].entries + e * a.d;
-}
-
 // grid (chunks, ceil(H / kAttHeads), T). Per (row, chunk, head): the chunk's max logit m, sum of
 // exp(logit - m) l, and the unnormalized sum of exp(logit - m) v: part_o [T, chunks, H, d],
 // part_ml [T, chunks, H, 2]. Chunks past a row's keys do nothing (the combine does not read them).
@@ -402,8 +380,8 @@ __global__ void __launch_bounds__(kAttThreads) attend_split_kernel(AttendArgs a,
   const int64_t row = blockIdx.z, c = blockIdx.x, d = a.d, H = a.heads, nchunks = gridDim.x;
   const int h0 = blockIdx.y * kAttHeads, hn = min(kAttHeads, int(H) - h0);
   const RowInfo ri = a.rows[row];
-  int64_t p_first, nwin;
-  const int64_t nk = att_keys(a, ri, row, p_first, nwin);
+  const RowKeys rk = row_keys(a, ri, row);
+  const int64_t nk = rk.nk;
   const int64_t i0 = c * kAttKeys;
   if (i0 >= nk) return;
   const int kn = int(min(int64_t(kAttKeys), nk - i0));
@@ -414,7 +392,7 @@ __global__ void __launch_bounds__(kAttThreads) attend_split_kernel(AttendArgs a,
   __shared__ const float* kptr[kAttKeys];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int64_t d4 = d / 4;
-  if (tid < kAttKeys) kptr[tid] = tid < kn ? att_key(a, ri, row, p_first, nwin, i0 + tid) : nullptr;
+  if (tid < kAttKeys) kptr[tid] = tid < kn ? row_key(a, ri, row, rk, i0 + tid) : nullptr;
   __syncthreads();
   // q rows and keys into shared memory, 4 loads a thread in flight at once: rows 0 .. kAttHeads - 1
   // of the walk are the heads' q, the next kAttKeys the keys, in float4 columns.
@@ -500,8 +478,7 @@ __global__ void attend_combine_kernel(AttendArgs a, const float* __restrict__ pa
   float* wc = wm;                        // then exp(m_c - M)
   const int64_t h = blockIdx.x, row = blockIdx.y, d = a.d, H = a.heads;
   const RowInfo ri = a.rows[row];
-  int64_t p_first, nwin;
-  const int64_t nk = att_keys(a, ri, row, p_first, nwin);
+  const int64_t nk = row_keys(a, ri, row).nk;
   const int64_t nc = (nk + kAttKeys - 1) / kAttKeys;
   const float* ml = part_ml + (row * nchunks * H + h) * 2;
   const float sink = a.sink[h];
@@ -551,11 +528,7 @@ __global__ void attend_combine_kernel(AttendArgs a, const float* __restrict__ pa
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x) o[j] = os[j];
   // window_store's work (every key of this step has been read by attend_split): the row's kv into
   // the ring when it is among its segment's last W - 1 rows.
-  const int64_t ring = a.window - 1;
-  if (h == 0 && ring > 0 && ri.pos - ri.pos0 >= ri.count - ring) {
-    float* dst = a.seqs[ri.seq].ring + (ri.pos % ring) * d;
-    for (int64_t j = threadIdx.x; j < d; j += blockDim.x) dst[j] = a.kv[row * d + j];
-  }
+  if (h == 0) store_window_row(a.kv + row * d, ri, a.seqs, d, a.window - 1);
 }
 
 }  // namespace

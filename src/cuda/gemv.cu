@@ -677,6 +677,39 @@ void launch_v(const Args& a, dim3 grid, int smem, cudaStream_t st) {
   pdl::launch(k, grid, kThreads, smem, st, a);
 }
 
+// Blocks a job and warps an item (split > 1: the item's warps take K slices). The blocks fill
+// the machine (`slots` resident blocks over the jobs, at most one a warp group's item). A warp's
+// steps run as one chain (latency, few warps a multiprocessor), so the split is the one that
+// minimises the busiest warp's steps, items a warp group x (steps an item's pass + the item's end,
+// counted as half a step); a smaller split is kept unless a larger one saves more than 10 % (the
+// count is a model). Six FP4 experts 2048 x 4096 at batch 1 (w1 and w3, 12 jobs): split 1 gave
+// 16 blocks a job and 16 steps a warp; split 4 gives 22 blocks, 3 items of 4 steps (36 -> 31 us on
+// the H200). Choosing the blocks by the same count as well (fewer blocks to avoid a partial second
+// wave) made batch 8 slower: the step count is not the whole cost there.
+struct GridChoice {
+  int64_t blocks_per_job;
+  int split;
+};
+inline GridChoice choose_grid(int64_t jobs, int64_t nitems, int64_t kp, int gpw, int64_t slots) {
+  const int64_t bj_fill = std::max<int64_t>(1, (slots + jobs - 1) / jobs);
+  GridChoice cand[4];
+  double cost[4];
+  int n = 0;
+  for (int split = 1; split <= kWarps; split *= 2) {
+    if (split > 1 && kp / split < gpw) break;
+    const int64_t groups_per_block = kWarps / split;
+    const int64_t steps = ((kp + split - 1) / split + gpw - 1) / gpw;  // a warp's steps of an item's pass
+    const int64_t bj = std::min(bj_fill, (nitems + groups_per_block - 1) / groups_per_block);
+    const int64_t items = (nitems + bj * groups_per_block - 1) / (bj * groups_per_block);
+    cand[n] = {bj, split}, cost[n] = double(items) * (double(steps) + 0.5), ++n;
+  }
+  double least = cost[0];
+  for (int i = 1; i < n; ++i) least = std::min(least, cost[i]);
+  int i = 0;
+  while (cost[i] > 1.1 * least) ++i;
+  return cand[i];
+}
+
 // Launches pgemv_kernel for `jobs` x `groups` jobs of `nrows` rows each, K columns, up to nb_max
 // batch rows.
 template <int Kind>
@@ -694,14 +727,9 @@ void launch(Args a, int64_t jobs, int64_t nrows, int64_t K, int nb_max, cudaStre
   kp = (kp + GPW - 1) / GPW * GPW;               // <= kp_max
   a.kp = int(kp);
   const int smem = int(kp * group_bytes + kRedBytes + stages);
-  // Blocks: min_blocks a multiprocessor over all jobs; warps per item so that every group gets items.
-  const int64_t nitems = (nrows + 15) / 16;
-  int64_t bj = std::max<int64_t>(1, (var.min_blocks * int64_t(sm_count()) + jobs * groups - 1) / (jobs * groups));
-  int split = 1;
-  while (split < kWarps && bj * kWarps / (2 * split) >= nitems && kp / (2 * split) >= GPW) split *= 2;
-  bj = std::min<int64_t>(bj, (nitems * split + kWarps - 1) / kWarps);
-  a.split = split;
-  const dim3 grid{unsigned(bj), unsigned(jobs), unsigned(groups)};
+  const GridChoice gc = choose_grid(jobs * groups, (nrows + 15) / 16, kp, GPW, int64_t(var.min_blocks) * sm_count());
+  a.split = gc.split;
+  const dim3 grid{unsigned(gc.blocks_per_job), unsigned(jobs), unsigned(groups)};
 #define DSV4_TC_LAUNCH(VV)                                   \
   if (V == VV) {                                             \
     if (one) launch_v<Kind, 1, VV>(a, grid, smem, st);       \

@@ -10,6 +10,7 @@
 #include "decode.cuh"
 #include "grid_walk.cuh"
 #include "pdl.cuh"
+#include "row_keys.cuh"
 #include "kernels.hpp"
 #include "reduce.cuh"
 
@@ -97,12 +98,6 @@ __global__ void scale_kernel(float* v, int64_t n, float f) {
   if (i < n) v[i] *= f;
 }
 
-// Key p of a row's sliding window: the current rows from the segment start, the ring before it.
-__device__ __forceinline__ const float* window_key(const AttendArgs& a, const RowInfo& ri, int64_t p) {
-  if (p >= ri.pos0) return a.kv + (ri.row0 + (p - ri.pos0)) * a.d;
-  return a.seqs[ri.seq].ring + (p % (a.window - 1)) * a.d;
-}
-
 // One block per (row, head): logits over window + extra keys in shared memory, softmax with the
 // sink, weighted sum, de-rotation.
 __global__ void attend_kernel(AttendArgs a) {
@@ -115,18 +110,9 @@ __global__ void attend_kernel(AttendArgs a) {
   const float* q = a.q + (row * a.heads + h) * d;
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x) qs[j] = q[j];
   __syncthreads();
-  const int64_t p_first = max(int64_t(0), int64_t(ri.pos) - a.window + 1);
-  const int64_t nwin = ri.pos - p_first + 1;
-  int64_t nextra = 0;
-  const float* entries = a.seqs[ri.seq].entries;
-  if (a.hca_m > 0) nextra = (ri.pos + 1) / a.hca_m;
-  else if (a.chosen) nextra = a.nchosen[row];
-  const int64_t nk = nwin + nextra;
-  auto key = [&](int64_t i) -> const float* {
-    if (i < nwin) return window_key(a, ri, p_first + i);
-    const int64_t e = a.hca_m > 0 ? i - nwin : a.chosen[row * a.topk + (i - nwin)];
-    return entries + e * d;
-  };
+  const RowKeys rk = row_keys(a, ri, row);
+  const int64_t nk = rk.nk;
+  auto key = [&](int64_t i) { return row_key(a, ri, row, rk, i); };
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
   for (int64_t i = warp; i < nk; i += nw) {
     const float* kp = key(i);
@@ -178,10 +164,7 @@ __global__ void window_store_kernel(const float* kv, const RowInfo* rows, const 
                                     int64_t ring) {
   pdl::begin();
   const int64_t row = blockIdx.x;
-  const RowInfo ri = rows[row];
-  if (ri.pos - ri.pos0 < ri.count - ring) return;  // not among the segment's last W-1 rows
-  float* dst = seqs[ri.seq].ring + (ri.pos % ring) * d;
-  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) dst[j] = kv[row * d + j];
+  store_window_row(kv + row * d, rows[row], seqs, d, ring);
 }
 
 struct CompressorView {

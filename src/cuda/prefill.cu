@@ -16,6 +16,7 @@
 
 #include "decode.cuh"
 #include "kernels.hpp"
+#include "row_keys.cuh"
 
 namespace dsv4::cuda::k {
 namespace {
@@ -84,21 +85,9 @@ __global__ void __launch_bounds__(kTcThreads, 1) attend_tc_kernel(AttendArgs a) 
   const int hg = warp & 1, dq = warp >> 1, g = lane >> 2, cq = lane & 3;
   const int64_t row = blockIdx.x, h0 = int64_t(blockIdx.y) * kTcHeads, d = a.d, H = a.heads;
   const RowInfo ri = a.rows[row];
-  const int64_t p_first = max(int64_t(0), int64_t(ri.pos) - a.window + 1), nwin = ri.pos - p_first + 1;
-  int64_t nextra = 0;
-  if (a.hca_m > 0) nextra = (ri.pos + 1) / a.hca_m;
-  else if (a.chosen) nextra = a.nchosen[row];
-  const int64_t nk = nwin + nextra;
-  const float* entries = a.seqs[ri.seq].entries;
-  auto key = [&](int64_t i) -> const float* {  // key i of the row: its window, then the extra entries
-    if (i < nwin) {
-      const int64_t p = p_first + i;
-      if (p >= ri.pos0) return a.kv + (ri.row0 + (p - ri.pos0)) * d;
-      return a.seqs[ri.seq].ring + (p % (a.window - 1)) * d;
-    }
-    const int64_t e = a.hca_m > 0 ? i - nwin : a.chosen[row * a.topk + (i - nwin)];
-    return entries + e * d;
-  };
+  const RowKeys rk = row_keys(a, ri, row);
+  const int64_t nk = rk.nk;
+  auto key = [&](int64_t i) { return row_key(a, ri, row, rk, i); };
   auto gather = [&](int64_t t0) {  // keys t0 .. t0 + 31 into stage (zeros past nk and past d)
 #pragma unroll
     for (int u = 0; u < CH; ++u) {
