@@ -451,6 +451,60 @@ int check_route(int64_t t, int64_t E, int64_t k, std::mt19937& rng) {
   return wrong ? 1 : 0;
 }
 
+// The indexer's top-k selection (k::indexer_select) against HigherScore on the host: rows of 0 to
+// topk entries (all taken), rows with ties, NaN, -inf and +-0 scores at the threshold, and rows
+// longer than the kernel's shared-memory keys (the scores read each pass). Expects the chosen ids
+// in ascending order.
+int check_indexer_select(std::mt19937& rng) {
+  const int64_t m = 4, topk = 37;
+  const std::vector<int64_t> visible{0, 5, 37, 38, 64, 300, 300, 300, 1000, 20000};
+  const int64_t t = int64_t(visible.size()), ld = 20000;
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::uniform_int_distribution<int> small(-2, 2);
+  std::vector<float> sc(size_t(t * ld), 0.f);
+  std::vector<cuda::k::RowInfo> rows(static_cast<size_t>(t));
+  for (int64_t r = 0; r < t; ++r) {
+    rows[size_t(r)] = {0, int32_t(visible[size_t(r)] * m), 0, 0, 1};  // (pos + 1) / m visible
+    for (int64_t e = 0; e < visible[size_t(r)]; ++e) {
+      float& v = sc[size_t(r * ld + e)];
+      v = normal(rng);
+      if (r == 5) v = float(small(rng));  // many ties across the threshold
+      if (r == 6) v = e % 3 == 0 ? std::nanf("") : e % 3 == 1 ? -INFINITY : normal(rng) > 1.5f ? 1.f : -INFINITY;
+      if (r == 7) v = e % 2 ? 0.f : -0.f;  // -0 ties +0
+      if (r == 9 && e % 7 == 0) v = 0.5f;  // ties in a long row
+    }
+  }
+  float* ds = nullptr;
+  cuda::k::RowInfo* dr = nullptr;
+  int32_t *dc = nullptr, *dn = nullptr;
+  if (cudaMalloc(&ds, sc.size() * 4) != cudaSuccess || cudaMalloc(&dr, rows.size() * sizeof(rows[0])) != cudaSuccess ||
+      cudaMalloc(&dc, size_t(t * topk) * 4) != cudaSuccess || cudaMalloc(&dn, size_t(t) * 4) != cudaSuccess)
+    return 1;
+  cudaMemcpy(ds, sc.data(), sc.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dr, rows.data(), rows.size() * sizeof(rows[0]), cudaMemcpyHostToDevice);
+  cudaMemset(dc, 0xFF, size_t(t * topk) * 4);
+  cuda::k::indexer_select(ds, ld, dr, t, m, topk, ld, dc, dn, nullptr);
+  std::vector<int32_t> got(static_cast<size_t>(t * topk)), gotn(static_cast<size_t>(t));
+  bool ran = cudaMemcpy(got.data(), dc, got.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+  ran = ran && cudaMemcpy(gotn.data(), dn, gotn.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+  for (void* p : std::initializer_list<void*>{ds, dr, dc, dn}) cudaFree(p);
+  int64_t wrong = ran ? 0 : t;
+  for (int64_t r = 0; ran && r < t; ++r) {
+    const int64_t n = visible[size_t(r)], keep = std::min(n, topk);
+    std::vector<int64_t> idx(static_cast<size_t>(n));
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + keep, idx.end(), HigherScore{sc.data() + r * ld});
+    idx.resize(size_t(keep));
+    std::sort(idx.begin(), idx.end());
+    bool bad = gotn[size_t(r)] != keep;
+    for (int64_t j = 0; j < keep; ++j) bad |= got[size_t(r * topk + j)] != idx[size_t(j)];
+    wrong += bad;
+  }
+  std::printf("indexer top-%lld of 0..20000 entries (ties, NaN, -inf, -0)  wrong rows %lld  %s\n", (long long)topk,
+              (long long)wrong, wrong ? "FAIL" : "ok");
+  return wrong ? 1 : 0;
+}
+
 }  // namespace
 
 int main() {
@@ -518,6 +572,7 @@ int main() {
   }
   for (int64_t cols : {1, 31, 4096, 4097, 129280}) failures += check_argmax(8, cols, rng);
   for (int64_t E : {256, 67}) failures += check_route(12, E, 6, rng);
+  failures += check_indexer_select(rng);
   std::printf("%d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
 }

@@ -755,18 +755,15 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
       fail("cuda backend: max_context ", options.max_context, " needs ", need,
            " bytes of shared memory per block for MLA attention; this device has ", optin, " (lower max_context)");
   }
-  // The indexer sorts one row's visible entries in shared memory: check the context fits.
+  // The indexer's scores keep a row's query (all its heads) in shared memory.
   if (I.max_indexer_entries > 0) {
     int dev = 0, optin = 0;
     check(cudaGetDevice(&dev), "device");
     check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "device attribute");
-    int64_t pow2 = 1;
-    while (pow2 < I.max_indexer_entries) pow2 *= 2;
-    const int64_t need = std::max<int64_t>((c.index_n_heads * (c.index_head_dim + 1) + c.index_n_heads) * 4, pow2 * 8);
+    const int64_t need = (c.index_n_heads * (c.index_head_dim + 1) + c.index_n_heads) * 4;
     if (need > optin)
-      fail("cuda backend: max_context ", options.max_context, " needs ", need,
-           " bytes of shared memory per block for the Lightning Indexer's sort; this device has ", optin,
-           " (lower max_context)");
+      fail("cuda backend: the Lightning Indexer's query (index_n_heads ", c.index_n_heads, " x index_head_dim ",
+           c.index_head_dim, ") needs ", need, " bytes of shared memory per block; this device has ", optin);
   }
   size_t free_b = 0, total_b = 0;
   check(cudaMemGetInfo(&free_b, &total_b), "memory info");

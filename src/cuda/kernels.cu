@@ -281,13 +281,13 @@ __global__ void compress_pend_kernel(CompressArgs a, const RowInfo* segs) {
 // grid (rows, entry blocks of kIdxEntries): scores[row, e] of the visible entries; the row's query in
 // shared memory (rows padded against bank conflicts), a warp per entry, lanes over heads.
 __global__ void indexer_scores_kernel(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs,
-                                      int64_t nh, int64_t ci, int64_t m, int64_t ld, float* scores) {
+                                      int64_t nh, int64_t ci, int64_t m, int64_t topk, int64_t ld, float* scores) {
   pdl::begin();
   extern __shared__ float sh[];
   const int64_t row = blockIdx.x;
   const RowInfo ri = rows[row];
   const int64_t visible = (int64_t(ri.pos) + 1) / m, e0 = int64_t(blockIdx.y) * kIdxEntries;
-  if (e0 >= visible) return;
+  if (e0 >= visible || visible <= topk) return;  // a row with at most top-k entries takes them all, unscored
   const int64_t qstride = ci + 1;
   float* qs = sh;                 // [nh, ci + 1]
   float* gs = qs + nh * qstride;  // [nh]
@@ -314,48 +314,126 @@ __global__ void indexer_scores_kernel(const float* q, const float* g, const RowI
   }
 }
 
-// One block per row: the row's scores into shared memory, a bitonic sort of (score, index) pairs
-// (descending score, ascending index) and the first top-k kept.
-__global__ void indexer_topk_kernel(const float* scores, int64_t ld, const RowInfo* rows, int64_t m, int64_t topk,
-                                    int64_t pow2, int32_t* chosen, int32_t* nchosen) {
-  pdl::begin();
-  extern __shared__ float sh[];
-  const int64_t row = blockIdx.x;
-  const RowInfo ri = rows[row];
-  const int64_t visible = (int64_t(ri.pos) + 1) / m;
-  float* score = sh;                                        // [pow2]
-  int32_t* idx = reinterpret_cast<int32_t*>(score + pow2);  // [pow2]
-  const int64_t keep = min(visible, topk);
-  if (visible <= topk) {  // all of them
-    for (int64_t i = threadIdx.x; i < keep; i += blockDim.x) chosen[row * topk + i] = int32_t(i);
-    if (threadIdx.x == 0) nchosen[row] = int32_t(keep);
-    return;
+// Orderable key of an indexer score: a larger key ranks ahead, as HigherScore ranks (NaN as -inf,
+// -0 equal to +0; ties are broken by index afterwards).
+__device__ __forceinline__ uint32_t score_key(float v) {
+  if (isnan(v)) v = -INFINITY;
+  const uint32_t u = __float_as_uint(v == 0.f ? 0.f : v);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Block-wide exclusive sums of a and b (every thread of the block calls it); red: 2 x warps ints.
+__device__ __forceinline__ void block_exclusive_sum2(int& a, int& b, int* red) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
+  int ia = a, ib = b;
+  for (int o = 1; o < 32; o *= 2) {
+    const int ua = __shfl_up_sync(0xffffffffu, ia, o), ub = __shfl_up_sync(0xffffffffu, ib, o);
+    if (lane >= o) ia += ua, ib += ub;
   }
-  for (int64_t e = threadIdx.x; e < pow2; e += blockDim.x) {
-    const float v = e < visible ? scores[row * ld + e] : -INFINITY;
-    score[e] = isnan(v) ? -INFINITY : v;  // the CPU's order (HigherScore): NaN below every number
-    idx[e] = int32_t(e);
+  if (lane == 31) red[warp] = ia, red[nw + warp] = ib;
+  __syncthreads();
+  if (warp == 0) {
+    int wa = lane < nw ? red[lane] : 0, wb = lane < nw ? red[nw + lane] : 0;
+    for (int o = 1; o < 32; o *= 2) {
+      const int ua = __shfl_up_sync(0xffffffffu, wa, o), ub = __shfl_up_sync(0xffffffffu, wb, o);
+      if (lane >= o) wa += ua, wb += ub;
+    }
+    if (lane < nw) red[lane] = wa, red[nw + lane] = wb;  // inclusive over warps
   }
   __syncthreads();
-  // before(i, j): entry i ranks ahead of entry j.
-  auto before = [&](int64_t i, int64_t j) { return score[i] > score[j] || (score[i] == score[j] && idx[i] < idx[j]); };
-  for (int64_t size = 2; size <= pow2; size *= 2)
-    for (int64_t stride = size / 2; stride > 0; stride /= 2) {
-      for (int64_t i = threadIdx.x; i < pow2; i += blockDim.x) {
-        const int64_t j = i ^ stride;
-        if (j <= i) continue;
-        const bool best_first = (i & size) == 0;
-        if (best_first ? before(j, i) : before(i, j)) {
-          const float ts = score[i];
-          score[i] = score[j], score[j] = ts;
-          const int32_t ti = idx[i];
-          idx[i] = idx[j], idx[j] = ti;
+  const int ba = warp > 0 ? red[warp - 1] : 0, bb = warp > 0 ? red[nw + warp - 1] : 0;
+  a = ba + ia - a, b = bb + ib - b;
+}
+
+// One block per row: the top-k of the row's visible scores in HigherScore's order (higher first,
+// ties to the lower index), written in ascending index order. A radix select over the scores'
+// orderable keys, a byte a pass from the top, finds the k-th key T and how many entries equal to T
+// are taken; then a block scan writes every entry above T and the first of those equal to T. The
+// keys sit in shared memory when the row has at most `smem_keys` entries, else each pass reads the
+// scores again (so the context is not limited by shared memory).
+constexpr int kTopkThreads = 512;
+__global__ void __launch_bounds__(kTopkThreads) indexer_topk_kernel(const float* scores, int64_t ld,
+                                                                   const RowInfo* rows, int64_t m, int64_t topk,
+                                                                   int64_t smem_keys, int32_t* chosen,
+                                                                   int32_t* nchosen) {
+  pdl::begin();
+  extern __shared__ uint32_t kkeys[];  // [smem_keys]
+  __shared__ int hist[256];
+  __shared__ int red[2 * kTopkThreads / 32];
+  __shared__ uint32_t s_prefix;
+  __shared__ int s_remaining;
+  const int64_t row = blockIdx.x;
+  const RowInfo ri = rows[row];
+  const int64_t n = (int64_t(ri.pos) + 1) / m;  // visible entries
+  const int tid = threadIdx.x, lane = tid % 32, nt = blockDim.x;
+  int32_t* out = chosen + row * topk;
+  if (n <= topk) {  // all of them
+    for (int64_t i = tid; i < n; i += nt) out[i] = int32_t(i);
+    if (tid == 0) nchosen[row] = int32_t(n);
+    return;
+  }
+  const float* sr = scores + row * ld;
+  const bool in_smem = n <= smem_keys;
+  if (in_smem) {
+    for (int64_t e = tid; e < n; e += nt) kkeys[e] = score_key(sr[e]);
+    __syncthreads();
+  }
+  auto key = [&](int64_t e) { return in_smem ? kkeys[e] : score_key(__ldg(sr + e)); };
+  uint32_t prefix = 0, mask = 0;
+  int remaining = int(topk);  // entries still to take among those matching prefix under mask
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = tid; i < 256; i += nt) hist[i] = 0;
+    __syncthreads();
+    for (int64_t e0 = 0; e0 < n; e0 += nt) {  // the same trip count for every thread (warp-wide match)
+      const int64_t e = e0 + tid;
+      int dgt = -1;
+      if (e < n) {
+        const uint32_t k = key(e);
+        if ((k & mask) == prefix) dgt = int((k >> shift) & 255u);
+      }
+      const unsigned peers = __match_any_sync(0xffffffffu, dgt);
+      if (dgt >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[dgt], __popc(peers));
+    }
+    __syncthreads();
+    if (tid < 32) {  // lane L holds digits 255 - 8L down to 248 - 8L
+      int c[8], sum = 0;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) c[j] = hist[255 - 8 * lane - j], sum += c[j];
+      int incl = sum;
+      for (int o = 1; o < 32; o *= 2) {
+        const int u = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += u;
+      }
+      int cum = incl - sum;
+      if (cum < remaining && remaining <= incl) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          if (cum + c[j] >= remaining) {
+            s_prefix = prefix | (uint32_t(255 - 8 * lane - j) << shift);
+            s_remaining = remaining - cum;
+            break;
+          }
+          cum += c[j];
         }
       }
-      __syncthreads();
     }
-  for (int64_t i = threadIdx.x; i < keep; i += blockDim.x) chosen[row * topk + i] = idx[i];
-  if (threadIdx.x == 0) nchosen[row] = int32_t(keep);
+    __syncthreads();
+    prefix = s_prefix, remaining = s_remaining, mask |= 0xFFu << shift;
+  }
+  // prefix is the k-th key; take every key above it and the first `remaining` equal to it.
+  const int64_t per = (n + nt - 1) / nt, c0 = min(n, tid * per), c1 = min(n, c0 + per);
+  int gt = 0, eq = 0;
+  for (int64_t e = c0; e < c1; ++e) {
+    const uint32_t k = key(e);
+    gt += k > prefix, eq += k == prefix;
+  }
+  block_exclusive_sum2(gt, eq, red);
+  for (int64_t e = c0; e < c1; ++e) {
+    const uint32_t k = key(e);
+    if (k > prefix || (k == prefix && eq < remaining)) out[gt + min(eq, remaining)] = int32_t(e);
+    gt += k > prefix, eq += k == prefix;
+  }
+  if (tid == 0) nchosen[row] = int32_t(topk);
 }
 
 // One block per token: scores in shared memory, then the k best of score + bias (block_top_k, the
@@ -701,15 +779,19 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
     static std::atomic<size_t> set{0};
     raise_dynamic_smem(indexer_scores_kernel, qbytes, set, "indexer shared memory");
     const dim3 grid(unsigned(t), unsigned((max_visible + kIdxEntries - 1) / kIdxEntries));
-    pdl::launch(indexer_scores_kernel, grid, 256, qbytes, st(s), q, g, rows, seqs, nh, ci, m, max_visible, scores);
+    pdl::launch(indexer_scores_kernel, grid, 256, qbytes, st(s), q, g, rows, seqs, nh, ci, m, topk, max_visible, scores);
     launched("indexer scores");
   }
-  int64_t pow2 = 1;
-  while (pow2 < max_visible) pow2 *= 2;
-  const size_t bytes = size_t(pow2) * (sizeof(float) + sizeof(int32_t));
-  static std::atomic<size_t> set{0};
-  raise_dynamic_smem(indexer_topk_kernel, bytes, set, "indexer shared memory (too many compressed entries for one block)");
-  pdl::launch(indexer_topk_kernel, unsigned(t), 512, bytes, st(s), scores, max_visible, rows, m, topk, pow2, chosen, nchosen);
+  indexer_select(scores, max_visible, rows, t, m, topk, max_visible, chosen, nchosen, s);
+}
+
+void indexer_select(const float* scores, int64_t ld, const RowInfo* rows, int64_t t, int64_t m, int64_t topk,
+                    int64_t max_visible, int32_t* chosen, int32_t* nchosen, void* s) {
+  if (t == 0) return;
+  constexpr int64_t kSmemKeys = 11264;  // 44 KB of keys (under the 48 KB without opt-in): longer rows read the scores each pass
+  const int64_t smem_keys = std::min(max_visible, kSmemKeys);
+  pdl::launch(indexer_topk_kernel, unsigned(t), kTopkThreads, size_t(smem_keys) * sizeof(uint32_t), st(s), scores, ld,
+              rows, m, topk, smem_keys, chosen, nchosen);
   launched("indexer top-k");
 }
 

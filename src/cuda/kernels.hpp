@@ -133,11 +133,16 @@ void compress_entries(const CompressArgs& a, const CompressJob* jobs, int64_t nj
 // segs [nsegs]: the RowInfo of each segment's first row.
 void compress_update_state(const CompressArgs& a, const RowInfo* segs, int64_t nsegs, void* s);
 
-// Lightning Indexer: scores of the visible entries for each row, top-k (ties to the lower index).
+// Lightning Indexer: scores of the visible entries for each row, top-k (ties to the lower index;
+// a row with at most top-k visible entries takes them all and is not scored).
 // q [T, nh, ci] roped, g [T, nh] (already / sqrt(nh)); scores: scratch [T, max_visible].
 void indexer_topk(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs, int64_t t,
                   int64_t nh, int64_t ci, int64_t m, int64_t topk, int64_t max_visible, float* scores, int32_t* chosen,
                   int32_t* nchosen, void* s);
+// The top-k part alone: scores [t, ld] (row r's first (pos + 1) / m visible) -> chosen [t, topk]
+// (ascending index) and nchosen [t]; max_visible: the most visible entries of any row.
+void indexer_select(const float* scores, int64_t ld, const RowInfo* rows, int64_t t, int64_t m, int64_t topk,
+                    int64_t max_visible, int32_t* chosen, int32_t* nchosen, void* s);
 
 // MoE routing: logits [T, E] -> experts [T, k], weights [T, k] (sqrt-softplus scores; hash table
 // [vocab, k] when given, else top-k of score + bias).
