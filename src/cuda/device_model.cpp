@@ -760,7 +760,7 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
     int dev = 0, optin = 0;
     check(cudaGetDevice(&dev), "device");
     check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "device attribute");
-    const int64_t need = (c.index_n_heads * (c.index_head_dim + 1) + c.index_n_heads) * 4;
+    const int64_t need = k::indexer_scores_smem(c.index_n_heads, c.index_head_dim);
     if (need > optin)
       fail("cuda backend: the Lightning Indexer's query (index_n_heads ", c.index_n_heads, " x index_head_dim ",
            c.index_head_dim, ") needs ", need, " bytes of shared memory per block; this device has ", optin);

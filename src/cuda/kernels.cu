@@ -279,7 +279,13 @@ __global__ void compress_pend_kernel(CompressArgs a, const RowInfo* segs) {
 }
 
 // grid (rows, entry blocks of kIdxEntries): scores[row, e] of the visible entries; the row's query in
-// shared memory (rows padded against bank conflicts), a warp per entry, lanes over heads.
+// shared memory (rows padded against bank conflicts: ci + 4 floats when ci % 4 == 0, so that float4
+// reads of 8 lanes' rows hit distinct banks; else ci + 1), lanes over heads. With ci % 4 == 0 and
+// aligned keys a warp takes two entries at once and a lane its heads h and h + 32 together, with
+// float4 loads: four independent chains where the scalar loop ran one (a load and an FMA a step).
+// Each head's dot still sums j = 0, 1, ... and the heads add in the same order, so the scores are
+// the scalar loop's to the bit.
+__host__ __device__ constexpr int64_t indexer_qstride(int64_t ci) { return ci % 4 == 0 ? ci + 4 : ci + 1; }
 __global__ void indexer_scores_kernel(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs,
                                       int64_t nh, int64_t ci, int64_t m, int64_t topk, int64_t ld, float* scores) {
   pdl::begin();
@@ -288,8 +294,8 @@ __global__ void indexer_scores_kernel(const float* q, const float* g, const RowI
   const RowInfo ri = rows[row];
   const int64_t visible = (int64_t(ri.pos) + 1) / m, e0 = int64_t(blockIdx.y) * kIdxEntries;
   if (e0 >= visible || visible <= topk) return;  // a row with at most top-k entries takes them all, unscored
-  const int64_t qstride = ci + 1;
-  float* qs = sh;                 // [nh, ci + 1]
+  const int64_t qstride = indexer_qstride(ci);
+  float* qs = sh;                 // [nh, qstride]
   float* gs = qs + nh * qstride;  // [nh]
   const float* qr = q + row * nh * ci;
   for (RowColWalk wk(threadIdx.x, blockDim.x, int(ci)); wk.row < nh; wk.next())
@@ -300,6 +306,42 @@ __global__ void indexer_scores_kernel(const float* q, const float* g, const RowI
   const float* keys = seqs[ri.seq].ientries;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
   const int64_t e1 = min(visible, e0 + kIdxEntries);
+  if (ci % 4 == 0 && reinterpret_cast<uintptr_t>(keys) % 16 == 0) {
+    const int64_t n4 = ci / 4;
+    for (int64_t ea = e0 + warp; ea < e1; ea += 2 * nw) {
+      const int64_t eb = ea + nw;  // the warp's second entry (ea's again past the block's entries)
+      const bool two = eb < e1;
+      const float4* ka = reinterpret_cast<const float4*>(keys + ea * ci);
+      const float4* kb = reinterpret_cast<const float4*>(keys + (two ? eb : ea) * ci);
+      float sa = 0.f, sb = 0.f;
+      for (int64_t h0 = lane; h0 < nh; h0 += 64) {
+        const int64_t h1 = h0 + 32;
+        const bool has1 = h1 < nh;
+        const float4* q0 = reinterpret_cast<const float4*>(qs + h0 * qstride);
+        const float4* q1 = reinterpret_cast<const float4*>(qs + (has1 ? h1 : h0) * qstride);
+        float a0 = 0.f, a1 = 0.f, b0 = 0.f, b1 = 0.f;  // (entry a, b) x (head h0, h1)
+#pragma unroll 4
+        for (int64_t j = 0; j < n4; ++j) {
+          const float4 x = __ldg(ka + j), y = __ldg(kb + j), u = q0[j], w = q1[j];
+          a0 += u.x * x.x, a0 += u.y * x.y, a0 += u.z * x.z, a0 += u.w * x.w;
+          a1 += w.x * x.x, a1 += w.y * x.y, a1 += w.z * x.z, a1 += w.w * x.w;
+          b0 += u.x * y.x, b0 += u.y * y.y, b0 += u.z * y.z, b0 += u.w * y.w;
+          b1 += w.x * y.x, b1 += w.y * y.y, b1 += w.z * y.z, b1 += w.w * y.w;
+        }
+        sa += gs[h0] * fmaxf(a0, 0.f), sb += gs[h0] * fmaxf(b0, 0.f);
+        if (has1) sa += gs[h1] * fmaxf(a1, 0.f), sb += gs[h1] * fmaxf(b1, 0.f);
+      }
+      for (int o = 16; o > 0; o /= 2) {
+        sa += __shfl_xor_sync(0xffffffffu, sa, o);
+        sb += __shfl_xor_sync(0xffffffffu, sb, o);
+      }
+      if (lane == 0) {
+        scores[row * ld + ea] = sa * kscale;
+        if (two) scores[row * ld + eb] = sb * kscale;
+      }
+    }
+    return;
+  }
   for (int64_t e = e0 + warp; e < e1; e += nw) {
     const float* kp = keys + e * ci;
     float sc = 0.f;
@@ -775,7 +817,7 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
                   int32_t* nchosen, void* s) {
   if (t == 0) return;
   if (max_visible > 0) {
-    const size_t qbytes = size_t(nh * (ci + 1) + nh) * sizeof(float);
+    const size_t qbytes = size_t(indexer_scores_smem(nh, ci));
     static std::atomic<size_t> set{0};
     raise_dynamic_smem(indexer_scores_kernel, qbytes, set, "indexer shared memory");
     const dim3 grid(unsigned(t), unsigned((max_visible + kIdxEntries - 1) / kIdxEntries));
@@ -784,6 +826,8 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
   }
   indexer_select(scores, max_visible, rows, t, m, topk, max_visible, chosen, nchosen, s);
 }
+
+int64_t indexer_scores_smem(int64_t nh, int64_t ci) { return (nh * indexer_qstride(ci) + nh) * int64_t(sizeof(float)); }
 
 void indexer_select(const float* scores, int64_t ld, const RowInfo* rows, int64_t t, int64_t m, int64_t topk,
                     int64_t max_visible, int32_t* chosen, int32_t* nchosen, void* s) {

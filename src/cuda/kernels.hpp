@@ -139,6 +139,8 @@ void compress_update_state(const CompressArgs& a, const RowInfo* segs, int64_t n
 void indexer_topk(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs, int64_t t,
                   int64_t nh, int64_t ci, int64_t m, int64_t topk, int64_t max_visible, float* scores, int32_t* chosen,
                   int32_t* nchosen, void* s);
+// Shared memory of the scores kernel's block (the row's query, all nh heads of ci dims, and gains).
+int64_t indexer_scores_smem(int64_t nh, int64_t ci);
 // The top-k part alone: scores [t, ld] (row r's first (pos + 1) / m visible) -> chosen [t, topk]
 // (ascending index) and nchosen [t]; max_visible: the most visible entries of any row.
 void indexer_select(const float* scores, int64_t ld, const RowInfo* rows, int64_t t, int64_t m, int64_t topk,
