@@ -279,23 +279,27 @@ __global__ void compress_pend_kernel(CompressArgs a, const RowInfo* segs) {
 }
 
 // grid (rows, entry blocks of kIdxEntries): scores[row, e] of the visible entries; the row's query in
-// shared memory (rows padded against bank conflicts: ci + 4 floats when ci % 4 == 0, so that float4
-// reads of 8 lanes' rows hit distinct banks; else ci + 1), lanes over heads. With ci % 4 == 0 and
+// shared memory (rows padded against bank conflicts: an odd number of float4s on the float4 path,
+// ci + 1 floats on the scalar one), lanes over heads. With ci % 4 == 0 and
 // aligned keys a warp takes two entries at once and a lane its heads h and h + 32 together, with
 // float4 loads: four independent chains where the scalar loop ran one (a load and an FMA a step).
 // Each head's dot still sums j = 0, 1, ... and the heads add in the same order, so the scores are
 // the scalar loop's to the bit.
-__host__ __device__ constexpr int64_t indexer_qstride(int64_t ci) { return ci % 4 == 0 ? ci + 4 : ci + 1; }
+// The query's row stride for the float4 path: an odd number of float4s, so that the 8 lanes of a
+// 128-bit shared read hit distinct banks.
+__host__ __device__ constexpr int64_t indexer_qstride4(int64_t ci) { return ci % 8 == 0 ? ci + 4 : ci + 8; }
 __global__ void indexer_scores_kernel(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs,
                                       int64_t nh, int64_t ci, int64_t m, int64_t topk, int64_t ld, float* scores) {
   pdl::begin();
-  extern __shared__ float sh[];
+  extern __shared__ __align__(16) float qsh[];  // float4 reads of the query rows
   const int64_t row = blockIdx.x;
   const RowInfo ri = rows[row];
   const int64_t visible = (int64_t(ri.pos) + 1) / m, e0 = int64_t(blockIdx.y) * kIdxEntries;
   if (e0 >= visible || visible <= topk) return;  // a row with at most top-k entries takes them all, unscored
-  const int64_t qstride = indexer_qstride(ci);
-  float* qs = sh;                 // [nh, qstride]
+  const float* keys = seqs[ri.seq].ientries;
+  const bool vec = ci % 4 == 0 && reinterpret_cast<uintptr_t>(keys) % 16 == 0;
+  const int64_t qstride = vec ? indexer_qstride4(ci) : ci + 1;  // the scalar reads: ci + 1, no conflicts
+  float* qs = qsh;                // [nh, qstride]
   float* gs = qs + nh * qstride;  // [nh]
   const float* qr = q + row * nh * ci;
   for (RowColWalk wk(threadIdx.x, blockDim.x, int(ci)); wk.row < nh; wk.next())
@@ -303,10 +307,9 @@ __global__ void indexer_scores_kernel(const float* q, const float* g, const RowI
   for (int64_t i = threadIdx.x; i < nh; i += blockDim.x) gs[i] = g[row * nh + i];
   __syncthreads();
   const float kscale = 1.0f / sqrtf(float(ci));
-  const float* keys = seqs[ri.seq].ientries;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
   const int64_t e1 = min(visible, e0 + kIdxEntries);
-  if (ci % 4 == 0 && reinterpret_cast<uintptr_t>(keys) % 16 == 0) {
+  if (vec) {
     const int64_t n4 = ci / 4;
     for (int64_t ea = e0 + warp; ea < e1; ea += 2 * nw) {
       const int64_t eb = ea + nw;  // the warp's second entry (ea's again past the block's entries)
@@ -409,9 +412,10 @@ __global__ void __launch_bounds__(kTopkThreads) indexer_topk_kernel(const float*
   const int64_t n = (int64_t(ri.pos) + 1) / m;  // visible entries
   const int tid = threadIdx.x, lane = tid % 32, nt = blockDim.x;
   int32_t* out = chosen + row * topk;
-  if (n <= topk) {  // all of them
-    for (int64_t i = tid; i < n; i += nt) out[i] = int32_t(i);
-    if (tid == 0) nchosen[row] = int32_t(n);
+  if (n <= topk || topk <= 0) {  // all of them (none for a top-k of 0)
+    const int64_t keep = topk <= 0 ? 0 : n;
+    for (int64_t i = tid; i < keep; i += nt) out[i] = int32_t(i);
+    if (tid == 0) nchosen[row] = int32_t(keep);
     return;
   }
   const float* sr = scores + row * ld;
@@ -827,7 +831,9 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
   indexer_select(scores, max_visible, rows, t, m, topk, max_visible, chosen, nchosen, s);
 }
 
-int64_t indexer_scores_smem(int64_t nh, int64_t ci) { return (nh * indexer_qstride(ci) + nh) * int64_t(sizeof(float)); }
+int64_t indexer_scores_smem(int64_t nh, int64_t ci) {
+  return (nh * (ci % 4 == 0 ? indexer_qstride4(ci) : ci + 1) + nh) * int64_t(sizeof(float));
+}
 
 void indexer_select(const float* scores, int64_t ld, const RowInfo* rows, int64_t t, int64_t m, int64_t topk,
                     int64_t max_visible, int32_t* chosen, int32_t* nchosen, void* s) {
