@@ -483,7 +483,7 @@ int check_indexer_select(std::mt19937& rng) {
   cudaMemcpy(ds, sc.data(), sc.size() * 4, cudaMemcpyHostToDevice);
   cudaMemcpy(dr, rows.data(), rows.size() * sizeof(rows[0]), cudaMemcpyHostToDevice);
   cudaMemset(dc, 0xFF, size_t(t * topk) * 4);
-  cuda::k::indexer_select(ds, ld, dr, t, m, topk, ld, dc, dn, nullptr);
+  cuda::k::indexer_select(ds, ld, dr, t, m, topk, dc, dn, nullptr);
   std::vector<int32_t> got(static_cast<size_t>(t * topk)), gotn(static_cast<size_t>(t));
   bool ran = cudaMemcpy(got.data(), dc, got.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
   ran = ran && cudaMemcpy(gotn.data(), dn, gotn.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess;

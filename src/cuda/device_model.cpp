@@ -208,7 +208,7 @@ struct DeviceModel::Impl {
   std::vector<DevLayer> layers;
   std::vector<StateSizes> state_sizes;
   int64_t weight_bytes = 0, active_bytes = 0;
-  int64_t max_indexer_entries = 0;
+  bool has_indexer = false;  // a layer with a Lightning Indexer
   // Split over ranks (expert parallelism): the device collective, and each rank's head block.
   DeviceCommunicator* comm = nullptr;
   bool split = false;
@@ -697,7 +697,7 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
               ss.ientries = (options.max_context / ic.ratio + 1) * ic.width;
               ss.ipend = ic.ratio * ic.proj_width();
               ss.iprev = ic.ratio * ic.width;
-              I.max_indexer_entries = std::max(I.max_indexer_entries, options.max_context / ic.ratio);
+              I.has_indexer = true;
             }
           }
         },
@@ -756,7 +756,7 @@ DeviceModel::DeviceModel(const Model& model, DeviceOptions options) : impl_(std:
            " bytes of shared memory per block for MLA attention; this device has ", optin, " (lower max_context)");
   }
   // The indexer's scores keep a row's query (all its heads) in shared memory.
-  if (I.max_indexer_entries > 0) {
+  if (I.has_indexer) {
     int dev = 0, optin = 0;
     check(cudaGetDevice(&dev), "device");
     check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "device attribute");

@@ -281,6 +281,12 @@ constexpr int kStride = Kind == MatrixView::Fp4Group ? 144 : 160;  // bytes a ro
 template <int Kind>
 constexpr int kStageBytes = 16 * kStride<Kind>;
 
+// Steps (of GPW groups) of a warp's K slice of a pass of kp groups split over `split` warps: the
+// kernel's walk and the launch's grid choice both count with it.
+__host__ __device__ constexpr int slice_steps(int kp, int split, int gpw) {
+  return ((kp + split - 1) / split + gpw - 1) / gpw;
+}
+
 // Persistent GEMV: grid (blocks per job, jobs). A block builds the f16 parts of its job's x for a K
 // pass in shared memory, then groups of `split` warps take 16-row items in turn (item = group,
 // group + groups, ...), each warp streaming its K slice through a D-stage cp.async pipeline that
@@ -347,8 +353,8 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) pgemv_kernel(const Args a
   const int nitems = int((rend - rbase + 15) / 16);
   const int my_items = gg < nitems ? (nitems - gg + NG - 1) / NG : 0;
   const int kp = a.kp;
-  const int sl = ((kp + S - 1) / S + GPW - 1) / GPW * GPW;  // groups of a warp's slice of a pass
-  const int spi = sl / GPW;                                // steps per item
+  const int spi = slice_steps(kp, S, GPW);  // steps per item
+  const int sl = spi * GPW;                 // groups of a warp's slice of a pass
   const int nsteps = my_items * spi;
 
   const int64_t rowbytes = kFp4 ? K / 2 : K;
@@ -698,7 +704,7 @@ inline GridChoice choose_grid(int64_t jobs, int64_t nitems, int64_t kp, int gpw,
   for (int split = 1; split <= kWarps; split *= 2) {
     if (split > 1 && kp / split < gpw) break;
     const int64_t groups_per_block = kWarps / split;
-    const int64_t steps = ((kp + split - 1) / split + gpw - 1) / gpw;  // a warp's steps of an item's pass
+    const int64_t steps = slice_steps(int(kp), split, gpw);
     const int64_t bj = std::min(bj_fill, (nitems + groups_per_block - 1) / groups_per_block);
     const int64_t items = (nitems + bj * groups_per_block - 1) / (bj * groups_per_block);
     cand[n] = {bj, split}, cost[n] = double(items) * (double(steps) + 0.5), ++n;

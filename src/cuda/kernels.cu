@@ -278,16 +278,16 @@ __global__ void compress_pend_kernel(CompressArgs a, const RowInfo* segs) {
   }
 }
 
-// grid (rows, entry blocks of kIdxEntries): scores[row, e] of the visible entries; the row's query in
-// shared memory (rows padded against bank conflicts: an odd number of float4s on the float4 path,
-// ci + 1 floats on the scalar one), lanes over heads. With ci % 4 == 0 and
-// aligned keys a warp takes two entries at once and a lane its heads h and h + 32 together, with
-// float4 loads: four independent chains where the scalar loop ran one (a load and an FMA a step).
-// Each head's dot still sums j = 0, 1, ... and the heads add in the same order, so the scores are
-// the scalar loop's to the bit.
 // The query's row stride for the float4 path: an odd number of float4s, so that the 8 lanes of a
 // 128-bit shared read hit distinct banks.
 __host__ __device__ constexpr int64_t indexer_qstride4(int64_t ci) { return ci % 8 == 0 ? ci + 4 : ci + 8; }
+
+// grid (rows, entry blocks of kIdxEntries): scores[row, e] of the visible entries; the row's query in
+// shared memory (rows padded against bank conflicts: an odd number of float4s on the float4 path,
+// ci + 1 floats on the scalar one), lanes over heads. With ci % 4 == 0 and aligned keys a warp
+// takes two entries at once and a lane its heads h and h + 32 together, with float4 loads: four independent chains where the scalar loop ran one (a load and an FMA a step).
+// Each head's dot still sums j = 0, 1, ... and the heads add in the same order, so the scores are
+// the scalar loop's to the bit.
 __global__ void indexer_scores_kernel(const float* q, const float* g, const RowInfo* rows, const SeqLayerState* seqs,
                                       int64_t nh, int64_t ci, int64_t m, int64_t topk, int64_t ld, float* scores) {
   pdl::begin();
@@ -359,37 +359,6 @@ __global__ void indexer_scores_kernel(const float* q, const float* g, const RowI
   }
 }
 
-// Orderable key of an indexer score: a larger key ranks ahead, as HigherScore ranks (NaN as -inf,
-// -0 equal to +0; ties are broken by index afterwards).
-__device__ __forceinline__ uint32_t score_key(float v) {
-  if (isnan(v)) v = -INFINITY;
-  const uint32_t u = __float_as_uint(v == 0.f ? 0.f : v);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-// Block-wide exclusive sums of a and b (every thread of the block calls it); red: 2 x warps ints.
-__device__ __forceinline__ void block_exclusive_sum2(int& a, int& b, int* red) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
-  int ia = a, ib = b;
-  for (int o = 1; o < 32; o *= 2) {
-    const int ua = __shfl_up_sync(0xffffffffu, ia, o), ub = __shfl_up_sync(0xffffffffu, ib, o);
-    if (lane >= o) ia += ua, ib += ub;
-  }
-  if (lane == 31) red[warp] = ia, red[nw + warp] = ib;
-  __syncthreads();
-  if (warp == 0) {
-    int wa = lane < nw ? red[lane] : 0, wb = lane < nw ? red[nw + lane] : 0;
-    for (int o = 1; o < 32; o *= 2) {
-      const int ua = __shfl_up_sync(0xffffffffu, wa, o), ub = __shfl_up_sync(0xffffffffu, wb, o);
-      if (lane >= o) wa += ua, wb += ub;
-    }
-    if (lane < nw) red[lane] = wa, red[nw + lane] = wb;  // inclusive over warps
-  }
-  __syncthreads();
-  const int ba = warp > 0 ? red[warp - 1] : 0, bb = warp > 0 ? red[nw + warp - 1] : 0;
-  a = ba + ia - a, b = bb + ib - b;
-}
-
 // One block per row: the top-k of the row's visible scores in HigherScore's order (higher first,
 // ties to the lower index), written in ascending index order. A radix select over the scores'
 // orderable keys, a byte a pass from the top, finds the k-th key T and how many entries equal to T
@@ -421,10 +390,10 @@ __global__ void __launch_bounds__(kTopkThreads) indexer_topk_kernel(const float*
   const float* sr = scores + row * ld;
   const bool in_smem = n <= smem_keys;
   if (in_smem) {
-    for (int64_t e = tid; e < n; e += nt) kkeys[e] = score_key(sr[e]);
+    for (int64_t e = tid; e < n; e += nt) kkeys[e] = rank_bits(sr[e]);
     __syncthreads();
   }
-  auto key = [&](int64_t e) { return in_smem ? kkeys[e] : score_key(__ldg(sr + e)); };
+  auto key = [&](int64_t e) { return in_smem ? kkeys[e] : rank_bits(__ldg(sr + e)); };
   uint32_t prefix = 0, mask = 0;
   int remaining = int(topk);  // entries still to take among those matching prefix under mask
   for (int shift = 24; shift >= 0; shift -= 8) {
@@ -662,10 +631,7 @@ __global__ void group_experts_kernel(const int32_t* __restrict__ experts, int sl
     int sc = 0, sj = 0;
     for (int e = e0; e < e1; ++e) sc += first[e], sj += (first[e] + 1) / 2;
     int ic = sc, ij = sj;
-    for (int o = 1; o < 32; o *= 2) {
-      const int a = __shfl_up_sync(0xffffffffu, ic, o), b = __shfl_up_sync(0xffffffffu, ij, o);
-      if (tid >= o) ic += a, ij += b;
-    }
+    warp_inclusive_sum2(ic, ij);
     int rc = ic - sc, rj = ij - sj;
     for (int e = e0; e < e1; ++e) {
       const int c = first[e];
@@ -828,7 +794,7 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
     pdl::launch(indexer_scores_kernel, grid, 256, qbytes, st(s), q, g, rows, seqs, nh, ci, m, topk, max_visible, scores);
     launched("indexer scores");
   }
-  indexer_select(scores, max_visible, rows, t, m, topk, max_visible, chosen, nchosen, s);
+  indexer_select(scores, max_visible, rows, t, m, topk, chosen, nchosen, s);
 }
 
 int64_t indexer_scores_smem(int64_t nh, int64_t ci) {
@@ -836,10 +802,12 @@ int64_t indexer_scores_smem(int64_t nh, int64_t ci) {
 }
 
 void indexer_select(const float* scores, int64_t ld, const RowInfo* rows, int64_t t, int64_t m, int64_t topk,
-                    int64_t max_visible, int32_t* chosen, int32_t* nchosen, void* s) {
+                    int32_t* chosen, int32_t* nchosen, void* s) {
   if (t == 0) return;
-  constexpr int64_t kSmemKeys = 11264;  // 44 KB of keys (under the 48 KB without opt-in): longer rows read the scores each pass
-  const int64_t smem_keys = std::min(max_visible, kSmemKeys);
+  // 44 KB of keys (under the 48 KB without opt-in); longer rows read the scores each pass. No row
+  // has more than ld visible entries.
+  constexpr int64_t kSmemKeys = 11264;
+  const int64_t smem_keys = std::min(ld, kSmemKeys);
   pdl::launch(indexer_topk_kernel, unsigned(t), kTopkThreads, size_t(smem_keys) * sizeof(uint32_t), st(s), scores, ld,
               rows, m, topk, smem_keys, chosen, nchosen);
   launched("indexer top-k");

@@ -141,10 +141,10 @@ void indexer_topk(const float* q, const float* g, const RowInfo* rows, const Seq
                   int32_t* nchosen, void* s);
 // Shared memory of the scores kernel's block (the row's query, all nh heads of ci dims, and gains).
 int64_t indexer_scores_smem(int64_t nh, int64_t ci);
-// The top-k part alone: scores [t, ld] (row r's first (pos + 1) / m visible) -> chosen [t, topk]
-// (ascending index) and nchosen [t]; max_visible: the most visible entries of any row.
+// The top-k part alone: scores [t, ld] (row r's first (pos + 1) / m <= ld visible) -> chosen
+// [t, topk] (ascending index) and nchosen [t].
 void indexer_select(const float* scores, int64_t ld, const RowInfo* rows, int64_t t, int64_t m, int64_t topk,
-                    int64_t max_visible, int32_t* chosen, int32_t* nchosen, void* s);
+                    int32_t* chosen, int32_t* nchosen, void* s);
 
 // MoE routing: logits [T, E] -> experts [T, k], weights [T, k] (sqrt-softplus scores; hash table
 // [vocab, k] when given, else top-k of score + bias).

@@ -1,5 +1,5 @@
 #pragma once
-// Block-wide reductions of the CUDA backend's kernels (device code only): sums, maxima, top-k.
+// Block-wide reductions of the CUDA backend's kernels (device code only): sums, maxima, scans, top-k.
 #include <cfloat>
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -36,6 +36,41 @@ __device__ __forceinline__ float block_max(float v) {
 __device__ __forceinline__ float rank_key(float v) { return isnan(v) ? -INFINITY : v; }
 __device__ __forceinline__ bool ranks_higher(float va, int32_t a, float vb, int32_t b) {
   return va > vb || (va == vb && a < b);
+}
+
+// Orderable key of a score: a larger key ranks ahead in HigherScore's order (rank_key's NaN as -inf,
+// -0 equal to +0; ties are left to the index).
+__device__ __forceinline__ uint32_t rank_bits(float v) {
+  v = rank_key(v);
+  const uint32_t u = __float_as_uint(v == 0.f ? 0.f : v);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Inclusive sums of a and b over the warp's lanes (every lane calls it).
+__device__ __forceinline__ void warp_inclusive_sum2(int& a, int& b) {
+  const int lane = threadIdx.x % 32;
+  for (int o = 1; o < 32; o *= 2) {
+    const int ua = __shfl_up_sync(0xffffffffu, a, o), ub = __shfl_up_sync(0xffffffffu, b, o);
+    if (lane >= o) a += ua, b += ub;
+  }
+}
+
+// Block-wide exclusive sums of a and b (every thread calls it; blockDim.x a multiple of 32);
+// red: 2 x warps ints of shared memory.
+__device__ __forceinline__ void block_exclusive_sum2(int& a, int& b, int* red) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
+  int ia = a, ib = b;
+  warp_inclusive_sum2(ia, ib);
+  if (lane == 31) red[warp] = ia, red[nw + warp] = ib;
+  __syncthreads();
+  if (warp == 0) {
+    int wa = lane < nw ? red[lane] : 0, wb = lane < nw ? red[nw + lane] : 0;
+    warp_inclusive_sum2(wa, wb);
+    if (lane < nw) red[lane] = wa, red[nw + lane] = wb;  // inclusive over warps
+  }
+  __syncthreads();
+  const int ba = warp > 0 ? red[warp - 1] : 0, bb = warp > 0 ? red[nw + warp - 1] : 0;
+  a = ba + ia - a, b = bb + ib - b;
 }
 
 // picked [k] <- the k best of v [E] in HigherScore's order among the e with eligible(e), by k rounds
