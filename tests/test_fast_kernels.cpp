@@ -211,3 +211,40 @@ TEST_CASE("row_slice views rows [r0, r0 + n) of every scheme; FP8 slices start o
   REQUIRE_THROWS_WITH(row_slice(f8.m, 16, 8), Catch::Contains("block boundary"));
   REQUIRE_THROWS_WITH(row_slice(f8.m, 64, 32), Catch::Contains("of a 70-row matrix"));
 }
+
+TEST_CASE("FP8 weights at every offset from a 64-byte line give the reference's answer", "[fast]") {
+  // Checkpoint tensors start wherever the file puts them; the VBMI kernel then aligns its chunks to
+  // the rows' addresses (K a multiple of 64) and masks each row's first and last chunk. NaN codes
+  // just outside the matrix must not leak in.
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (int64_t k : {64, 192, 4160, 100}) {  // 100: rows at different offsets, the unaligned grid
+    const int64_t n = 37, bn = k > 1000 ? 128 : 64;
+    RandomMatrix w = make(2, n, k, rng, 32, bn);
+    std::vector<uint8_t> buf(size_t(n * k + 256));  // NaN codes around the matrix
+    for (int64_t off = 0; off < 64; off += k > 1000 ? 7 : 1) {
+      uint8_t* q = buf.data() + 64 - reinterpret_cast<uintptr_t>(buf.data()) % 64 + off;
+      std::fill(buf.begin(), buf.end(), uint8_t(0x7F));
+      std::memcpy(q, w.q.data(), w.q.size());
+      const Matrix m = Fp8BlockMatrix{q, w.scale.data(), false, n, k, 32, bn};
+      for (int64_t t : {1, 2, 5, 9}) {
+        std::vector<float> x(size_t(t * k));
+        for (auto& v : x) v = normal(rng);
+        std::vector<float> want(size_t(t * n)), got(size_t(t * n));
+        ref::matmul(m, x.data(), k, t, want.data(), n, 0, n);
+        for (auto& [isa, fn] : kernels())
+          for (int64_t r0 : {0, 2}) {  // 2: a row range's grid
+            fn(m, x.data(), k, t, got.data(), n, r0, n);
+            for (int64_t i = 0; i < t; ++i)
+              for (int64_t r = r0; r < n; ++r) {
+                const float g = got[size_t(i * n + r - r0)], e = want[size_t(i * n + r)];
+                INFO(isa << " K=" << k << " offset " << off << " T=" << t << " rows " << r0 << ".. token " << i
+                         << " row " << r);
+                REQUIRE(std::isfinite(g));
+                REQUIRE(g == Approx(e).epsilon(1e-4).margin(1e-4 * std::sqrt(double(k))));
+              }
+          }
+      }
+    }
+  }
+}

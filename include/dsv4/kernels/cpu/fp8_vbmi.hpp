@@ -13,6 +13,13 @@
 // Order. The unpacks work within 128-bit lanes, so a chunk of 64 columns comes out permuted
 // (fp8_chunk_column); the activations are permuted the same way once per call instead.
 //
+// Alignment. Checkpoint tensors start wherever the file puts them (8-byte aligned at best), and a
+// 64-byte load that spans two cache lines halved the rate from DRAM (one core, FP8 8192×4096, Zen 5:
+// 12.0-12.3 GB/s at 16 mod 64 against 14.7-15.2 aligned). So where every row starts at the same
+// offset (K a multiple of 64) the chunks are aligned to the weights' addresses, not to column 0:
+// a row's first and last chunk are loaded with a byte mask (no split line, nothing read outside
+// the row), and the activations are laid out on the same shifted grid, zero where no column is.
+//
 // Scales. One tile's scale covers bm rows × bn columns, so for the rows of one tile row the
 // activations are multiplied by their columns' scales once (E8M0 scales: powers of two, the
 // products are the reference's); the inner loop is then a weight load, the decode and the FMAs.
@@ -74,7 +81,8 @@ inline const Fp8ByteTables& fp8_byte_tables() {
 // chunk stay with the caller's x.
 struct Fp8Activations {
   std::vector<float> perm, scaled, column_scale;
-  int64_t t = 0, kc = 0;  // tokens, columns in whole chunks
+  int64_t t = 0, kc = 0;  // tokens, grid columns in whole chunks
+  int64_t lead = 0;       // grid columns before column 0: the rows' start address mod 64, or 0
   int64_t tile_row = -1;  // the tile row `scaled` holds, -1: none
   bool finite = true;     // every scale of that tile row is finite once multiplied by 2^8
 };
@@ -87,8 +95,9 @@ struct Fp8Decoder {
   DSV4_TARGET_VBMI explicit Fp8Decoder(const Fp8ByteTables& t)
       : hi0(_mm512_load_si512(t.hi)), hi1(_mm512_load_si512(t.hi + 64)), lo0(_mm512_load_si512(t.lo)),
         lo1(_mm512_load_si512(t.lo + 64)), sign(_mm512_set1_epi8(char(0x80))), top(_mm512_set1_epi32(int(0xFFFF0000))) {}
-  DSV4_TARGET_VBMI void operator()(const uint8_t* p, __m512 (&v)[4]) const {
-    const __m512i b = _mm512_loadu_si512(p);
+  // Bytes outside `valid` read as 0 (+0.0) and are not touched in memory.
+  DSV4_TARGET_VBMI void operator()(const uint8_t* p, __mmask64 valid, __m512 (&v)[4]) const {
+    const __m512i b = _mm512_maskz_loadu_epi8(valid, p);
     __m512i h = _mm512_permutex2var_epi8(hi0, b, hi1);
     const __m512i l = _mm512_permutex2var_epi8(lo0, b, lo1);
     h = _mm512_ternarylogic_epi32(h, b, sign, 0xD8);  // sign ? b : h, bitwise
@@ -131,22 +140,25 @@ struct Fp8PassShape {
   static constexpr int kAcc = TT <= 2 ? 2 : 1;
 };
 
-// acc [R][TT][kAcc] += rows' columns [c0, c1) (whole chunks) · TT tokens of xs [TT, ldxs]; pf[r]:
-// the segment the pass after the next one reads, prefetched as this one goes.
+// acc [R][TT][kAcc] += rows' grid columns [c0, c1) (whole chunks) · TT tokens of xs [TT, ldxs];
+// row[r]: the row's grid column 0; head / tail: the bytes of the first / last chunk (grid column
+// ldxs - 64) that belong to the row. pf[r]: the segment the pass after the next one reads,
+// prefetched as this one goes.
 template <int TT, int R, int kAcc>
 DSV4_TARGET_VBMI inline void fp8_vbmi_pass(const uint8_t* const (&row)[R], const uint8_t* const (&pf)[R],
                                            const Fp8Decoder& dec, const float* xs, int64_t ldxs, int64_t c0,
-                                           int64_t c1, __m512* acc, bool first) {
+                                           int64_t c1, __mmask64 head, __mmask64 tail, __m512* acc, bool first) {
   __m512 a[R][TT][kAcc];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < TT; ++t)
       for (int i = 0; i < kAcc; ++i)
         a[r][t][i] = first ? _mm512_setzero_ps() : _mm512_load_ps(acc + (r * TT + t) * kAcc + i);
   for (int64_t c = c0; c < c1; c += 64) {
+    const __mmask64 valid = (c == 0 ? head : ~__mmask64(0)) & (c + 64 == ldxs ? tail : ~__mmask64(0));
     __m512 v[R][4];
     for (int r = 0; r < R; ++r) {
       _mm_prefetch(reinterpret_cast<const char*>(pf[r] + (c - c0)), _MM_HINT_T0);
-      dec(row[r] + c, v[r]);
+      dec(row[r] + c, valid, v[r]);
     }
     for (int t = 0; t < TT; ++t)
       for (int i = 0; i < 4; ++i) {
@@ -167,7 +179,14 @@ DSV4_TARGET_VBMI inline void fp8_vbmi_rows(const Fp8BlockMatrix& m, const Fp8Dec
                                            int64_t ldy, int64_t out0) {
   using P = Fp8PassShape<TT>;
   constexpr int R = P::R, kAcc = P::kAcc;
-  const int64_t K = m.k, kc = a.kc, tile = fp8_tile_cols<TT>();
+  const int64_t K = m.k, kc = a.kc, lead = a.lead, tile = fp8_tile_cols<TT>();
+  // Bytes of a row in its last chunk, 1..64 (on the unaligned grid the last chunk is whole).
+  const int64_t last = lead > 0 ? K + lead - (kc - 64) : 64;
+  const __mmask64 head = ~__mmask64(0) << lead, tail = last == 64 ? ~__mmask64(0) : (__mmask64(1) << last) - 1;
+  // Grid column 0 of row n, lead bytes before the row (never read: those bytes are masked).
+  const auto grid_row = [&](int64_t n) {
+    return reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(m.q + n * K) - uintptr_t(lead));
+  };
   // Prefetch the passes kFp8VbmiPrefetchBytes of weights ahead (at least the next one).
   const int64_t ahead_rows = R * std::max<int64_t>(1, kFp8VbmiPrefetchBytes / (R * std::min(tile, kc)));
   const float* xs = a.scaled.data() + t0 * kc;
@@ -186,10 +205,10 @@ DSV4_TARGET_VBMI inline void fp8_vbmi_rows(const Fp8BlockMatrix& m, const Fp8Dec
         const uint8_t* row[R];
         const uint8_t* pf[R];
         for (int r = 0; r < R; ++r) {
-          row[r] = m.q + (n + std::min(r, nr - 1)) * K;  // missing rows repeat the last
-          pf[r] = m.q + (pn + r) * K + pc;
+          row[r] = grid_row(n + std::min(r, nr - 1));  // missing rows repeat the last
+          pf[r] = grid_row(pn + r) + pc;              // a prefetch past the matrix does not fault
         }
-        fp8_vbmi_pass<TT, R, kAcc>(row, pf, dec, xs, kc, k0, k1, &buf[n - g][0][0], k0 == 0);
+        fp8_vbmi_pass<TT, R, kAcc>(row, pf, dec, xs, kc, k0, k1, head, tail, &buf[n - g][0][0], k0 == 0);
       }
     }
     for (int64_t n = g; n < g1; ++n)
@@ -198,7 +217,7 @@ DSV4_TARGET_VBMI inline void fp8_vbmi_rows(const Fp8BlockMatrix& m, const Fp8Dec
         for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, buf[n - g][t][i]);
         float sum = _mm512_reduce_add_ps(s);
         const uint8_t* row = m.q + n * K;
-        for (int64_t j = kc; j < K; ++j)  // tail: fewer than 64 columns
+        for (int64_t j = kc - lead; j < K; ++j)  // unaligned grid (lead 0): the last K % 64 columns
           sum += e4m3_to_f32(row[j]) * m.block_scale(n / m.bm, j / m.bn) * x[(t0 + t) * ldx + j];
         y[t * ldy + (n - out0)] = sum;
       }
@@ -215,7 +234,7 @@ inline void fp8_scale_activations(const Fp8BlockMatrix& m, Fp8Activations& a, in
   a.scaled.resize(size_t(a.t * a.kc));
   a.column_scale.resize(size_t(a.kc));
   float* cs = a.column_scale.data();
-  if (m.bn % 64 == 0) {
+  if (m.bn % 64 == 0 && a.lead == 0) {
     for (int64_t b = 0; b * m.bn < a.kc; ++b) {
       const float s = m.block_scale(tr, b) * 256.0f;
       a.finite &= std::isfinite(s);
@@ -224,7 +243,8 @@ inline void fp8_scale_activations(const Fp8BlockMatrix& m, Fp8Activations& a, in
   } else {
     for (int64_t c = 0; c < a.kc; c += 64)
       for (int p = 0; p < 64; ++p) {
-        const float s = m.block_scale(tr, (c + fp8_chunk_column(p)) / m.bn) * 256.0f;
+        const int64_t j = c + fp8_chunk_column(p) - a.lead;  // the column, outside [0, K): none
+        const float s = j >= 0 && j < m.k ? m.block_scale(tr, j / m.bn) * 256.0f : 0.0f;
         a.finite &= std::isfinite(s);
         cs[c + p] = s;
       }
@@ -243,7 +263,10 @@ template <class SlowRows>
 void fp8_vbmi_matmul(const Fp8BlockMatrix& m, const float* x, int64_t ldx, int64_t T, float* y, int64_t ldy,
                      int64_t row0, int64_t row1, SlowRows&& slow_rows) {
   constexpr int TT = 8;
-  const int64_t K = m.k, kc = K / 64 * 64, rows = row1 - row0;
+  const int64_t K = m.k, rows = row1 - row0;
+  // The grid (see Alignment): aligned to the rows' addresses where they share one offset.
+  const int64_t lead = K % 64 == 0 ? int64_t(reinterpret_cast<uintptr_t>(m.q) % 64) : 0;
+  const int64_t kc = lead > 0 ? (K + lead + 63) / 64 * 64 : K / 64 * 64;
   const int threads = rows * K * T > (1 << 15) ? num_threads() : 1;
   // Rows are handed out in pieces as threads become free (a static half each left one thread
   // idle whenever the other was slowed, which on a shared VM is often). A piece stays within one
@@ -255,11 +278,14 @@ void fp8_vbmi_matmul(const Fp8BlockMatrix& m, const float* x, int64_t ldx, int64
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     thread_local Fp8Activations a;  // per thread, reused: no allocation per call once grown
-    a.t = T, a.kc = kc, a.tile_row = -1;
+    a.t = T, a.kc = kc, a.lead = lead, a.tile_row = -1;
     a.perm.resize(size_t(T * kc));
     for (int64_t t = 0; t < T; ++t)
       for (int64_t c = 0; c < kc; c += 64)
-        for (int p = 0; p < 64; ++p) a.perm[size_t(t * kc + c + p)] = x[t * ldx + c + kFp8ChunkColumns.at[p]];
+        for (int p = 0; p < 64; ++p) {
+          const int64_t j = c + kFp8ChunkColumns.at[p] - lead;
+          a.perm[size_t(t * kc + c + p)] = j >= 0 && j < K ? x[t * ldx + j] : 0.0f;
+        }
     const Fp8Decoder dec(fp8_byte_tables());
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = first; u < first + pieces; ++u) {
