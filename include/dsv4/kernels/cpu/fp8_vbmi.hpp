@@ -80,7 +80,10 @@ inline const Fp8ByteTables& fp8_byte_tables() {
 // perm [T, chunks · 64] holds x permuted (once per call); the tail columns past the last whole
 // chunk stay with the caller's x.
 struct Fp8Activations {
-  std::vector<float> perm, scaled, column_scale;
+  std::vector<float> perm, scaled, column_scale, tile_scale;
+  // Shifted grid or tiles not whole chunks: each grid position's tile (its tile column), set once
+  // per call; the last tile_scale entry is 0, for positions with no column.
+  std::vector<int32_t> tile_of;
   int64_t t = 0, kc = 0;  // tokens, grid columns in whole chunks
   int64_t lead = 0;       // grid columns before column 0: the rows' start address mod 64, or 0
   int64_t tile_row = -1;  // the tile row `scaled` holds, -1: none
@@ -240,14 +243,17 @@ inline void fp8_scale_activations(const Fp8BlockMatrix& m, Fp8Activations& a, in
       a.finite &= std::isfinite(s);
       std::fill(cs + b * m.bn, cs + std::min(a.kc, (b + 1) * m.bn), s);
     }
-  } else {
-    for (int64_t c = 0; c < a.kc; c += 64)
-      for (int p = 0; p < 64; ++p) {
-        const int64_t j = c + fp8_chunk_column(p) - a.lead;  // the column, outside [0, K): none
-        const float s = j >= 0 && j < m.k ? m.block_scale(tr, j / m.bn) * 256.0f : 0.0f;
-        a.finite &= std::isfinite(s);
-        cs[c + p] = s;
-      }
+  } else {  // a scale per tile, then one lookup per position (a scale per position cost as much as the weights)
+    const int64_t tiles = (m.k + m.bn - 1) / m.bn;
+    a.tile_scale.resize(size_t(tiles + 1));
+    for (int64_t b = 0; b < tiles; ++b) {
+      a.tile_scale[size_t(b)] = m.block_scale(tr, b) * 256.0f;
+      a.finite &= std::isfinite(a.tile_scale[size_t(b)]);
+    }
+    a.tile_scale[size_t(tiles)] = 0.0f;
+    const float* ts = a.tile_scale.data();
+    const int32_t* of = a.tile_of.data();
+    for (int64_t v = 0; v < a.kc; ++v) cs[v] = ts[of[v]];
   }
   for (int64_t t = 0; t < a.t; ++t) {
     const float* src = a.perm.data() + t * a.kc;
@@ -286,6 +292,15 @@ void fp8_vbmi_matmul(const Fp8BlockMatrix& m, const float* x, int64_t ldx, int64
           const int64_t j = c + kFp8ChunkColumns.at[p] - lead;
           a.perm[size_t(t * kc + c + p)] = j >= 0 && j < K ? x[t * ldx + j] : 0.0f;
         }
+    if (m.bn % 64 != 0 || lead > 0) {
+      const int64_t none = (K + m.bn - 1) / m.bn;  // the zero entry of tile_scale
+      a.tile_of.resize(size_t(kc));
+      for (int64_t c = 0; c < kc; c += 64)
+        for (int p = 0; p < 64; ++p) {
+          const int64_t j = c + kFp8ChunkColumns.at[p] - lead;
+          a.tile_of[size_t(c + p)] = int32_t(j >= 0 && j < K ? j / m.bn : none);
+        }
+    }
     const Fp8Decoder dec(fp8_byte_tables());
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = first; u < first + pieces; ++u) {
