@@ -14,8 +14,8 @@
 // (fp8_chunk_column); the activations are permuted the same way once per call instead.
 //
 // Alignment. Checkpoint tensors start wherever the file puts them (8-byte aligned at best), and a
-// 64-byte load that spans two cache lines halved the rate from DRAM (one core, FP8 8192×4096, Zen 5:
-// 12.0-12.3 GB/s at 16 mod 64 against 14.7-15.2 aligned). So where every row starts at the same
+// 64-byte load that spans two cache lines cost a fifth of the rate from DRAM (one core, FP8 8192×4096,
+// Zen 5: 12.0-12.3 GB/s at 16 mod 64 against 14.7-15.2 aligned; this grid at 56 mod 64: 22.5-24.0). So where every row starts at the same
 // offset (K a multiple of 64) the chunks are aligned to the weights' addresses, not to column 0:
 // a row's first and last chunk are loaded with a byte mask (no split line, nothing read outside
 // the row), and the activations are laid out on the same shifted grid, zero where no column is.
@@ -76,9 +76,9 @@ inline const Fp8ByteTables& fp8_byte_tables() {
   return t;
 }
 
-// Permuted activations, pre-multiplied by 2^8 · tile scale: xs [T, chunks · 64] for one tile row.
-// perm [T, chunks · 64] holds x permuted (once per call); the tail columns past the last whole
-// chunk stay with the caller's x.
+// Permuted activations, pre-multiplied by 2^8 · tile scale: scaled [T, kc] for one tile row.
+// perm [T, kc] holds x permuted onto the grid (once per call), 0 where a position has no column;
+// on the unaligned grid the tail columns past the last whole chunk stay with the caller's x.
 struct Fp8Activations {
   std::vector<float> perm, scaled, column_scale, tile_scale;
   // Shifted grid or tiles not whole chunks: each grid position's tile (its tile column), set once
@@ -88,6 +88,14 @@ struct Fp8Activations {
   int64_t lead = 0;       // grid columns before column 0: the rows' start address mod 64, or 0
   int64_t tile_row = -1;  // the tile row `scaled` holds, -1: none
   bool finite = true;     // every scale of that tile row is finite once multiplied by 2^8
+
+  // Column of grid position v (v - lead, permuted within its chunk), -1 where there is none.
+  int64_t column(int64_t v, int64_t k) const {
+    const int64_t j = v / 64 * 64 + kFp8ChunkColumns.at[v % 64] - lead;
+    return j >= 0 && j < k ? j : -1;
+  }
+  // Whether each tile's scale covers whole chunks of the grid (filled per tile, no tile_of).
+  static bool tiles_fill_chunks(const Fp8BlockMatrix& m, int64_t lead) { return m.bn % 64 == 0 && lead == 0; }
 };
 
 #if defined(DSV4_HAVE_VBMI_KERNELS)
@@ -237,7 +245,7 @@ inline void fp8_scale_activations(const Fp8BlockMatrix& m, Fp8Activations& a, in
   a.scaled.resize(size_t(a.t * a.kc));
   a.column_scale.resize(size_t(a.kc));
   float* cs = a.column_scale.data();
-  if (m.bn % 64 == 0 && a.lead == 0) {
+  if (Fp8Activations::tiles_fill_chunks(m, a.lead)) {
     for (int64_t b = 0; b * m.bn < a.kc; ++b) {
       const float s = m.block_scale(tr, b) * 256.0f;
       a.finite &= std::isfinite(s);
@@ -287,19 +295,17 @@ void fp8_vbmi_matmul(const Fp8BlockMatrix& m, const float* x, int64_t ldx, int64
     a.t = T, a.kc = kc, a.lead = lead, a.tile_row = -1;
     a.perm.resize(size_t(T * kc));
     for (int64_t t = 0; t < T; ++t)
-      for (int64_t c = 0; c < kc; c += 64)
-        for (int p = 0; p < 64; ++p) {
-          const int64_t j = c + kFp8ChunkColumns.at[p] - lead;
-          a.perm[size_t(t * kc + c + p)] = j >= 0 && j < K ? x[t * ldx + j] : 0.0f;
-        }
-    if (m.bn % 64 != 0 || lead > 0) {
+      for (int64_t v = 0; v < kc; ++v) {
+        const int64_t j = a.column(v, K);
+        a.perm[size_t(t * kc + v)] = j >= 0 ? x[t * ldx + j] : 0.0f;
+      }
+    if (!Fp8Activations::tiles_fill_chunks(m, lead)) {
       const int64_t none = (K + m.bn - 1) / m.bn;  // the zero entry of tile_scale
       a.tile_of.resize(size_t(kc));
-      for (int64_t c = 0; c < kc; c += 64)
-        for (int p = 0; p < 64; ++p) {
-          const int64_t j = c + kFp8ChunkColumns.at[p] - lead;
-          a.tile_of[size_t(c + p)] = int32_t(j >= 0 && j < K ? j / m.bn : none);
-        }
+      for (int64_t v = 0; v < kc; ++v) {
+        const int64_t j = a.column(v, K);
+        a.tile_of[size_t(v)] = int32_t(j >= 0 ? j / m.bn : none);
+      }
     }
     const Fp8Decoder dec(fp8_byte_tables());
 #pragma omp for schedule(dynamic, 1)
