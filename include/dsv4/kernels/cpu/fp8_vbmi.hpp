@@ -81,9 +81,11 @@ inline const Fp8ByteTables& fp8_byte_tables() {
 // on the unaligned grid the tail columns past the last whole chunk stay with the caller's x.
 struct Fp8Activations {
   std::vector<float> perm, scaled, column_scale, tile_scale;
-  // Shifted grid or tiles not whole chunks: each grid position's tile (its tile column), set once
-  // per call; the last tile_scale entry is 0, for positions with no column.
+  // Shifted grid or tiles not whole chunks: each grid position's tile (its tile column), built when
+  // the grid changes (a division per position: rebuilt per call it cost a third of a 1 MiB matrix's
+  // time in cache); the last tile_scale entry is 0, for positions with no column.
   std::vector<int32_t> tile_of;
+  int64_t tile_of_k = -1, tile_of_lead = -1, tile_of_bn = -1;  // the grid tile_of was built for
   int64_t t = 0, kc = 0;  // tokens, grid columns in whole chunks
   int64_t lead = 0;       // grid columns before column 0: the rows' start address mod 64, or 0
   int64_t tile_row = -1;  // the tile row `scaled` holds, -1: none
@@ -299,7 +301,9 @@ void fp8_vbmi_matmul(const Fp8BlockMatrix& m, const float* x, int64_t ldx, int64
         const int64_t j = a.column(v, K);
         a.perm[size_t(t * kc + v)] = j >= 0 ? x[t * ldx + j] : 0.0f;
       }
-    if (!Fp8Activations::tiles_fill_chunks(m, lead)) {
+    if (!Fp8Activations::tiles_fill_chunks(m, lead) &&
+        (a.tile_of_k != K || a.tile_of_lead != lead || a.tile_of_bn != m.bn)) {
+      a.tile_of_k = K, a.tile_of_lead = lead, a.tile_of_bn = m.bn;
       const int64_t none = (K + m.bn - 1) / m.bn;  // the zero entry of tile_scale
       a.tile_of.resize(size_t(kc));
       for (int64_t v = 0; v < kc; ++v) {
