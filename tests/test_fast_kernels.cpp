@@ -102,10 +102,10 @@ TEST_CASE("SIMD matmul equals the reference for every scheme, ISA and awkward si
   std::mt19937 rng(1234);
   const char* names[] = {"f32", "bf16", "fp8", "fp4", "fp8 (64-column tiles)"};
   // {129, 512}: enough work for the kernels to split rows over threads. {45, 2848} and {9, 4160}:
-  // several K tiles of the few-token FP8 and FP4 kernels (and of the one-token FP8 one), a partial
-  // last chunk, groups of rows past 32.
+  // several K tiles of the few-token FP8 and FP4 kernels, a partial last chunk, groups of rows past
+  // 32. {5, 8256}: the one-token FP8 kernel's equal K tiles (past 6144 columns), the last partial.
   const int64_t shapes[][2] = {{1, 32},    {7, 64},     {33, 96},  {70, 160}, {5, 1056},
-                               {130, 64 + 32 + 2}, {129, 512}, {45, 2848}, {9, 4160}};
+                               {130, 64 + 32 + 2}, {129, 512}, {45, 2848}, {9, 4160}, {5, 8256}};
   // FP8 twice: tiles of 32 / 48 columns (chunks of 64 of the VBMI decode span tiles), and of 64 /
   // 128; a tail of fewer than 64 columns where k is not a multiple of 64; 32-row tiles, partial.
   for (int scheme = 0; scheme < 5; ++scheme)
@@ -257,7 +257,7 @@ TEST_CASE("FP8 weights at every offset from a 64-byte line give the reference's 
   // just outside the matrix must not leak in.
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.f, 1.f);
-  for (int64_t k : {64, 192, 4160, 100}) {  // 100: rows at different offsets, the unaligned grid
+  for (int64_t k : {64, 192, 4160, 8256, 100}) {  // 8256: one-token K tiles; 100: rows at different offsets, the unaligned grid
     const int64_t n = 37, bn = k > 1000 ? 128 : 64;
     RandomMatrix w = make(2, n, k, rng, 32, bn);
     std::vector<uint8_t> buf(size_t(n * k + 256));  // NaN codes around the matrix

@@ -135,11 +135,19 @@ inline constexpr int64_t kFp8VbmiPrefetchBytes = 4096;
 inline constexpr int64_t kFp8TileBytes = 16384;
 inline constexpr int kFp8GroupRows = 32;
 
+// The tile width in grid columns for kc of them. One token: rows streamed start to end while the
+// activations (4 bytes a column) fit L1 beside the weight stream; longer rows in equal tiles of at
+// most 4096 columns. bench_kernels, one thread, AMD EPYC Zen 5 VM (48 KiB L1), 4096x8192: 12.0 GB/s
+// streamed whole against 24.0 in two tiles in one sitting (alternating twice; L1 presumably shared
+// with a busy sibling thread), 27.7 against 25.0 in a later one; two threads 35.5 / 36.5 either way.
 template <int TT>
-constexpr int64_t fp8_tile_cols() {
-  // One token: rows streamed start to end (tiles of 4096 columns at K = 8192 read 5-15 % slower on
-  // one core, bench of this kernel alone, two alternating runs; 32 KiB of activations still fit L1).
-  if (TT == 1) return std::numeric_limits<int64_t>::max() / 2;
+constexpr int64_t fp8_tile_cols(int64_t kc) {
+  if (TT == 1) {
+    constexpr int64_t whole = 6144, most = 4096;
+    if (kc <= whole) return kc;
+    const int64_t tiles = (kc + most - 1) / most;
+    return (kc / 64 + tiles - 1) / tiles * 64;
+  }
   return std::max<int64_t>(64, kFp8TileBytes / (4 * TT) / 64 * 64);
 }
 
@@ -192,7 +200,7 @@ DSV4_TARGET_VBMI inline void fp8_vbmi_rows(const Fp8BlockMatrix& m, const Fp8Dec
                                            int64_t ldy, int64_t out0) {
   using P = Fp8PassShape<TT>;
   constexpr int R = P::R, kAcc = P::kAcc;
-  const int64_t K = m.k, kc = a.kc, lead = a.lead, tile = fp8_tile_cols<TT>();
+  const int64_t K = m.k, kc = a.kc, lead = a.lead, tile = fp8_tile_cols<TT>(a.kc);
   // Bytes of a row in its last chunk, 1..64 (on the unaligned grid the last chunk is whole).
   const int64_t last = lead > 0 ? K + lead - (kc - 64) : 64;
   const __mmask64 head = ~__mmask64(0) << lead, tail = last == 64 ? ~__mmask64(0) : (__mmask64(1) << last) - 1;
