@@ -257,7 +257,8 @@ TEST_CASE("FP8 weights at every offset from a 64-byte line give the reference's 
   // just outside the matrix must not leak in.
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.f, 1.f);
-  for (int64_t k : {64, 192, 4160, 8256, 100}) {  // 8256: one-token K tiles; 100: rows at different offsets, the unaligned grid
+  // 8256: the one-token kernel's K tiles; 100: rows at different offsets, the unaligned grid.
+  for (int64_t k : {64, 192, 4160, 8256, 100}) {
     const int64_t n = 37, bn = k > 1000 ? 128 : 64;
     RandomMatrix w = make(2, n, k, rng, 32, bn);
     std::vector<uint8_t> buf(size_t(n * k + 256));  // NaN codes around the matrix

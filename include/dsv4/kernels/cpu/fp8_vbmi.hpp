@@ -26,6 +26,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -82,10 +83,10 @@ inline const Fp8ByteTables& fp8_byte_tables() {
 struct Fp8Activations {
   std::vector<float> perm, scaled, column_scale, tile_scale;
   // Shifted grid or tiles not whole chunks: each grid position's tile (its tile column), built when
-  // the grid changes (a division per position: rebuilt per call it cost a third of a 1 MiB matrix's
-  // time in cache); the last tile_scale entry is 0, for positions with no column.
+  // the grid changes (a division per position: rebuilt per call it cost over a quarter of a 1 MiB
+  // matrix's time in cache); the last tile_scale entry is 0, for positions with no column.
   std::vector<int32_t> tile_of;
-  int64_t tile_of_k = -1, tile_of_lead = -1, tile_of_bn = -1;  // the grid tile_of was built for
+  std::array<int64_t, 3> tile_of_grid{-1, -1, -1};  // the {K, lead, bn} tile_of was built for
   int64_t t = 0, kc = 0;  // tokens, grid columns in whole chunks
   int64_t lead = 0;       // grid columns before column 0: the rows' start address mod 64, or 0
   int64_t tile_row = -1;  // the tile row `scaled` holds, -1: none
@@ -135,16 +136,17 @@ inline constexpr int64_t kFp8VbmiPrefetchBytes = 4096;
 inline constexpr int64_t kFp8TileBytes = 16384;
 inline constexpr int kFp8GroupRows = 32;
 
-// The tile width in grid columns for kc of them. One token: rows streamed start to end while the
-// activations (4 bytes a column) fit L1 beside the weight stream; longer rows in equal tiles of at
-// most 4096 columns. bench_kernels, one thread, AMD EPYC Zen 5 VM (48 KiB L1), 4096x8192: 12.0 GB/s
-// streamed whole against 24.0 in two tiles in one sitting (alternating twice; L1 presumably shared
-// with a busy sibling thread), 27.7 against 25.0 in a later one; two threads 35.5 / 36.5 either way.
+// The tile width in grid columns for kc of them (4 bytes of activations a column and token). One
+// token: rows streamed start to end up to 1.5 tiles of kFp8TileBytes, longer rows in equal tiles of
+// at most one (4096 columns), so the activations stay in L1 beside the weight stream.
+// bench_kernels, one thread, AMD EPYC Zen 5 VM (48 KiB L1), 4096x8192: 12.0 GB/s streamed whole
+// against 24.0 in two tiles in one sitting (alternating twice; L1 presumably shared with a busy
+// sibling thread), 27.7 against 25.0 in a later one; two threads 35.5 / 36.5 either way.
 template <int TT>
 constexpr int64_t fp8_tile_cols(int64_t kc) {
   if (TT == 1) {
-    constexpr int64_t whole = 6144, most = 4096;
-    if (kc <= whole) return kc;
+    constexpr int64_t most = kFp8TileBytes / 4;
+    if (2 * kc <= 3 * most) return kc;
     const int64_t tiles = (kc + most - 1) / most;
     return (kc / 64 + tiles - 1) / tiles * 64;
   }
@@ -309,9 +311,9 @@ void fp8_vbmi_matmul(const Fp8BlockMatrix& m, const float* x, int64_t ldx, int64
         const int64_t j = a.column(v, K);
         a.perm[size_t(t * kc + v)] = j >= 0 ? x[t * ldx + j] : 0.0f;
       }
-    if (!Fp8Activations::tiles_fill_chunks(m, lead) &&
-        (a.tile_of_k != K || a.tile_of_lead != lead || a.tile_of_bn != m.bn)) {
-      a.tile_of_k = K, a.tile_of_lead = lead, a.tile_of_bn = m.bn;
+    const std::array<int64_t, 3> grid{K, lead, m.bn};
+    if (!Fp8Activations::tiles_fill_chunks(m, lead) && a.tile_of_grid != grid) {
+      a.tile_of_grid = grid;
       const int64_t none = (K + m.bn - 1) / m.bn;  // the zero entry of tile_scale
       a.tile_of.resize(size_t(kc));
       for (int64_t v = 0; v < kc; ++v) {
